@@ -1,0 +1,305 @@
+"""GARO as an optax gradient transformation."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from garo_optax import _controller
+from garo_optax import _features
+from garo_optax import _groups
+
+
+class GaroState(NamedTuple):
+  """State of :func:`garo`."""
+
+  count: jax.Array  # shape=(), int32: number of steps applied
+  hidden: jax.Array  # shape=(H,) or (G, H) per group, float32
+  mu: optax.Updates  # momentum buffers, shaped like the params
+  # Values applied at the last step: float32 scalars, or {group: scalar}.
+  hyperparams: dict[str, Any]
+  feature_state: _features.FeatureState  # running statistics for the features
+  skipped: jax.Array  # shape=(), int32: steps skipped on non-finite input
+
+
+def _resolve_controller(
+    controller: Any, hidden_size: int, seed: int
+) -> _controller.ControllerParams:
+  if controller is None or (isinstance(controller, str) and controller == "init"):
+    return _controller.init_controller(
+        jax.random.key(seed), hidden_size=hidden_size
+    )
+  if isinstance(controller, _controller.ControllerParams):
+    return controller
+  raise ValueError(
+      f"Unknown controller {controller!r}: use None or 'init' (a seeded "
+      "near-SGD controller) or a ControllerParams (e.g. from load_controller)."
+  )
+
+
+def _check_params(params: Any) -> None:
+  for path, leaf in jax.tree.leaves_with_path(params):
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(
+          f"garo needs real floating-point params; {jax.tree_util.keystr(path)} "
+          f"has dtype {dtype}."
+      )
+
+
+def _check_like(name: str, tree: Any, mu: Any) -> None:
+  if jax.tree.structure(tree) != jax.tree.structure(mu):
+    raise ValueError(
+        f"The {name} tree does not match the optimizer state (was the state made "
+        f"by tx.init for other params?). {name}: {jax.tree.structure(tree)}; "
+        f"state: {jax.tree.structure(mu)}."
+    )
+  for (path, leaf), m in zip(
+      jax.tree.leaves_with_path(tree), jax.tree.leaves(mu), strict=True
+  ):
+    if jnp.shape(leaf) != m.shape:
+      raise ValueError(
+          f"{name}{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}; the "
+          f"optimizer state holds shape {m.shape} there."
+      )
+
+
+def _by_group(values: jax.Array, groups: _groups.Groups) -> Any:
+  """(G,) array -> a scalar (global) or a {group name: scalar} dict."""
+  if groups.is_global:
+    return values[0]
+  return {name: values[i] for i, name in enumerate(groups.names)}
+
+
+def _as_array(values: Any, groups: _groups.Groups) -> jax.Array:
+  """Inverse of :func:`_by_group`."""
+  if groups.is_global:
+    return jnp.reshape(values, (1,))
+  return jnp.stack([values[name] for name in groups.names])
+
+
+def garo(
+    learning_rate: jax.typing.ArrayLike = 0.01,
+    momentum: jax.typing.ArrayLike = 0.0,
+    weight_decay: jax.typing.ArrayLike = 0.0,
+    *,
+    controller: _controller.ControllerParams | str | None = None,
+    hidden_size: int = 16,
+    seed: int = 0,
+    granularity: _groups.Granularity = "global",
+    max_learning_rate: float | None = None,
+    mu_dtype: Any | None = None,
+    callback: Callable[[jax.Array, dict[str, Any]], Any] | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""GARO: SGD whose hyperparameters come from a recurrent controller.
+
+  Each step, GARO measures the gradients (one pass over all leaves), turns the
+  measurements into scale-invariant features :math:`x_t`, advances a GRU and
+  reads the learning rate, momentum and weight decay off its hidden state:
+
+  .. math::
+
+    h_t &= \mathrm{GRU}(x_t, h_{t-1}), \quad h_{-1} = 0 \\
+    \eta_t &= \mathrm{softplus}(W_\eta h_t + b_\eta), \quad
+    \mu_t = \tanh(W_\mu h_t + b_\mu), \quad
+    \lambda_t = \mathrm{softplus}(W_\lambda h_t + b_\lambda) \\
+    m_t &= \mu_t m_{t-1} + g_t + \lambda_t \theta_t, \quad
+    u_t = -\eta_t m_t
+
+  (``torch.optim.SGD`` semantics). The biases :math:`b` are set from
+  ``learning_rate``, ``momentum`` and ``weight_decay``, and :math:`x_0 = 0`
+  makes :math:`h_0 = 0`, so the first step is exactly SGD with those values;
+  from there the controller adapts them.
+
+  Non-finite gradients (or a non-finite ``value``) skip the step: the updates
+  are zero, the state is held and ``skipped`` is incremented.
+
+  Args:
+    learning_rate: learning rate at the first step.
+    momentum: momentum at the first step, in ``(-1, 1)``.
+    weight_decay: weight decay at the first step (coupled, as in SGD).
+    controller: the controller's weights: ``None`` or ``"init"`` for a seeded,
+      untrained controller that stays near SGD, or a
+      :class:`~garo_optax.ControllerParams` (e.g. from
+      :func:`~garo_optax.load_controller`).
+    hidden_size: GRU width of the seeded controller.
+    seed: seed of the seeded controller.
+    granularity: ``"global"`` (one set of hyperparameters), ``"per_leaf"``, or
+      group labels (a pytree of strings shaped like the params, or a function
+      of the params returning one, as in :func:`optax.multi_transform`); every
+      group is driven by the same controller weights.
+    max_learning_rate: if set, the learning rate never exceeds it.
+    mu_dtype: dtype of the momentum buffers; ``None`` uses each param's dtype.
+    callback: optional host function called as ``callback(step, hyperparams)``
+      from inside ``jit`` on every update, for debugging. Off (and free) by
+      default.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs`; its ``update`` requires
+    ``params`` and accepts the loss as ``value``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> import garo_optax
+    >>> params = {"w": jnp.ones(3)}
+    >>> tx = garo_optax.garo(learning_rate=0.1)
+    >>> state = tx.init(params)
+    >>> grads = {"w": jnp.array([1.0, 2.0, 3.0])}
+    >>> updates, state = tx.update(grads, state, params, value=jnp.array(1.0))
+    >>> updates["w"]
+    Array([-0.1, -0.2, -0.3], dtype=float32)
+    >>> round(float(optax.tree.get(state, "learning_rate")), 6)
+    0.1
+
+  References:
+    Cho et al., `Learning Phrase Representations using RNN Encoder-Decoder for
+    Statistical Machine Translation <https://arxiv.org/abs/1406.1078>`_, 2014.
+
+    Metz et al., `Practical tradeoffs between memory, compute, and performance
+    in learned optimizers <https://arxiv.org/abs/2203.11860>`_, 2022.
+  """
+  for name, x in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
+    if isinstance(x, int | float) and x < 0:
+      raise ValueError(f"{name} must be >= 0, got {x}.")
+  if isinstance(learning_rate, int | float) and learning_rate == 0:
+    raise ValueError("learning_rate must be > 0.")
+  if isinstance(momentum, int | float) and not -1 < momentum < 1:
+    raise ValueError(f"momentum must be in (-1, 1), got {momentum}.")
+  params_ = _resolve_controller(controller, hidden_size, seed)
+  hidden_size = params_.hidden_size
+  bias = _controller.head_bias(learning_rate, momentum, weight_decay)
+  initial = _controller.heads(bias)
+  log_initial_lr = jnp.log(initial[0])
+
+  def init_fn(params):
+    _check_params(params)
+    groups = _groups.make_groups(params, granularity)
+    num_groups = len(groups.names)
+    hidden_shape = (hidden_size,) if groups.is_global else (num_groups, hidden_size)
+    return GaroState(
+        count=jnp.zeros((), jnp.int32),
+        hidden=jnp.zeros(hidden_shape, jnp.float32),
+        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+        hyperparams={
+            name: _by_group(jnp.full((num_groups,), value), groups)
+            for name, value in zip(_controller.HEAD_NAMES, initial, strict=True)
+        },
+        feature_state=_features.init_feature_state(num_groups),
+        skipped=jnp.zeros((), jnp.int32),
+    )
+
+  def update_fn(updates, state, params=None, *, value=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(
+          "garo needs `params` in update (for weight decay and the controller's "
+          "features): call tx.update(grads, state, params)."
+      )
+    _check_like("grads", updates, state.mu)
+    _check_like("params", params, state.mu)
+    groups = _groups.make_groups(params, granularity)
+    num_groups = len(groups.names)
+
+    leaf_stats = jax.tree.map(_features.leaf_statistics, updates, state.mu, params)
+    stats = jnp.stack(jax.tree.leaves(leaf_stats))
+    if groups.is_global:
+      group_stats = jnp.sum(stats, axis=0, keepdims=True)
+    else:
+      group_stats = jax.ops.segment_sum(
+          stats, jnp.asarray(groups.leaf_groups), num_segments=num_groups
+      )
+    skip = jnp.sum(stats[:, -1]) > 0
+    if value is not None:
+      skip = skip | ~jnp.isfinite(value)
+
+    previous_lr = _as_array(state.hyperparams["learning_rate"], groups)
+    features, feature_state = _features.compute_features(
+        group_stats,
+        state.feature_state,
+        state.count,
+        jnp.log(previous_lr) - log_initial_lr,
+        value,
+    )
+    hidden, (lr, mom, wd) = _controller.controller_step(
+        params_, features, state.hidden.reshape(num_groups, hidden_size), bias
+    )
+    if max_learning_rate is not None:
+      lr = jnp.minimum(lr, max_learning_rate)
+
+    def leaf_update(g, m, p, group):
+      dtype = jnp.promote_types(p.dtype, jnp.float32)
+      new_m = mom[group] * m.astype(dtype) + g.astype(dtype) + wd[group] * p.astype(
+          dtype
+      )
+      new_m = jnp.where(skip, m, new_m.astype(m.dtype))
+      step = jnp.where(skip, 0, -lr[group] * new_m.astype(dtype))
+      return step.astype(p.dtype), new_m
+
+    leaf_groups = jax.tree.unflatten(jax.tree.structure(params), groups.leaf_groups)
+    out = jax.tree.map(leaf_update, updates, state.mu, params, leaf_groups)
+    new_updates, mu = _unzip(out, params)
+
+    new_state = GaroState(
+        count=optax.safe_increment(state.count),
+        hidden=hidden.reshape(state.hidden.shape),
+        mu=mu,
+        hyperparams={
+            name: _by_group(x, groups)
+            for name, x in zip(_controller.HEAD_NAMES, (lr, mom, wd), strict=True)
+        },
+        feature_state=feature_state,
+        skipped=state.skipped,
+    )
+    held = state._replace(mu=mu, skipped=optax.safe_increment(state.skipped))
+    new_state = optax.tree.where(skip, held, new_state)
+    if callback is not None:
+      jax.debug.callback(callback, new_state.count, new_state.hyperparams)
+    return new_updates, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _unzip(pairs: Any, like: Any) -> tuple[Any, Any]:
+  """Splits a tree of (a, b) pairs shaped like ``like`` into two trees."""
+  treedef = jax.tree.structure(like)
+  pairs = treedef.flatten_up_to(pairs)
+  return treedef.unflatten([a for a, _ in pairs]), treedef.unflatten(
+      [b for _, b in pairs]
+  )
+
+
+def hyperparams(state: Any) -> dict[str, Any]:
+  """The learning rate, momentum and weight decay GARO applied at its last step.
+
+  Args:
+    state: a :class:`GaroState`, or any optimizer state that contains exactly
+      one (e.g. the state of an ``optax.chain``).
+
+  Returns:
+    ``{"learning_rate": ..., "momentum": ..., "weight_decay": ...}``; each value
+    is a scalar for global granularity and a ``{group name: scalar}`` dict
+    otherwise. Before the first update these are the starting values.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> import garo_optax
+    >>> tx = optax.chain(optax.clip_by_global_norm(1.0), garo_optax.garo())
+    >>> state = tx.init({"w": jnp.zeros(2)})
+    >>> sorted(garo_optax.hyperparams(state))
+    ['learning_rate', 'momentum', 'weight_decay']
+  """
+  found = [
+      x
+      for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, GaroState))
+      if isinstance(x, GaroState)
+  ]
+  if len(found) != 1:
+    raise ValueError(
+        f"Expected one GaroState inside the optimizer state, found {len(found)}."
+    )
+  return dict(found[0].hyperparams)
+
