@@ -90,6 +90,7 @@ def garo(
     seed: int = 0,
     granularity: _groups.Granularity = "global",
     max_learning_rate: float | None = None,
+    max_effective_learning_rate: float | None = None,
     mu_dtype: Any | None = None,
     callback: Callable[[jax.Array, dict[str, Any]], Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -131,6 +132,9 @@ def garo(
       of the params returning one, as in :func:`optax.multi_transform`); every
       group is driven by the same controller weights.
     max_learning_rate: if set, the learning rate never exceeds it.
+    max_effective_learning_rate: if set, the effective step size of heavy-ball
+      momentum, ``learning_rate / (1 - momentum)``, never exceeds it (the
+      learning rate is lowered to meet the bound).
     mu_dtype: dtype of the momentum buffers; ``None`` uses each param's dtype.
     callback: optional host function called as ``callback(step, hyperparams)``
       from inside ``jit`` on every update, for debugging. Off (and free) by
@@ -228,6 +232,8 @@ def garo(
     )
     if max_learning_rate is not None:
       lr = jnp.minimum(lr, max_learning_rate)
+    if max_effective_learning_rate is not None:
+      lr = jnp.minimum(lr, max_effective_learning_rate * (1.0 - mom))
 
     def leaf_update(g, m, p, group):
       dtype = jnp.promote_types(p.dtype, jnp.float32)
