@@ -1,9 +1,13 @@
 """Gradient statistics and the controller's input features.
 
-The statistics of a leaf are five sums, computed by a single variadic
-reduction so that XLA reads the gradient, momentum and parameter buffers once:
+The statistics of a leaf are three sums, computed by a single variadic
+reduction so that XLA reads the gradient and momentum buffers once:
 
-  ``[Σg², Σm², Σg·m, Σθ², #non-finite g]``
+  ``[Σg², Σm², Σg·m]``
+
+A non-finite gradient entry makes ``Σg²`` NaN (an overflow of huge but finite
+gradients makes it ``inf``, not NaN), which is how GARO detects the steps it
+must skip without a reduction of its own.
 
 The features built from them are invariant to the scale of the gradients,
 clipped to ``[-FEATURE_CLIP, FEATURE_CLIP]``, and exactly zero at step 0, so a
@@ -11,12 +15,12 @@ GRU with a zero candidate bias keeps its hidden state at zero on the first
 step (and GARO starts as plain SGD).
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-NUM_STATISTICS = 5
+NUM_STATISTICS = 3
 NUM_FEATURES = 6
 FEATURE_NAMES = (
     "log_grad_norm_change",
@@ -24,27 +28,32 @@ FEATURE_NAMES = (
     "relative_loss_change",
     "log_learning_rate_ratio",
     "time",
-    "log_param_norm_change",
+    "log_grad_norm_trend",
 )
 FEATURE_CLIP = 5.0
-# Decay of the running means the features are measured against.
+# Decays of the running means the features are measured against: a fast one
+# for step-to-step changes and a slow one for the trend of the gradient norm.
 EMA_DECAY = 0.9
+SLOW_EMA_DECAY = 0.99
 
 _TINY = float(jnp.finfo(jnp.float32).tiny)
+# Sums of squares of huge gradients overflow float32; clipping them to the
+# largest float keeps inf out of the running means, where it would stay.
+_MAX = float(jnp.finfo(jnp.float32).max)
 
 
 class FeatureState(NamedTuple):
   """Running statistics the features are measured against."""
 
   log_grad_norm: jax.Array  # shape=(G,), float32: running mean of log‖g‖
-  log_param_norm: jax.Array  # shape=(G,), float32: running mean of log‖θ‖
+  slow_log_grad_norm: jax.Array  # shape=(G,), float32: slow running mean
   loss: jax.Array  # shape=(), float32: running mean of the loss
 
 
 def init_feature_state(num_groups: int) -> FeatureState:
   zeros = jnp.zeros((num_groups,), jnp.float32)
   return FeatureState(
-      log_grad_norm=zeros, log_param_norm=zeros, loss=jnp.zeros((), jnp.float32)
+      log_grad_norm=zeros, slow_log_grad_norm=zeros, loss=jnp.zeros((), jnp.float32)
   )
 
 
@@ -52,27 +61,32 @@ def _add(a, b):
   return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
-def leaf_statistics(
-    grad: jax.Array, mu: jax.Array, param: jax.Array
-) -> jax.Array:
-  """The five sums of one leaf, in float32, from one pass over its buffers.
+def leaf_statistics(grad: jax.Array, mu: jax.Array) -> tuple[jax.Array, ...]:
+  """The three sums of one leaf, in float32, from one pass over its buffers.
 
   Args:
     grad: the leaf's gradient.
     mu: its momentum buffer (same shape).
-    param: its parameter (same shape).
 
   Returns:
-    Array of shape ``(NUM_STATISTICS,)``: ``Σg², Σm², Σg·m, Σθ²`` and the number
-    of non-finite gradient entries.
+    ``Σg²`` (NaN if any entry of ``grad`` is not finite), ``Σm²`` and ``Σg·m``.
   """
   g = grad.astype(jnp.float32)
   m = mu.astype(jnp.float32)
-  p = param.astype(jnp.float32)
-  operands = (g * g, m * m, g * m, p * p, (~jnp.isfinite(g)).astype(jnp.float32))
+  grad_sq = jnp.where(jnp.isfinite(g), g * g, jnp.nan)
+  operands = (grad_sq, m * m, g * m)
   init = tuple(jnp.zeros((), jnp.float32) for _ in operands)
-  sums = jax.lax.reduce(operands, init, _add, tuple(range(g.ndim)))
-  return jnp.stack(sums)
+  return jax.lax.reduce(operands, init, _add, tuple(range(g.ndim)))
+
+
+def tree_statistics(grads: Any, mu: Any) -> jax.Array:
+  """The sums of every leaf, as one ``(L, NUM_STATISTICS)`` array.
+
+  The per-leaf scalars go into a single ``stack`` rather than one small stack
+  per leaf: on XLA:CPU each small stack is a kernel of its own.
+  """
+  sums = jax.tree.leaves(jax.tree.map(leaf_statistics, grads, mu))
+  return jnp.stack(sums).reshape(-1, NUM_STATISTICS)
 
 
 def _finite_clip(x: jax.Array) -> jax.Array:
@@ -80,14 +94,16 @@ def _finite_clip(x: jax.Array) -> jax.Array:
   return jnp.clip(x, -FEATURE_CLIP, FEATURE_CLIP)
 
 
-def _running_mean(current: jax.Array, running: jax.Array, first: jax.Array):
+def _running_mean(
+    current: jax.Array, running: jax.Array, first: jax.Array, decay: float = EMA_DECAY
+):
   """The running mean before and after seeing ``current``.
 
   On the first step the running mean starts at ``current``, so the change
   ``current - previous`` is exactly zero there.
   """
   previous = jnp.where(first, current, running)
-  return previous, EMA_DECAY * previous + (1.0 - EMA_DECAY) * current
+  return previous, decay * previous + (1.0 - decay) * current
 
 
 def compute_features(
@@ -111,17 +127,16 @@ def compute_features(
     ``(G, NUM_FEATURES)``.
   """
   first = count == 0
-  grad_sq, mu_sq, grad_dot_mu, param_sq = (statistics[:, i] for i in range(4))
-  log_grad_norm = 0.5 * jnp.log(jnp.maximum(grad_sq, _TINY))
-  log_param_norm = 0.5 * jnp.log(jnp.maximum(param_sq, _TINY))
+  grad_sq, mu_sq, grad_dot_mu = (statistics[:, i] for i in range(NUM_STATISTICS))
+  log_grad_norm = 0.5 * jnp.log(jnp.clip(grad_sq, _TINY, _MAX))
   previous_grad, running_grad = _running_mean(
       log_grad_norm, feature_state.log_grad_norm, first
   )
-  previous_param, running_param = _running_mean(
-      log_param_norm, feature_state.log_param_norm, first
+  previous_slow, running_slow = _running_mean(
+      log_grad_norm, feature_state.slow_log_grad_norm, first, SLOW_EMA_DECAY
   )
   grad_change = log_grad_norm - previous_grad
-  param_change = log_param_norm - previous_param
+  grad_trend = log_grad_norm - previous_slow
   # A zero momentum buffer (step 0) gives 0 / tiny = 0.
   cos = grad_dot_mu / jnp.maximum(jnp.sqrt(grad_sq) * jnp.sqrt(mu_sq), _TINY)
 
@@ -138,10 +153,10 @@ def compute_features(
       jnp.log1p(count.astype(jnp.float32)) / 10.0, grad_change.shape
   )
   features = jnp.stack(
-      [grad_change, cos, loss_change, log_learning_rate_ratio, time, param_change],
+      [grad_change, cos, loss_change, log_learning_rate_ratio, time, grad_trend],
       axis=-1,
   )
   new_state = FeatureState(
-      log_grad_norm=running_grad, log_param_norm=running_param, loss=running_loss
+      log_grad_norm=running_grad, slow_log_grad_norm=running_slow, loss=running_loss
   )
   return _finite_clip(features), new_state

@@ -207,15 +207,14 @@ def garo(
     groups = _groups.make_groups(params, granularity)
     num_groups = len(groups.names)
 
-    leaf_stats = jax.tree.map(_features.leaf_statistics, updates, state.mu, params)
-    stats = jnp.stack(jax.tree.leaves(leaf_stats))
+    stats = _features.tree_statistics(updates, state.mu)
     if groups.is_global:
       group_stats = jnp.sum(stats, axis=0, keepdims=True)
     else:
       group_stats = jax.ops.segment_sum(
           stats, jnp.asarray(groups.leaf_groups), num_segments=num_groups
       )
-    skip = jnp.sum(stats[:, -1]) > 0
+    skip = jnp.isnan(jnp.sum(stats[:, 0]))
     if value is not None:
       skip = skip | ~jnp.isfinite(value)
 
