@@ -1,9 +1,11 @@
 """Which leaves share one set of hyperparameters (GARO's granularity)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 Granularity = str | Any | Callable[[Any], Any]
 
@@ -72,3 +74,75 @@ def make_groups(params: Any, granularity: Granularity) -> Groups:
   names = tuple(sorted(set(labels)))
   index = {name: i for i, name in enumerate(names)}
   return Groups(names, tuple(index[label] for label in labels), False)
+
+
+def group_sums(per_leaf: jax.Array, groups: Groups) -> jax.Array:
+  """Adds up per-leaf rows ``(L, K)`` into per-group rows ``(G, K)``.
+
+  The grouping is static, so this is a sum, a fixed permutation (one leaf per
+  group) or a product with a constant 0/1 matrix: no scatter.
+  """
+  if groups.is_global:
+    return jnp.sum(per_leaf, axis=0, keepdims=True)
+  leaf_groups = np.asarray(groups.leaf_groups)
+  if len(groups.names) == len(leaf_groups):
+    return per_leaf[np.argsort(leaf_groups)]
+  one_hot = np.arange(len(groups.names))[:, None] == leaf_groups[None, :]
+  return jnp.asarray(one_hot, per_leaf.dtype) @ per_leaf
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class ByGroup(Mapping):
+  """Per-group values, read-only like a ``{group name: scalar}`` dict.
+
+  Stored as one array so that a model with thousands of groups carries three
+  small arrays in its optimizer state rather than thousands of scalars; the
+  names are static (pytree auxiliary data).
+  """
+
+  def __init__(self, names: tuple[str, ...], values: jax.Array):
+    self.names = tuple(names)
+    self.values = values  # shape=(G,)
+
+  def __getitem__(self, name: str) -> jax.Array:
+    try:
+      return self.values[self.names.index(name)]
+    except ValueError:
+      raise KeyError(
+          f"Unknown group {name!r}; the groups are {list(self.names)}."
+      ) from None
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self.names)
+
+  def __len__(self) -> int:
+    return len(self.names)
+
+  def __repr__(self) -> str:
+    return f"ByGroup({dict(self)!r})"
+
+  def tree_flatten_with_keys(self):
+    return ((jax.tree_util.GetAttrKey("values"), self.values),), self.names
+
+  @classmethod
+  def tree_unflatten(cls, names, children):
+    return cls(names, *children)
+
+
+def _register_flax_serialization() -> None:
+  """Lets ``flax.serialization`` checkpoint states holding :class:`ByGroup`."""
+  try:
+    from flax import serialization
+  except ImportError:
+    return
+  serialization.register_serialization_state(
+      ByGroup,
+      lambda x: {"values": serialization.to_state_dict(x.values)},
+      lambda x, state: ByGroup(
+          x.names, serialization.from_state_dict(x.values, state["values"])
+      ),
+      override=True,
+  )
+
+
+_register_flax_serialization()

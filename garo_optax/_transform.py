@@ -18,7 +18,7 @@ class GaroState(NamedTuple):
   count: jax.Array  # shape=(), int32: number of steps applied
   hidden: jax.Array  # shape=(H,) or (G, H) per group, float32
   mu: optax.Updates  # momentum buffers, shaped like the params
-  # Values applied at the last step: float32 scalars, or {group: scalar}.
+  # Values applied at the last step: float32 scalars, or ByGroup mappings.
   hyperparams: dict[str, Any]
   feature_state: _features.FeatureState  # running statistics for the features
   skipped: jax.Array  # shape=(), int32: steps skipped on non-finite input
@@ -67,17 +67,17 @@ def _check_like(name: str, tree: Any, mu: Any) -> None:
 
 
 def _by_group(values: jax.Array, groups: _groups.Groups) -> Any:
-  """(G,) array -> a scalar (global) or a {group name: scalar} dict."""
+  """(G,) array -> a scalar (global) or a :class:`ByGroup` mapping."""
   if groups.is_global:
     return values[0]
-  return {name: values[i] for i, name in enumerate(groups.names)}
+  return _groups.ByGroup(groups.names, values)
 
 
 def _as_array(values: Any, groups: _groups.Groups) -> jax.Array:
   """Inverse of :func:`_by_group`."""
   if groups.is_global:
     return jnp.reshape(values, (1,))
-  return jnp.stack([values[name] for name in groups.names])
+  return values.values
 
 
 def garo(
@@ -208,12 +208,7 @@ def garo(
     num_groups = len(groups.names)
 
     stats = _features.tree_statistics(updates, state.mu)
-    if groups.is_global:
-      group_stats = jnp.sum(stats, axis=0, keepdims=True)
-    else:
-      group_stats = jax.ops.segment_sum(
-          stats, jnp.asarray(groups.leaf_groups), num_segments=num_groups
-      )
+    group_stats = _groups.group_sums(stats, groups)
     skip = jnp.isnan(jnp.sum(stats[:, 0]))
     if value is not None:
       skip = skip | ~jnp.isfinite(value)
@@ -286,7 +281,9 @@ def hyperparams(state: Any) -> dict[str, Any]:
   Returns:
     ``{"learning_rate": ..., "momentum": ..., "weight_decay": ...}``; each value
     is a scalar for global granularity and a ``{group name: scalar}`` dict
-    otherwise. Before the first update these are the starting values.
+    otherwise. Before the first update these are the starting values. (In the
+    state itself, and so through ``optax.tree.get``, per-group values are a
+    read-only :class:`ByGroup` mapping backed by one array.)
 
   Examples:
     >>> import jax.numpy as jnp
@@ -306,5 +303,8 @@ def hyperparams(state: Any) -> dict[str, Any]:
     raise ValueError(
         f"Expected one GaroState inside the optimizer state, found {len(found)}."
     )
-  return dict(found[0].hyperparams)
+  return {
+      name: dict(value) if isinstance(value, _groups.ByGroup) else value
+      for name, value in found[0].hyperparams.items()
+  }
 
