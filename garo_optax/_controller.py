@@ -65,7 +65,8 @@ def init_controller(
     (8, 3)
   """
   gru_key, head_key = jax.random.split(key)
-  head_kernel = head_scale / np.sqrt(hidden_size) * jax.random.normal(
+  # A Python float, so that the kernel stays float32 when x64 is enabled.
+  head_kernel = float(head_scale / np.sqrt(hidden_size)) * jax.random.normal(
       head_key, (hidden_size, len(HEAD_NAMES)), jnp.float32
   )
   return ControllerParams(
@@ -87,9 +88,10 @@ def head_bias(
   """Head biases that make the heads emit the given values when ``h = 0``.
 
   Returns:
-    Array of shape ``(3,)``: ``softplus⁻¹(learning_rate)``,
-    ``atanh(momentum)``, ``softplus⁻¹(weight_decay)`` (or
-    ``WEIGHT_DECAY_FLOOR_BIAS`` when ``weight_decay`` is zero).
+    Array of shape ``(..., 3)`` (the broadcast shape of the arguments, then 3):
+    ``softplus⁻¹(learning_rate)``, ``atanh(momentum)``,
+    ``softplus⁻¹(weight_decay)`` (or ``WEIGHT_DECAY_FLOOR_BIAS`` when
+    ``weight_decay`` is zero).
   """
   learning_rate = jnp.asarray(learning_rate, jnp.float32)
   momentum = jnp.asarray(momentum, jnp.float32)
@@ -99,7 +101,12 @@ def head_bias(
       _softplus_inverse(jnp.where(weight_decay > 0, weight_decay, 1.0)),
       WEIGHT_DECAY_FLOOR_BIAS,
   )
-  return jnp.stack([_softplus_inverse(learning_rate), jnp.arctanh(momentum), wd_bias])
+  return jnp.stack(
+      jnp.broadcast_arrays(
+          _softplus_inverse(learning_rate), jnp.arctanh(momentum), wd_bias
+      ),
+      axis=-1,
+  )
 
 
 def heads(pre_activation: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -123,7 +130,7 @@ def controller_step(
     controller: the controller's weights.
     features: array ``(G, F)``, one row per group.
     hidden: array ``(G, H)``, the previous hidden state.
-    bias: array ``(3,)`` from :func:`head_bias`.
+    bias: array ``(3,)`` or ``(G, 3)`` from :func:`head_bias`.
 
   Returns:
     ``(hidden, (learning_rate, momentum, weight_decay))``, the hyperparameters

@@ -1,6 +1,6 @@
 """GARO as an optax gradient transformation."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -66,6 +66,37 @@ def _check_like(name: str, tree: Any, mu: Any) -> None:
       )
 
 
+def _check_value(name: str, x: Any) -> None:
+  """Checks a concrete starting hyperparameter (traced ones pass unchecked)."""
+  if not isinstance(x, int | float):
+    return
+  if name == "momentum" and not -1 < x < 1:
+    raise ValueError(f"momentum must be in (-1, 1), got {x}.")
+  if name == "learning_rate" and x <= 0:
+    raise ValueError(f"learning_rate must be > 0, got {x}.")
+  if name == "weight_decay" and x < 0:
+    raise ValueError(f"weight_decay must be >= 0, got {x}.")
+
+
+def _per_group(name: str, value: Any, groups: _groups.Groups) -> jax.Array:
+  """A starting hyperparameter, scalar or ``{group: value}``, as a (G,) array."""
+  if not isinstance(value, Mapping):
+    return jnp.full((len(groups.names),), value, jnp.float32)
+  if groups.is_global:
+    raise ValueError(
+        f"{name} is given per group, but granularity is 'global': use "
+        "granularity='per_leaf' or group labels."
+    )
+  unknown = sorted(set(value) - set(groups.names))
+  missing = sorted(set(groups.names) - set(value))
+  if unknown or missing:
+    raise ValueError(
+        f"{name} must give one value per group. Unknown groups: {unknown}; "
+        f"groups without a value: {missing}; the groups are {list(groups.names)}."
+    )
+  return jnp.asarray([value[group] for group in groups.names], jnp.float32)
+
+
 def _by_group(values: jax.Array, groups: _groups.Groups) -> Any:
   """(G,) array -> a scalar (global) or a :class:`ByGroup` mapping."""
   if groups.is_global:
@@ -81,9 +112,9 @@ def _as_array(values: Any, groups: _groups.Groups) -> jax.Array:
 
 
 def garo(
-    learning_rate: jax.typing.ArrayLike = 0.01,
-    momentum: jax.typing.ArrayLike = 0.0,
-    weight_decay: jax.typing.ArrayLike = 0.0,
+    learning_rate: jax.typing.ArrayLike | Mapping[str, float] = 0.01,
+    momentum: jax.typing.ArrayLike | Mapping[str, float] = 0.0,
+    weight_decay: jax.typing.ArrayLike | Mapping[str, float] = 0.0,
     *,
     controller: _controller.ControllerParams | str | None = None,
     hidden_size: int = 16,
@@ -121,6 +152,8 @@ def garo(
     learning_rate: learning rate at the first step.
     momentum: momentum at the first step, in ``(-1, 1)``.
     weight_decay: weight decay at the first step (coupled, as in SGD).
+      Each of these three may also be a ``{group name: value}`` mapping when
+      ``granularity`` is not ``"global"`` (e.g. no weight decay for biases).
     controller: the controller's weights: ``None`` or ``"init"`` for a seeded,
       untrained controller that stays near SGD, or a
       :class:`~garo_optax.ControllerParams` (e.g. from
@@ -165,22 +198,28 @@ def garo(
     Metz et al., `Practical tradeoffs between memory, compute, and performance
     in learned optimizers <https://arxiv.org/abs/2203.11860>`_, 2022.
   """
-  for name, x in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
-    if isinstance(x, int | float) and x < 0:
-      raise ValueError(f"{name} must be >= 0, got {x}.")
-  if isinstance(learning_rate, int | float) and learning_rate == 0:
-    raise ValueError("learning_rate must be > 0.")
-  if isinstance(momentum, int | float) and not -1 < momentum < 1:
-    raise ValueError(f"momentum must be in (-1, 1), got {momentum}.")
+  starting = {
+      "learning_rate": learning_rate,
+      "momentum": momentum,
+      "weight_decay": weight_decay,
+  }
+  for name, value in starting.items():
+    for x in value.values() if isinstance(value, Mapping) else (value,):
+      _check_value(name, x)
   params_ = _resolve_controller(controller, hidden_size, seed)
   hidden_size = params_.hidden_size
-  bias = _controller.head_bias(learning_rate, momentum, weight_decay)
-  initial = _controller.heads(bias)
-  log_initial_lr = jnp.log(initial[0])
+
+  def setup(params):
+    """Groups of ``params`` and the heads' biases, ``(G, 3)``."""
+    groups = _groups.make_groups(params, granularity)
+    bias = _controller.head_bias(
+        *(_per_group(name, starting[name], groups) for name in _controller.HEAD_NAMES)
+    )
+    return groups, bias
 
   def init_fn(params):
     _check_params(params)
-    groups = _groups.make_groups(params, granularity)
+    groups, bias = setup(params)
     num_groups = len(groups.names)
     hidden_shape = (hidden_size,) if groups.is_global else (num_groups, hidden_size)
     return GaroState(
@@ -188,8 +227,10 @@ def garo(
         hidden=jnp.zeros(hidden_shape, jnp.float32),
         mu=optax.tree.zeros_like(params, dtype=mu_dtype),
         hyperparams={
-            name: _by_group(jnp.full((num_groups,), value), groups)
-            for name, value in zip(_controller.HEAD_NAMES, initial, strict=True)
+            name: _by_group(value, groups)
+            for name, value in zip(
+                _controller.HEAD_NAMES, _controller.heads(bias), strict=True
+            )
         },
         feature_state=_features.init_feature_state(num_groups),
         skipped=jnp.zeros((), jnp.int32),
@@ -204,7 +245,7 @@ def garo(
       )
     _check_like("grads", updates, state.mu)
     _check_like("params", params, state.mu)
-    groups = _groups.make_groups(params, granularity)
+    groups, bias = setup(params)
     num_groups = len(groups.names)
 
     stats = _features.tree_statistics(updates, state.mu)
@@ -218,7 +259,7 @@ def garo(
         group_stats,
         state.feature_state,
         state.count,
-        jnp.log(previous_lr) - log_initial_lr,
+        jnp.log(previous_lr) - jnp.log(_controller.heads(bias)[0]),
         value,
     )
     hidden, (lr, mom, wd) = _controller.controller_step(
