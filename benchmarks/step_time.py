@@ -1,0 +1,263 @@
+"""Step time and memory of GARO's update against optax's optimizers.
+
+Times update + apply **in-graph**: ``K`` steps in a ``lax.fori_loop`` inside one
+``jit`` with donated params and state, warmed up, median over repeats, so the
+numbers are the device's, not Python's. Also reports the first-call compile
+time and the optimizer-state bytes read off the state pytree, and, as a
+bandwidth yardstick, the time of a device copy of the params.
+
+The gradients are one fixed buffer per leaf multiplied by a per-step scalar, so
+every step reads a gradient buffer (as after a backward pass) and nothing that
+depends on them can be hoisted out of the loop.
+
+Usage::
+
+  python -m benchmarks.step_time                      # 1e7 params, 100 and 1000 leaves
+  python -m benchmarks.step_time --params 2.56e8 --leaves 100 --steps 20
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import garo_optax
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "garo": lambda: garo_optax.garo(),
+    "garo_per_leaf": lambda: garo_optax.garo(granularity="per_leaf"),
+    "sgd": lambda: optax.sgd(0.01),
+    "sgd_momentum_wd": lambda: optax.chain(
+        optax.add_decayed_weights(1e-4), optax.sgd(0.01, momentum=0.9)
+    ),
+    "adamw": lambda: optax.adamw(1e-3),
+}
+
+
+def make_params(num_params: int, num_leaves: int, dtype) -> dict[str, jax.Array]:
+  """``num_leaves`` 2-D leaves of (nearly) equal size, ``num_params`` in all."""
+  sizes = np.full(num_leaves, num_params // num_leaves)
+  sizes[: num_params % num_leaves] += 1
+  keys = jax.random.split(jax.random.key(0), num_leaves)
+  params = {}
+  for i, (size, key) in enumerate(zip(sizes, keys, strict=True)):
+    cols = 128 if size % 128 == 0 else 1
+    params[f"leaf_{i:04d}"] = jax.random.normal(
+        key, (int(size) // cols, cols), dtype
+    ) * 0.02
+  return params
+
+
+def _machine() -> dict[str, str]:
+  device = jax.devices()[0]
+  description = getattr(device, "device_kind", device.platform)
+  if device.platform == "cpu":
+    try:
+      for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+          description = line.split(":", 1)[1].strip()
+          break
+    except OSError:
+      description = platform.processor() or description
+  return {
+      "platform": device.platform,
+      "device": description,
+      "device_count": str(jax.device_count()),
+      "cpu_count": str(len(os.sched_getaffinity(0))),
+      "jax": jax.__version__,
+      "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+      "optax": optax.__version__,
+      "garo_optax": garo_optax.__version__,
+  }
+
+
+def _tree_bytes(tree) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def _time(fn, args_fn, repeats: int) -> float:
+  """Median wall time of ``fn(*args_fn())`` in seconds (outputs awaited)."""
+  times = []
+  for _ in range(repeats):
+    args = args_fn()
+    jax.block_until_ready(args)
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def time_optimizer(tx, params, grads, steps: int, repeats: int) -> dict[str, float]:
+  """Compile time, per-step time and state bytes of ``tx`` on ``params``."""
+
+  def run(params, state, grads):
+    def body(i, carry):
+      params, state = carry
+      scale = 1.0 + 1e-3 * i.astype(jnp.float32)
+      step_grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+      updates, state = tx.update(step_grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    return jax.lax.fori_loop(0, steps, body, (params, state))
+
+  run = jax.jit(run, donate_argnums=(0, 1))
+  state = tx.init(params)
+  state_bytes = _tree_bytes(state)
+  start = time.perf_counter()
+  compiled = run.lower(params, state, grads).compile()
+  compile_s = time.perf_counter() - start
+
+  def fresh():
+    return jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state), grads
+
+  compiled(*fresh())  # warm-up
+  step_s = _time(compiled, fresh, repeats) / steps
+  return {"step_ms": 1e3 * step_s, "compile_s": compile_s, "state_bytes": state_bytes}
+
+
+def time_copy(params, repeats: int) -> float:
+  """Seconds for one device copy of all params (reads N, writes N)."""
+  copy = jax.jit(lambda p: jax.tree.map(lambda x: x + 0, p), donate_argnums=0)
+  copy.lower(params).compile()
+  fresh = lambda: (jax.tree.map(jnp.copy, params),)
+  copy(*fresh())
+  return _time(copy, fresh, repeats)
+
+
+def benchmark(num_params, num_leaves, dtype, steps, repeats, names):
+  params = make_params(num_params, num_leaves, dtype)
+  grads = jax.tree.map(lambda p: jnp.ones_like(p) * 1e-3, params)
+  param_bytes = _tree_bytes(params)
+  rows = {}
+  for name in names:
+    rows[name] = time_optimizer(OPTIMIZERS[name](), params, grads, steps, repeats)
+    rows[name]["state_over_param_bytes"] = rows[name]["state_bytes"] / param_bytes
+  copy_s = time_copy(params, repeats)
+  return {
+      "num_params": num_params,
+      "num_leaves": num_leaves,
+      "dtype": jnp.dtype(dtype).name,
+      "steps": steps,
+      "repeats": repeats,
+      "param_bytes": param_bytes,
+      "copy_ms": 1e3 * copy_s,
+      "copy_bandwidth_gbs": 2 * param_bytes / copy_s / 1e9,
+      "optimizers": rows,
+  }
+
+
+def _ratios(result, name: str) -> dict[str, float]:
+  rows = result["optimizers"]
+  return {
+      f"{name}/{peer}": rows[name]["step_ms"] / rows[peer]["step_ms"]
+      for peer in rows
+      if peer != name and not peer.startswith("garo")
+  }
+
+
+# Bytes each optimizer must move per step, in parameter buffers (DESIGN.md §4,
+# update fused with apply): SGD reads g, θ and writes θ; momentum adds m read
+# and written; AdamW adds a second moment; GARO reads g, m, θ for its statistics
+# and then runs the SGD+momentum update.
+MIN_BUFFERS = {"sgd": 3, "sgd_momentum_wd": 5, "adamw": 7, "garo": 8,
+               "garo_per_leaf": 8}
+
+
+def to_markdown(results: list[dict], machine: dict[str, str]) -> str:
+  lines = [
+      "# Step time: GARO against optax",
+      "",
+      f"Machine: {machine['device']} ({machine['platform']}, "
+      f"{machine['cpu_count']} CPUs visible), jax {machine['jax']}, "
+      f"optax {machine['optax']}, garo_optax {machine['garo_optax']}.",
+      "",
+      "Update + apply, in-graph (`lax.fori_loop` inside one `jit`, donated "
+      "buffers), median over repeats. `bandwidth` is the bytes the optimizer "
+      "must move (parameter buffers listed in `benchmarks/step_time.py`) per "
+      "step time, as a fraction of a device copy's.",
+      "",
+  ]
+  for r in results:
+    lines += [
+        f"## {r['num_params']:.3g} params in {r['num_leaves']} leaves "
+        f"({r['dtype']}), {r['steps']} steps x {r['repeats']} repeats",
+        "",
+        f"Device copy of the params: {r['copy_ms']:.3f} ms "
+        f"({r['copy_bandwidth_gbs']:.1f} GB/s).",
+        "",
+        "| optimizer | step (ms) | compile (s) | state / params bytes | "
+        "bandwidth vs copy |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in r["optimizers"].items():
+      moved = MIN_BUFFERS[name] * r["param_bytes"] / (row["step_ms"] / 1e3) / 1e9
+      lines.append(
+          f"| {name} | {row['step_ms']:.3f} | {row['compile_s']:.2f} | "
+          f"{row['state_over_param_bytes']:.4f} | "
+          f"{moved / r['copy_bandwidth_gbs']:.0%} |"
+      )
+    lines.append("")
+    for name in r["optimizers"]:
+      if name.startswith("garo"):
+        ratios = _ratios(r, name)
+        compile_ratio = (r["optimizers"][name]["compile_s"]
+                         / r["optimizers"]["adamw"]["compile_s"])
+        lines.append(
+            f"- {name}: " + ", ".join(
+                f"{k.split('/')[1]} x{v:.2f}" for k, v in ratios.items())
+            + f"; compile x{compile_ratio:.2f} AdamW's"
+        )
+    lines.append("")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--params", type=float, default=1e7)
+  parser.add_argument("--leaves", type=int, nargs="+", default=[100, 1000])
+  parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument(
+      "--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS)
+  )
+  parser.add_argument(
+      "--out", default=None,
+      help="output path without suffix (default: results/step_time_<platform>)",
+  )
+  args = parser.parse_args(argv)
+
+  machine = _machine()
+  results = []
+  for num_leaves in args.leaves:
+    result = benchmark(int(args.params), num_leaves, jnp.dtype(args.dtype),
+                       args.steps, args.repeats, args.optimizers)
+    results.append(result)
+    print(to_markdown([result], machine).split("\n", 4)[-1])
+  stem = pathlib.Path(args.out or RESULTS / f"step_time_{machine['platform']}")
+  stem.parent.mkdir(parents=True, exist_ok=True)
+  payload = {
+      "machine": machine,
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      "command": "python -m benchmarks.step_time " + " ".join(argv or []),
+      "results": results,
+  }
+  stem.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+  stem.with_suffix(".md").write_text(to_markdown(results, machine))
+  print(f"Wrote {stem}.json and .md")
+
+
+if __name__ == "__main__":
+  main()
