@@ -1,0 +1,145 @@
+"""The fused GARO update equals a straightforward implementation of the step.
+
+The reference below is written for clarity, not speed: separate ``optax.tree``
+reductions, features spelled out from DESIGN.md, the GRU and heads applied
+directly, then the SGD-with-momentum update leaf by leaf.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import garo_optax
+from garo_optax import _features
+
+CLIP = _features.FEATURE_CLIP
+FAST, SLOW = _features.EMA_DECAY, _features.SLOW_EMA_DECAY
+
+
+def _softplus_inverse(x):
+  return float(np.log(np.expm1(x)))
+
+
+def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
+  """Runs GARO's steps the slow, obvious way; returns updates and hyperparams."""
+  bias = jnp.array([
+      _softplus_inverse(lr0),
+      np.arctanh(momentum0),
+      _softplus_inverse(wd0) if wd0 > 0 else -20.0,
+  ], jnp.float32)
+  hidden = jnp.zeros(controller.hidden_size)
+  mu = jax.tree.map(jnp.zeros_like, params)
+  lr_prev = float(jax.nn.softplus(bias[0]))
+  ema_g = ema_slow = ema_loss = None
+  outputs = []
+  for t, (grads, loss) in enumerate(zip(grads_seq, losses, strict=True)):
+    g_norm = optax.tree.norm(grads)
+    m_norm = optax.tree.norm(mu)
+    cos = float(optax.tree.vdot(grads, mu)) / max(float(g_norm) * float(m_norm), 1e-38)
+    log_g = float(jnp.log(g_norm))
+    if t == 0:
+      ema_g = ema_slow = log_g
+      ema_loss = loss
+    features = np.array([
+        log_g - ema_g,
+        cos,
+        (loss - ema_loss) / abs(ema_loss),
+        np.log(lr_prev) - np.log(float(jax.nn.softplus(bias[0]))),
+        np.log1p(t) / 10.0,
+        log_g - ema_slow,
+    ])
+    ema_g = FAST * ema_g + (1 - FAST) * log_g
+    ema_slow = SLOW * ema_slow + (1 - SLOW) * log_g
+    ema_loss = FAST * ema_loss + (1 - FAST) * loss
+    x = jnp.asarray(np.clip(features, -CLIP, CLIP), jnp.float32)
+    hidden = garo_optax.gru_cell(controller.gru, x, hidden)
+    pre = hidden @ controller.head_kernel + bias
+    lr, mom, wd = jax.nn.softplus(pre[0]), jnp.tanh(pre[1]), jax.nn.softplus(pre[2])
+    mu = jax.tree.map(lambda m, g, p: mom * m + g + wd * p, mu, grads, params)
+    updates = jax.tree.map(lambda m: -lr * m, mu)
+    params = optax.apply_updates(params, updates)
+    lr_prev = float(lr)
+    outputs.append((updates, (lr, mom, wd)))
+  return outputs
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-3)])
+def test_fast_path_matches_reference(momentum, weight_decay):
+  keys = jax.random.split(jax.random.key(0), 4)
+  params = {
+      "a": jax.random.normal(keys[0], (7, 5)),
+      "b": {"c": jax.random.normal(keys[1], (11,)), "d": jax.random.normal(keys[2], ())},
+  }
+  steps = 12
+  grads_seq = [
+      jax.tree.map(
+          lambda p, k=k: jax.random.normal(k, p.shape) * (1.0 + 0.3 * i),
+          params,
+      )
+      for i, k in enumerate(jax.random.split(keys[3], steps))
+  ]
+  losses = [2.0 / (1 + i) + 0.1 * (i % 3) for i in range(steps)]
+  controller = garo_optax.init_controller(jax.random.key(7), head_scale=1.0)
+
+  expected = reference_run(controller, 0.05, momentum, weight_decay, params,
+                           grads_seq, losses)
+  tx = garo_optax.garo(0.05, momentum, weight_decay, controller=controller)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for grads, loss, (want_updates, want_hp) in zip(grads_seq, losses, expected, strict=True):
+    updates, state = update(grads, state, params, value=loss)
+    params = optax.apply_updates(params, updates)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7),
+        updates, want_updates,
+    )
+    got = garo_optax.hyperparams(state)
+    for name, want in zip(("learning_rate", "momentum", "weight_decay"), want_hp, strict=True):
+      np.testing.assert_allclose(got[name], want, rtol=2e-5, atol=1e-7)
+  # The controller moved the hyperparameters, so the comparison has teeth.
+  assert abs(float(got["learning_rate"]) - 0.05) > 1e-3
+
+
+def test_statistics_match_tree_reductions():
+  keys = jax.random.split(jax.random.key(1), 2)
+  grads = {"x": jax.random.normal(keys[0], (33, 3)), "y": jnp.arange(4.0)}
+  mu = {"x": jax.random.normal(keys[1], (33, 3)), "y": -jnp.ones(4)}
+  stats = _features.tree_statistics(grads, mu)
+  assert stats.shape == (2, _features.NUM_STATISTICS)
+  total = stats.sum(0)
+  np.testing.assert_allclose(total[0], optax.tree.norm(grads, squared=True), rtol=1e-6)
+  np.testing.assert_allclose(total[1], optax.tree.norm(mu, squared=True), rtol=1e-6)
+  np.testing.assert_allclose(total[2], optax.tree.vdot(grads, mu), rtol=1e-5)
+
+
+def test_statistics_flag_non_finite_but_not_overflow():
+  mu = {"x": jnp.zeros(3)}
+  for bad in (jnp.nan, jnp.inf, -jnp.inf):
+    stats = _features.tree_statistics({"x": jnp.array([1.0, bad, 2.0])}, mu)
+    assert jnp.isnan(stats[0, 0])
+  stats = _features.tree_statistics({"x": jnp.full(3, 1e30)}, mu)
+  assert stats[0, 0] == jnp.inf
+
+
+def test_state_is_one_buffer_per_param_and_does_not_recompile():
+  params = {f"w{i}": jnp.ones((16, 8)) for i in range(5)}
+  tx = garo_optax.garo()
+  state = tx.init(params)
+  param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+  state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+  extra = state_bytes - sum(x.nbytes for x in jax.tree.leaves(state.mu))
+  assert sum(x.nbytes for x in jax.tree.leaves(state.mu)) == param_bytes
+  assert extra < 256  # hidden state, hyperparameters, counters
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(None)
+    updates, state = tx.update(params, state, params)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(3):
+    params, state = step(params, state)
+  assert len(traces) == 1
