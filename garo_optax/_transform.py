@@ -146,7 +146,8 @@ def garo(
   from there the controller adapts them.
 
   Non-finite gradients (or a non-finite ``value``) skip the step: the updates
-  are zero, the state is held and ``skipped`` is incremented.
+  are zero, the state is held and ``skipped`` is incremented. So do gradients
+  whose squared norm overflows float32 (``‖g‖ > 1.8e19``).
 
   Args:
     learning_rate: learning rate at the first step.
@@ -250,7 +251,7 @@ def garo(
 
     stats = _features.tree_statistics(updates, state.mu)
     group_stats = _groups.group_sums(stats, groups)
-    skip = jnp.isnan(jnp.sum(stats[:, 0]))
+    skip = ~jnp.isfinite(jnp.sum(stats[:, 0]))
     if value is not None:
       skip = skip | ~jnp.isfinite(value)
 

@@ -67,10 +67,12 @@ def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
 
 @pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-3)])
 def test_fast_path_matches_reference(momentum, weight_decay):
-  keys = jax.random.split(jax.random.key(0), 4)
+  keys = jax.random.split(jax.random.key(0), 5)
   params = {
       "a": jax.random.normal(keys[0], (7, 5)),
       "b": {"c": jax.random.normal(keys[1], (11,)), "d": jax.random.normal(keys[2], ())},
+      # Large enough for the separate-sums form of the statistics.
+      "e": jax.random.normal(keys[4], (_features.SEPARATE_SUMS_MIN_SIZE,)) * 0.1,
   }
   steps = 12
   grads_seq = [
@@ -103,9 +105,11 @@ def test_fast_path_matches_reference(momentum, weight_decay):
 
 
 def test_statistics_match_tree_reductions():
+  # One leaf on each side of the size at which the reduction changes form.
   keys = jax.random.split(jax.random.key(1), 2)
-  grads = {"x": jax.random.normal(keys[0], (33, 3)), "y": jnp.arange(4.0)}
-  mu = {"x": jax.random.normal(keys[1], (33, 3)), "y": -jnp.ones(4)}
+  big = (_features.SEPARATE_SUMS_MIN_SIZE // 64, 64)
+  grads = {"x": jax.random.normal(keys[0], big), "y": jnp.arange(4.0)}
+  mu = {"x": jax.random.normal(keys[1], big), "y": -jnp.ones(4)}
   stats = _features.tree_statistics(grads, mu)
   assert stats.shape == (2, _features.NUM_STATISTICS)
   total = stats.sum(0)
@@ -114,13 +118,13 @@ def test_statistics_match_tree_reductions():
   np.testing.assert_allclose(total[2], optax.tree.vdot(grads, mu), rtol=1e-5)
 
 
-def test_statistics_flag_non_finite_but_not_overflow():
-  mu = {"x": jnp.zeros(3)}
+@pytest.mark.parametrize("size", [3, _features.SEPARATE_SUMS_MIN_SIZE])
+def test_statistics_flag_non_finite_gradients(size):
+  mu = {"x": jnp.zeros(size)}
   for bad in (jnp.nan, jnp.inf, -jnp.inf):
-    stats = _features.tree_statistics({"x": jnp.array([1.0, bad, 2.0])}, mu)
-    assert jnp.isnan(stats[0, 0])
-  stats = _features.tree_statistics({"x": jnp.full(3, 1e30)}, mu)
-  assert stats[0, 0] == jnp.inf
+    grads = {"x": jnp.ones(size).at[1].set(bad)}
+    assert not jnp.isfinite(_features.tree_statistics(grads, mu)[0, 0])
+  assert jnp.isfinite(_features.tree_statistics({"x": jnp.ones(size)}, mu)[0, 0])
 
 
 def test_state_is_one_buffer_per_param_and_does_not_recompile():
