@@ -1,0 +1,327 @@
+"""How the controller learns: unrolled training, meta-loss and its gradient.
+
+Three estimators of the gradient of the meta-loss with respect to the
+controller's weights, each over a batch of tasks (one task pytree with a
+leading axis, see :mod:`garo_optax.meta.tasks`):
+
+* :func:`truncated_gradient`: backprop through ``lax.scan`` over a truncation
+  of the inner training (exact for that truncation, biased towards short
+  horizons when truncations are chained).
+* :func:`es_gradient`: antithetic evolution strategies over whole unrolls
+  (unbiased for the Gaussian-smoothed meta-loss, no backprop).
+* :func:`pes_gradient`: persistent evolution strategies (Vicol et al., 2021):
+  antithetic ES over truncations whose perturbations accumulate along the
+  inner run, unbiased for horizons longer than one truncation.
+
+The meta-loss of one inner run is the mean over its steps of
+``log(loss_t / loss_0)``, floored (a task solved to its noise floor counts
+the same however far below it goes) and capped, with non-finite losses at the
+cap and every step above the initial loss penalised again: divergence costs
+more than any progress can buy back.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import garo_optax
+from garo_optax.meta import tasks as tasks_lib
+
+# log(loss_t / loss_0) is clipped to [-LOG_FLOOR, LOG_CAP].
+LOG_FLOOR = 10.0
+LOG_CAP = 3.0
+# Extra weight on log(loss_t / loss_0) where it is positive.
+DIVERGENCE_PENALTY = 4.0
+
+
+class InnerConfig(NamedTuple):
+  """How GARO is built for the inner runs (static)."""
+
+  max_effective_learning_rate: float | None = None
+
+
+DEFAULT_CONFIG = InnerConfig()
+
+
+class InnerState(NamedTuple):
+  """One inner training run in progress."""
+
+  params: Any
+  opt_state: Any
+  step: jax.Array  # shape=(), int32
+  initial_loss: jax.Array  # shape=(), float32: loss before the first update
+  key: jax.Array  # minibatch key of this run
+
+
+def _optimizer(controller, learning_rate, config: InnerConfig):
+  return garo_optax.garo(
+    learning_rate,
+    controller=controller,
+    max_effective_learning_rate=config.max_effective_learning_rate,
+  )
+
+
+def inner_init(
+  controller: garo_optax.ControllerParams,
+  task: tasks_lib.Task,
+  key: jax.Array,
+  learning_rate: jax.Array,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> InnerState:
+  """Starts an inner run: initial params, optimizer state, initial loss."""
+  init_key, batch_key = jax.random.split(key)
+  params = task.init(init_key)
+  initial_loss = task.loss(params, task.batch(jax.random.fold_in(batch_key, 0)))
+  opt_state = _optimizer(controller, learning_rate, config).init(params)
+  return InnerState(
+    params, opt_state, jnp.zeros((), jnp.int32), initial_loss, batch_key
+  )
+
+
+def inner_unroll(
+  controller: garo_optax.ControllerParams,
+  task: tasks_lib.Task,
+  state: InnerState,
+  learning_rate: jax.Array,
+  num_steps: int,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> tuple[InnerState, jax.Array, dict[str, jax.Array]]:
+  """Trains ``num_steps`` steps of GARO with ``controller``.
+
+  Returns:
+    ``(state, losses, hyperparams)``: the minibatch loss before each update,
+    shape ``(num_steps,)``, and the hyperparameters applied at each step.
+  """
+  tx = _optimizer(controller, learning_rate, config)
+
+  def step(state, _):
+    batch = task.batch(jax.random.fold_in(state.key, state.step))
+    loss, grads = jax.value_and_grad(task.loss)(state.params, batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    params = optax.apply_updates(state.params, updates)
+    new = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
+    return new, (loss, garo_optax.hyperparams(opt_state))
+
+  state, (losses, hyper) = jax.lax.scan(step, state, length=num_steps)
+  return state, losses, hyper
+
+
+def log_loss_ratio(losses: jax.Array, initial_loss: jax.Array) -> jax.Array:
+  """``log(loss / initial_loss)``, clipped, with non-finite values at the cap."""
+  ratio = jnp.log(losses) - jnp.log(initial_loss)
+  ratio = jnp.where(jnp.isfinite(ratio), ratio, LOG_CAP)
+  return jnp.clip(ratio, -LOG_FLOOR, LOG_CAP)
+
+
+def meta_loss(losses: jax.Array, initial_loss: jax.Array) -> jax.Array:
+  """Meta-loss of one run: mean clipped log loss ratio, divergence penalised."""
+  ratio = log_loss_ratio(losses, initial_loss)
+  return jnp.mean(ratio + DIVERGENCE_PENALTY * jax.nn.relu(ratio))
+
+
+def unroll_meta_loss(
+  controller: garo_optax.ControllerParams,
+  task: tasks_lib.Task,
+  key: jax.Array,
+  learning_rate: jax.Array,
+  num_steps: int,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> jax.Array:
+  """Meta-loss of a whole inner run of ``num_steps`` steps from scratch."""
+  state = inner_init(controller, task, key, learning_rate, config)
+  _, losses, _ = inner_unroll(controller, task, state, learning_rate, num_steps, config)
+  return meta_loss(losses, state.initial_loss)
+
+
+def _batched_meta_loss(controller, task, state, learning_rate, num_steps, config):
+  """Meta-loss of a truncation for each run of a batch; new states."""
+
+  def one(task, state, learning_rate):
+    state, losses, _ = inner_unroll(
+      controller, task, state, learning_rate, num_steps, config
+    )
+    return meta_loss(losses, state.initial_loss), state
+
+  return jax.vmap(one)(task, state, learning_rate)
+
+
+def truncated_gradient(
+  controller: garo_optax.ControllerParams,
+  task: tasks_lib.Task,
+  state: InnerState,
+  learning_rate: jax.Array,
+  num_steps: int,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> tuple[jax.Array, garo_optax.ControllerParams, InnerState]:
+  """Truncated backprop: the exact gradient of one truncation's meta-loss.
+
+  Args:
+    controller: the controller's weights.
+    task: a batch of tasks (leading axis ``B``).
+    state: their inner runs (leading axis ``B``), from :func:`inner_init`
+      under ``jax.vmap`` or from a previous truncation.
+    learning_rate: starting learning rate of each run, shape ``(B,)``.
+    num_steps: length of the truncation.
+    config: how GARO is built.
+
+  Returns:
+    ``(meta_loss, gradient, state)``: the mean meta-loss of the truncation,
+    its gradient, and the runs advanced by ``num_steps`` (to be continued with
+    the gradient stopped, as truncated backprop does).
+  """
+
+  def loss_fn(controller):
+    losses, new_state = _batched_meta_loss(
+      controller, task, state, learning_rate, num_steps, config
+    )
+    return jnp.mean(losses), new_state
+
+  (loss, new_state), grad = jax.value_and_grad(loss_fn, has_aux=True)(controller)
+  return loss, grad, jax.lax.stop_gradient(new_state)
+
+
+def _perturbations(key, controller, num_pairs, sigma):
+  leaves, treedef = jax.tree.flatten(controller)
+  keys = jax.random.split(key, len(leaves))
+  return treedef.unflatten(
+    [
+      sigma * jax.random.normal(k, (num_pairs, *x.shape), x.dtype)
+      for k, x in zip(keys, leaves, strict=True)
+    ]
+  )
+
+
+def _shift(controller, epsilon, sign):
+  return jax.tree.map(lambda c, e: c + sign * e, controller, epsilon)
+
+
+def _es_combine(loss_plus, loss_minus, epsilon, sigma):
+  """``mean_i (L⁺_i − L⁻_i) ε_i / (2σ²)``, the antithetic ES gradient."""
+  weight = (loss_plus - loss_minus) / (2.0 * sigma**2)
+  return jax.tree.map(
+    lambda e: jnp.tensordot(weight, e, axes=1) / weight.shape[0], epsilon
+  )
+
+
+def es_gradient(
+  controller: garo_optax.ControllerParams,
+  task: tasks_lib.Task,
+  keys: jax.Array,
+  learning_rate: jax.Array,
+  num_steps: int,
+  key: jax.Array,
+  *,
+  sigma: float,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> tuple[jax.Array, garo_optax.ControllerParams]:
+  """Antithetic ES over whole unrolls, one pair of perturbations per task.
+
+  Both members of a pair train the same task from the same initial params on
+  the same minibatches (common random numbers), so their difference measures
+  the perturbation and little else.
+
+  Args:
+    controller: the controller's weights.
+    task: a batch of ``P`` tasks (leading axis ``P``).
+    keys: ``P`` keys for the runs' initial params and minibatches.
+    learning_rate: starting learning rate of each run, shape ``(P,)``.
+    num_steps: length of each inner run.
+    key: key for the perturbations.
+    sigma: standard deviation of the perturbations.
+    config: how GARO is built.
+
+  Returns:
+    ``(meta_loss, gradient)``: the mean meta-loss of the pairs and the ES
+    estimate of the gradient of the smoothed meta-loss.
+  """
+  num_pairs = keys.shape[0]
+  epsilon = _perturbations(key, controller, num_pairs, sigma)
+  both = lambda x: jnp.concatenate([x, x])
+  # One vmap over the 2P members (all "+" then all "-"): one compiled unroll.
+  controllers = jax.tree.map(
+    lambda c, e: jnp.concatenate([c + e, c - e]), controller, epsilon
+  )
+  losses = jax.vmap(unroll_meta_loss, in_axes=(0, 0, 0, 0, None, None))(
+    controllers,
+    jax.tree.map(both, task),
+    both(keys),
+    both(learning_rate),
+    num_steps,
+    config,
+  )
+  loss_plus, loss_minus = losses[:num_pairs], losses[num_pairs:]
+  return jnp.mean(losses), _es_combine(loss_plus, loss_minus, epsilon, sigma)
+
+
+class PESState(NamedTuple):
+  """The persistent runs of :func:`pes_gradient`, one antithetic pair per task."""
+
+  plus: InnerState  # leading axis P
+  minus: InnerState  # leading axis P
+  accumulated: Any  # sum of this run's perturbations, shaped (P, *controller)
+
+
+def pes_init(
+  controller: garo_optax.ControllerParams,
+  task: tasks_lib.Task,
+  keys: jax.Array,
+  learning_rate: jax.Array,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> PESState:
+  """Starts the ``P`` pairs of persistent runs."""
+  state = jax.vmap(inner_init, in_axes=(None, 0, 0, 0, None))(
+    controller, task, keys, learning_rate, config
+  )
+  zeros = jax.tree.map(
+    lambda c: jnp.zeros((keys.shape[0], *c.shape), c.dtype), controller
+  )
+  return PESState(state, state, zeros)
+
+
+def pes_gradient(
+  controller: garo_optax.ControllerParams,
+  task: tasks_lib.Task,
+  pes_state: PESState,
+  learning_rate: jax.Array,
+  num_steps: int,
+  key: jax.Array,
+  *,
+  sigma: float,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> tuple[jax.Array, garo_optax.ControllerParams, PESState]:
+  """Persistent ES: one truncation of ``num_steps`` for each pair of runs.
+
+  A fresh perturbation is drawn every truncation and added to the running sum
+  of the perturbations the pair has seen since its runs started; weighting the
+  truncation's loss difference by that sum (instead of by the fresh
+  perturbation alone) credits the truncation's loss to the perturbations of
+  earlier truncations too, which removes truncated ES's short-horizon bias.
+  Restart a pair's runs with :func:`pes_init` when they reach the horizon.
+
+  Returns:
+    ``(meta_loss, gradient, pes_state)``.
+  """
+  epsilon = _perturbations(key, controller, learning_rate.shape[0], sigma)
+  accumulated = jax.tree.map(jnp.add, pes_state.accumulated, epsilon)
+
+  def run(sign, state):
+    def one(epsilon, task, state, learning_rate):
+      state, losses, _ = inner_unroll(
+        _shift(controller, epsilon, sign),
+        task,
+        state,
+        learning_rate,
+        num_steps,
+        config,
+      )
+      return meta_loss(losses, state.initial_loss), state
+
+    return jax.vmap(one)(epsilon, task, state, learning_rate)
+
+  loss_plus, plus = run(1.0, pes_state.plus)
+  loss_minus, minus = run(-1.0, pes_state.minus)
+  mean = 0.5 * jnp.mean(loss_plus + loss_minus)
+  grad = _es_combine(loss_plus, loss_minus, accumulated, sigma)
+  return mean, grad, PESState(plus, minus, accumulated)

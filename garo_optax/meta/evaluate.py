@@ -1,0 +1,243 @@
+"""Held-out evaluation of a controller on the benchmark suite's tasks.
+
+Run from the repository root (it uses ``benchmarks``, which is not part of the
+installed package)::
+
+  python -m garo_optax.meta.evaluate --controller pretrained \\
+      --out benchmarks/results/pretrained_eval.json \\
+      --plot benchmarks/results/pretrained_hyperparams.png
+
+For each of ``benchmarks.tasks.HELD_OUT`` at the task's full step count, it
+trains GARO with no tuning from a starting learning rate of 1e-2 over
+``--seeds`` seeds, and from 1e-3 and 1e-1 over ``--robustness-seeds``, and
+compares the final full-batch train loss with
+sgd(0.01), adam(1e-3) and the suite's grid-tuned SGD+momentum and Adam (tuned
+on the suite's tuning seed). The baselines do not depend on the controller
+and are cached in ``--baselines`` (a JSON file). The summary holds the issue's
+criteria: tasks where GARO beats sgd(0.01) and adam(1e-3), the geometric mean
+of its final loss over the best tuned baseline's, the spread of final losses
+over starting learning rates, and counts of non-finite losses and of runs
+ending above their initial loss.
+"""
+
+import argparse
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+import garo_optax
+
+GARO_LEARNING_RATES = (1e-3, 1e-2, 1e-1)
+BASELINES = ("sgd", "adam", "sgd_momentum_tuned", "adam_tuned")
+
+
+def _geomean(x) -> float:
+  x = np.asarray(x, np.float64)
+  if not np.all(np.isfinite(x)):
+    return float("inf")
+  return float(np.exp(np.mean(np.log(np.maximum(x, 1e-30)))))
+
+
+def _record(curves) -> dict[str, Any]:
+  return {
+    "initial": [float(c.train_loss[0]) for c in curves],
+    "final": [float(c.train_loss[-1]) for c in curves],
+    "metric": [float(c.metric[-1]) for c in curves],
+  }
+
+
+def baselines(task_names, seeds, path) -> dict[str, Any]:
+  """Final losses of the baselines, computed once and cached in ``path``."""
+  from benchmarks import optimizers, suite, tasks, train
+
+  cached = {}
+  if path and os.path.exists(path):
+    with open(path) as f:
+      cached = json.load(f)
+  for name in task_names:
+    if name in cached and len(cached[name]["sgd"]["final"]) >= len(seeds):
+      continue
+    task = tasks.get(name)
+    steps, every = suite.schedule(task.steps)
+    entry = {}
+    for opt_name in BASELINES:
+      opt = optimizers.OPTIMIZERS[opt_name]
+      run = train.compile_run(task, opt, steps, every)
+      lr = suite.tune(run, opt.grid)["chosen"] if opt.grid else opt.learning_rate
+      entry[opt_name] = {"learning_rate": lr, **_record([run(lr, s) for s in seeds])}
+      print(name, opt_name, lr, entry[opt_name]["final"], flush=True)
+    cached[name] = entry
+    if path:
+      with open(path, "w") as f:
+        json.dump(cached, f, indent=1)
+  return cached
+
+
+def garo_runs(
+  controller, task_names, seeds, robustness_seeds, max_effective_learning_rate
+):
+  """GARO's runs on each task: 0.01 over ``seeds``, the other starting
+  learning rates over ``robustness_seeds``."""
+  from benchmarks import optimizers, suite, tasks, train
+
+  opt = optimizers.Optimizer(
+    "garo_eval",
+    "garo under evaluation",
+    lambda lr: garo_optax.garo(
+      lr,
+      controller=controller,
+      max_effective_learning_rate=max_effective_learning_rate,
+    ),
+    0.01,
+    is_garo=True,
+  )
+  out = {}
+  for name in task_names:
+    task = tasks.get(name)
+    steps, every = suite.schedule(task.steps)
+    run = train.compile_run(task, opt, steps, every)
+    out[name] = {
+      lr: [run(lr, s) for s in (seeds if lr == 0.01 else robustness_seeds)]
+      for lr in GARO_LEARNING_RATES
+    }
+    print(name, {lr: _record(c)["final"] for lr, c in out[name].items()}, flush=True)
+  return out
+
+
+def summarise(garo, base) -> dict[str, Any]:
+  """The per-task table and the issue's criteria."""
+  rows = {}
+  for name, runs in garo.items():
+    b = base[name]
+    records = {lr: _record(c) for lr, c in runs.items()}
+    default = records[0.01]
+    tuned = min(
+      ("sgd_momentum_tuned", "adam_tuned"), key=lambda k: _geomean(b[k]["final"])
+    )
+    finals = {lr: _geomean(r["final"]) for lr, r in records.items()}
+    rows[name] = {
+      "initial": _geomean(default["initial"]),
+      "garo": finals[0.01],
+      "garo_metric": float(np.mean(default["metric"])),
+      "sgd": _geomean(b["sgd"]["final"]),
+      "adam": _geomean(b["adam"]["final"]),
+      "best_tuned": _geomean(b[tuned]["final"]),
+      "best_tuned_name": f"{tuned}@{b[tuned]['learning_rate']:.3g}",
+      "sgd_metric": float(np.mean(b["sgd"]["metric"])),
+      "adam_metric": float(np.mean(b["adam"]["metric"])),
+      "best_tuned_metric": float(np.mean(b[tuned]["metric"])),
+      **{f"garo_lr{lr:g}": v for lr, v in finals.items()},
+      "lr_spread": max(finals.values()) / min(finals.values()),
+      "nonfinite": int(
+        sum(np.sum(~np.isfinite(c.train_loss)) for cs in runs.values() for c in cs)
+      ),
+      "above_initial": int(
+        sum(c.train_loss[-1] > c.train_loss[0] for cs in runs.values() for c in cs)
+      ),
+    }
+  return {
+    "tasks": rows,
+    "beats_sgd": sum(r["garo"] < r["sgd"] for r in rows.values()),
+    "beats_adam": sum(r["garo"] < r["adam"] for r in rows.values()),
+    "num_tasks": len(rows),
+    "geomean_ratio_to_best_tuned": _geomean(
+      [r["garo"] / r["best_tuned"] for r in rows.values()]
+    ),
+    "max_lr_spread": max(r["lr_spread"] for r in rows.values()),
+    "nonfinite": sum(r["nonfinite"] for r in rows.values()),
+    "above_initial": sum(r["above_initial"] for r in rows.values()),
+  }
+
+
+def table(summary) -> str:
+  """The summary as a markdown table."""
+  lines = [
+    "| task | initial | GARO | SGD(0.01) | Adam(1e-3) | best tuned "
+    "| GARO lr0=1e-3 / 1e-2 / 1e-1 | GARO test | Adam test | tuned test |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for name, r in summary["tasks"].items():
+    lines.append(
+      f"| {name} | {r['initial']:.3g} | {r['garo']:.3g} | {r['sgd']:.3g} | "
+      f"{r['adam']:.3g} | {r['best_tuned']:.3g} ({r['best_tuned_name']}) | "
+      f"{r['garo_lr0.001']:.3g} / {r['garo_lr0.01']:.3g} / {r['garo_lr0.1']:.3g} | "
+      f"{r['garo_metric']:.3g} | {r['adam_metric']:.3g} | "
+      f"{r['best_tuned_metric']:.3g} |"
+    )
+  return "\n".join(lines)
+
+
+def plot_hyperparams(garo, path) -> None:
+  """GARO's learning rate, momentum and weight decay over steps, per task."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  names = list(garo)
+  fig, axes = plt.subplots(3, len(names), figsize=(3 * len(names), 7), squeeze=False)
+  for j, name in enumerate(names):
+    for lr, curves in garo[name].items():
+      c = curves[0]
+      for i, key in enumerate(("learning_rate", "momentum", "weight_decay")):
+        axes[i, j].plot(c.steps[1:], c.hyperparams[key], label=f"lr0={lr:g}", lw=1)
+        if key != "momentum":
+          axes[i, j].set_yscale("log")
+        axes[i, 0].set_ylabel(key)
+    axes[0, j].set_title(name, fontsize=9)
+    axes[-1, j].set_xlabel("step")
+  axes[0, 0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument(
+    "--controller", default="pretrained", help="'pretrained', 'init' or a .npz"
+  )
+  p.add_argument("--max-effective-lr", type=float, default=None)
+  p.add_argument("--seeds", type=int, default=3)
+  p.add_argument(
+    "--robustness-seeds",
+    type=int,
+    default=1,
+    help="seeds of the runs from learning rates 1e-3 and 1e-1",
+  )
+  p.add_argument("--tasks", nargs="*", default=None, help="default: HELD_OUT")
+  p.add_argument(
+    "--baselines", default="benchmarks/results/pretrained/held_out_baselines.json"
+  )
+  p.add_argument("--out", default=None, help="JSON summary")
+  p.add_argument("--plot", default=None, help="PNG of GARO's hyperparameters")
+  args = p.parse_args(argv)
+  from benchmarks import tasks
+
+  names = args.tasks or list(tasks.HELD_OUT)
+  seeds = list(range(args.seeds))
+  controller = args.controller
+  if controller.endswith(".npz"):
+    controller = garo_optax.load_controller(controller)
+  base = baselines(names, seeds, args.baselines)
+  garo = garo_runs(
+    controller,
+    names,
+    seeds,
+    list(range(args.robustness_seeds)),
+    args.max_effective_lr,
+  )
+  summary = summarise(garo, base)
+  print(table(summary))
+  print(json.dumps({k: v for k, v in summary.items() if k != "tasks"}, indent=1))
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(summary, f, indent=1)
+  if args.plot:
+    plot_hyperparams(garo, args.plot)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,197 @@
+"""Meta-trains a GARO controller with antithetic ES (command-line trainer).
+
+Example (the command that made the shipped weights is in
+``garo_optax/pretrained/README.md``)::
+
+  python -m garo_optax.meta.train --out weights.npz --meta-steps 300
+
+Every meta-step draws ``--families-per-step`` task families, ``--pairs``
+random problems of each with a random starting learning rate (log-uniform in
+``[--min-lr, --max-lr]``), trains each problem ``--unroll`` steps from scratch
+with a pair of antithetic perturbations of the controller, and takes an Adam
+step on the ES gradient. Everything random derives from ``--seed`` and the
+meta-step index, so a run resumed from its checkpoint (``--checkpoint``,
+written every ``--checkpoint-every`` steps with ``--out`` and ``--plot``) ends
+with the same weights as an uninterrupted one, and the weights written at
+meta-step ``n`` of a longer run are those of ``--meta-steps n``: the meta
+learning rate has no schedule. The meta-loss curve is drawn to ``--plot``.
+"""
+
+import argparse
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import garo_optax
+from garo_optax.meta import estimators
+from garo_optax.meta import tasks as tasks_lib
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--out", required=True, help="where to write the controller .npz")
+  p.add_argument("--meta-steps", type=int, default=300)
+  p.add_argument("--pairs", type=int, default=4, help="antithetic pairs per family")
+  p.add_argument("--families-per-step", type=int, default=4)
+  p.add_argument("--unroll", type=int, default=300, help="inner steps per run")
+  p.add_argument("--sigma", type=float, default=0.05, help="ES perturbation scale")
+  p.add_argument("--meta-lr", type=float, default=0.02, help="Adam learning rate")
+  p.add_argument("--min-lr", type=float, default=1e-3)
+  p.add_argument("--max-lr", type=float, default=1e-1)
+  p.add_argument(
+    "--max-effective-lr",
+    type=float,
+    default=1.0,
+    help="garo's max_effective_learning_rate in the inner runs",
+  )
+  p.add_argument("--hidden-size", type=int, default=16)
+  p.add_argument("--head-scale", type=float, default=1.0)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument(
+    "--checkpoint", default=None, help="checkpoint .npz (resumed if present)"
+  )
+  p.add_argument("--checkpoint-every", type=int, default=10)
+  p.add_argument("--plot", default=None, help="PNG of the meta-loss curve")
+  return p
+
+
+@functools.cache
+def _family_step(family, pairs, unroll, config):
+  """The jitted ES gradient on fresh problems of one family."""
+
+  @jax.jit
+  def step(controller, key, sigma, min_lr, max_lr):
+    task_key, run_key, lr_key, es_key = jax.random.split(key, 4)
+    task = jax.vmap(family.sample)(jax.random.split(task_key, pairs))
+    learning_rate = jnp.exp(
+      jax.random.uniform(
+        lr_key, (pairs,), minval=jnp.log(min_lr), maxval=jnp.log(max_lr)
+      )
+    )
+    return estimators.es_gradient(
+      controller,
+      task,
+      jax.random.split(run_key, pairs),
+      learning_rate,
+      unroll,
+      es_key,
+      sigma=sigma,
+      config=config,
+    )
+
+  return step
+
+
+def _save_checkpoint(path, controller, opt_state, step, history):
+  leaves = jax.tree.leaves((controller, opt_state))
+  arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}
+  tmp = f"{path}.tmp.npz"
+  np.savez(tmp, step=np.array(step), history=np.asarray(history, np.float64), **arrays)
+  os.replace(tmp, path)
+
+
+def _load_checkpoint(path, controller, opt_state):
+  with np.load(path, allow_pickle=False) as data:
+    treedef = jax.tree.structure((controller, opt_state))
+    leaves = [jnp.asarray(data[f"leaf_{i}"]) for i in range(treedef.num_leaves)]
+    controller, opt_state = treedef.unflatten(leaves)
+    return controller, opt_state, int(data["step"]), data["history"].tolist()
+
+
+def _plot(path, history, families):
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  history = np.asarray(history)
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  ax.plot(history, alpha=0.3, label="meta-step")
+  window = min(20, len(history))
+  if window > 1:
+    smooth = np.convolve(history, np.ones(window) / window, mode="valid")
+    ax.plot(np.arange(window - 1, len(history)), smooth, label=f"mean of {window}")
+  ax.set_xlabel("meta-step")
+  ax.set_ylabel("meta-loss (mean log loss ratio)")
+  ax.set_title(f"GARO meta-training ({families} families)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
+  """Runs meta-training as the command line describes; returns the weights."""
+  from tqdm import tqdm
+
+  families = tasks_lib.training_families()
+  config = estimators.InnerConfig(args.max_effective_lr)
+  seed_key = jax.random.key(args.seed)
+  controller = garo_optax.init_controller(
+    seed_key, hidden_size=args.hidden_size, head_scale=args.head_scale
+  )
+  meta_opt = optax.adam(args.meta_lr)
+  opt_state = meta_opt.init(controller)
+  start, history = 0, []
+  if args.checkpoint and os.path.exists(args.checkpoint):
+    controller, opt_state, start, history = _load_checkpoint(
+      args.checkpoint, controller, opt_state
+    )
+
+  @jax.jit
+  def apply(controller, opt_state, grads):
+    updates, opt_state = meta_opt.update(grads, opt_state, controller)
+    return optax.apply_updates(controller, updates), opt_state
+
+  began = time.time()
+  bar = tqdm(range(start, args.meta_steps), initial=start, total=args.meta_steps)
+  for step in bar:
+    rng = np.random.default_rng([args.seed, step])
+    chosen = rng.choice(len(families), args.families_per_step, replace=False)
+    step_key = jax.random.fold_in(seed_key, step)
+    losses, grads = [], []
+    for i in sorted(chosen):
+      fn = _family_step(families[i], args.pairs, args.unroll, config)
+      loss, grad = fn(
+        controller,
+        jax.random.fold_in(step_key, i),
+        args.sigma,
+        args.min_lr,
+        args.max_lr,
+      )
+      losses.append(float(loss))
+      grads.append(grad)
+    grad = jax.tree.map(lambda *g: sum(g) / len(g), *grads)
+    controller, opt_state = apply(controller, opt_state, grad)
+    history.append(float(np.mean(losses)))
+    bar.set_postfix(meta_loss=f"{history[-1]:.3f}")
+    last = step + 1 == args.meta_steps
+    if (step + 1) % args.checkpoint_every == 0 or last:
+      # The weights after every checkpointed step: a run stopped early has
+      # written exactly what `--meta-steps <its last checkpoint>` writes.
+      garo_optax.save_controller(args.out, controller)
+      if args.checkpoint:
+        _save_checkpoint(args.checkpoint, controller, opt_state, step + 1, history)
+      if args.plot:
+        _plot(args.plot, history, len(families))
+  summary = {
+    "meta_steps": args.meta_steps,
+    "final_meta_loss_mean20": float(np.mean(history[-20:])) if history else None,
+    "seconds_this_session": round(time.time() - began, 1),
+  }
+  print(json.dumps(summary))
+  return controller
+
+
+def main(argv: list[str] | None = None) -> None:
+  train(_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,225 @@
+"""Tests of garo_optax.meta: task families and meta-gradient estimators."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import garo_optax
+from garo_optax.meta import estimators, tasks
+
+
+@pytest.fixture(scope="module")
+def quadratic():
+  return tasks.quadratic_family(8, 4).sample(jax.random.key(0))
+
+
+@pytest.mark.parametrize("family", tasks.training_families(), ids=lambda f: f.name)
+def test_family_makes_trainable_tasks(family):
+  def make(key):
+    task = family.sample(key)
+    params = task.init(jax.random.key(3))
+    loss, grads = jax.value_and_grad(task.loss)(params, task.batch(jax.random.key(4)))
+    return params, loss, grads
+
+  # Shapes only (no compilation): a scalar loss, gradients shaped like params.
+  params, loss, grads = jax.eval_shape(make, jax.random.key(1))
+  assert loss.shape == () and loss.dtype == jnp.float32
+  assert jax.tree.structure(grads) == jax.tree.structure(params)
+  assert [g.shape for g in jax.tree.leaves(grads)] == [
+    p.shape for p in jax.tree.leaves(params)
+  ]
+  batched = jax.eval_shape(
+    jax.vmap(family.sample), jax.random.split(jax.random.key(0), 3)
+  )
+  assert all(x.shape[0] == 3 for x in jax.tree.leaves(batched))
+
+
+@pytest.mark.parametrize(
+  "family",
+  [tasks.logistic_family(4, 3, 8), tasks.mlp_teacher_family((8,), "tanh", 4, True)],
+  ids=lambda f: f.name,
+)
+def test_family_is_deterministic(family):
+  @jax.jit
+  def make(key):
+    task = family.sample(key)
+    params = task.init(jax.random.key(3))
+    return task, jax.value_and_grad(task.loss)(params, task.batch(jax.random.key(4)))
+
+  task, (loss, grads) = make(jax.random.key(1))
+  again = make(jax.random.key(1))[0]
+  other = make(jax.random.key(2))[0]
+  for a, b in zip(jax.tree.leaves(task), jax.tree.leaves(again), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert any(
+    not np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(task), jax.tree.leaves(other), strict=True)
+  )
+  assert np.isfinite(loss)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_family_shapes():
+  family = tasks.mlp_teacher_family((32, 16), "tanh", 8, regression=False)
+  params = jax.eval_shape(lambda k: family.sample(k).init(k), jax.random.key(0))
+  assert [p["w"].shape for p in params] == [(16, 32), (32, 16), (16, 8)]
+  x, y = jax.eval_shape(lambda k: family.sample(k).batch(k), jax.random.key(2))
+  assert x.shape == (8, 16) and y.shape == (8,) and y.dtype == jnp.int32
+  windows = jax.eval_shape(
+    jax.vmap(lambda k: tasks.char_family(4, 16, 8).sample(k).batch(k)),
+    jax.random.split(jax.random.key(0), 3),
+  )
+  assert windows.shape == (3, 8, 5)
+
+
+def test_conv_matches_lax_conv():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+  expected = jax.lax.conv_general_dilated(
+    x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+  np.testing.assert_allclose(tasks._conv3x3(x, w), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_training_datasets_are_not_held_out():
+  names = {f.dataset for f in tasks.training_families()}
+  assert names <= set(tasks.DATASETS)
+  held_out_datasets = {
+    "breast_cancer",
+    "diabetes",
+    "tiny_shakespeare",
+    "rosenbrock",
+    "mnist1d",
+  }
+  assert not names & held_out_datasets
+  # The only shared dataset, digits, is used by an MLP here and a convnet there.
+  assert {f.name for f in tasks.training_families() if f.dataset == "digits"} <= {
+    f.name for f in tasks.training_families() if "mlp" in f.name
+  }
+  bench = pytest.importorskip("benchmarks.tasks")
+  assert set(bench.META_TRAIN) == {"quadratic", "mlp_digits"}
+  assert {
+    "logreg_breast_cancer",
+    "diabetes",
+    "char_lm",
+    "rosenbrock",
+    "mlp_mnist1d",
+    "conv_digits",
+  } == set(bench.HELD_OUT)
+
+
+def test_meta_loss_penalises_divergence():
+  initial = jnp.array(1.0)
+  progress = estimators.meta_loss(jnp.array([1.0, 0.5, 0.25]), initial)
+  assert progress < 0
+  diverged = estimators.meta_loss(jnp.array([1.0, 10.0, jnp.nan]), initial)
+  assert diverged == pytest.approx(
+    (np.log(10.0) + estimators.LOG_CAP) * (1 + estimators.DIVERGENCE_PENALTY) / 3
+  )
+
+
+def _small_controller(scale=1.0):
+  return garo_optax.init_controller(jax.random.key(5), hidden_size=4, head_scale=scale)
+
+
+def test_truncated_gradient_matches_finite_differences(quadratic):
+  controller = _small_controller()
+  learning_rate = jnp.array(0.05)
+  key = jax.random.key(6)
+
+  @jax.jit
+  def f(c):
+    return estimators.unroll_meta_loss(c, quadratic, key, learning_rate, 6)
+
+  task = jax.tree.map(lambda x: x[None], quadratic)
+  state = jax.vmap(estimators.inner_init, (None, 0, 0, 0))(
+    controller, task, key[None], learning_rate[None]
+  )
+  _, grad, _ = jax.jit(estimators.truncated_gradient, static_argnums=4)(
+    controller, task, state, learning_rate[None], 6
+  )
+  direction = jax.tree.map(
+    lambda x: jax.random.normal(jax.random.key(7), x.shape), controller
+  )
+  eps = 1e-2
+  plus = f(jax.tree.map(lambda c, d: c + eps * d, controller, direction))
+  minus = f(jax.tree.map(lambda c, d: c - eps * d, controller, direction))
+  finite_difference = (plus - minus) / (2 * eps)
+  analytic = sum(
+    jnp.vdot(g, d)
+    for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction), strict=True)
+  )
+  assert analytic == pytest.approx(float(finite_difference), rel=0.05, abs=1e-4)
+  assert abs(float(analytic)) > 1e-4
+
+
+def _flat(tree):
+  return jnp.concatenate([x.ravel() for x in jax.tree.leaves(tree)])
+
+
+def test_es_gradient_correlates_with_true_gradient(quadratic):
+  controller = _small_controller()
+  pairs, steps, learning_rate = 512, 6, jnp.array(0.05)
+  key = jax.random.key(6)
+  true = jax.jit(jax.grad(estimators.unroll_meta_loss), static_argnums=4)(
+    controller, quadratic, key, learning_rate, steps
+  )
+  task = jax.tree.map(lambda x: jnp.broadcast_to(x, (pairs, *x.shape)), quadratic)
+  _, es = jax.jit(
+    lambda c: estimators.es_gradient(
+      c,
+      task,
+      jnp.stack([key] * pairs),
+      jnp.full((pairs,), learning_rate),
+      steps,
+      jax.random.key(8),
+      sigma=1e-3,
+    )
+  )(controller)
+  cosine = jnp.vdot(_flat(true), _flat(es)) / (
+    jnp.linalg.norm(_flat(true)) * jnp.linalg.norm(_flat(es))
+  )
+  assert cosine > 0.5
+
+
+def test_pes_first_truncation_is_es_and_perturbations_accumulate(quadratic):
+  controller = _small_controller()
+  pairs, steps = 8, 4
+  learning_rate = jnp.full((pairs,), 0.05)
+  task = jax.tree.map(lambda x: jnp.broadcast_to(x, (pairs, *x.shape)), quadratic)
+  keys = jax.random.split(jax.random.key(6), pairs)
+
+  @jax.jit
+  def both(controller):
+    state = estimators.pes_init(controller, task, keys, learning_rate)
+    first = estimators.pes_gradient(
+      controller, task, state, learning_rate, steps, jax.random.key(1), sigma=0.01
+    )
+    second = estimators.pes_gradient(
+      controller,
+      task,
+      first[2],
+      learning_rate,
+      steps,
+      jax.random.key(2),
+      sigma=0.01,
+    )
+    es = estimators.es_gradient(
+      controller, task, keys, learning_rate, steps, jax.random.key(1), sigma=0.01
+    )
+    return first, second, es
+
+  (loss1, grad1, _), (_, _, state), (es_loss, es_grad) = both(controller)
+  # A first truncation from scratch is a whole unroll: PES is ES there.
+  assert loss1 == pytest.approx(float(es_loss), rel=1e-5)
+  np.testing.assert_allclose(_flat(grad1), _flat(es_grad), rtol=1e-3, atol=1e-5)
+  assert int(state.plus.step[0]) == 2 * steps
+  expected = jax.tree.map(
+    jnp.add,
+    estimators._perturbations(jax.random.key(1), controller, pairs, 0.01),
+    estimators._perturbations(jax.random.key(2), controller, pairs, 0.01),
+  )
+  np.testing.assert_allclose(
+    _flat(state.accumulated), _flat(expected), rtol=1e-5, atol=1e-7
+  )
