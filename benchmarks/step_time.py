@@ -6,9 +6,10 @@ numbers are the device's, not Python's. Also reports the first-call compile
 time and the optimizer-state bytes read off the state pytree, and, as a
 bandwidth yardstick, the time of a device copy of the params.
 
-The gradients are one fixed buffer per leaf multiplied by a per-step scalar, so
-every step reads a gradient buffer (as after a backward pass) and nothing that
-depends on them can be hoisted out of the loop.
+The gradients are one fixed buffer per leaf multiplied by a per-step scalar and
+materialised (as a backward pass leaves them), so every step reads a fresh
+gradient buffer and nothing that depends on them can be hoisted out of the
+loop. That costs every optimizer the same one write and one read per step.
 
 Usage::
 
@@ -87,16 +88,21 @@ def _tree_bytes(tree) -> int:
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def _time(fn, args_fn, repeats: int) -> float:
-  """Median wall time of ``fn(*args_fn())`` in seconds (outputs awaited)."""
-  times = []
+def _time(fn, args_fn, repeats: int) -> tuple[float, float]:
+  """Median wall and process-CPU seconds of ``fn(*args_fn())``.
+
+  The CPU time (all threads of this process) is steadier than the wall time
+  on a shared machine, where other processes take cores away.
+  """
+  wall, cpu = [], []
   for _ in range(repeats):
     args = args_fn()
     jax.block_until_ready(args)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    wall.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
+  return statistics.median(wall), statistics.median(cpu)
 
 
 def time_optimizer(tx, params, grads, steps: int, repeats: int) -> dict[str, float]:
@@ -106,7 +112,11 @@ def time_optimizer(tx, params, grads, steps: int, repeats: int) -> dict[str, flo
     def body(i, carry):
       params, state = carry
       scale = 1.0 + 1e-3 * i.astype(jnp.float32)
-      step_grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+      # Materialised, as a backward pass would leave them: otherwise XLA fuses
+      # the scaling into each consumer, differently for each optimizer.
+      step_grads = jax.lax.optimization_barrier(
+          jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+      )
       updates, state = tx.update(step_grads, state, params)
       return optax.apply_updates(params, updates), state
 
@@ -123,8 +133,13 @@ def time_optimizer(tx, params, grads, steps: int, repeats: int) -> dict[str, flo
     return jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state), grads
 
   compiled(*fresh())  # warm-up
-  step_s = _time(compiled, fresh, repeats) / steps
-  return {"step_ms": 1e3 * step_s, "compile_s": compile_s, "state_bytes": state_bytes}
+  wall_s, cpu_s = _time(compiled, fresh, repeats)
+  return {
+      "step_ms": 1e3 * wall_s / steps,
+      "cpu_ms": 1e3 * cpu_s / steps,
+      "compile_s": compile_s,
+      "state_bytes": state_bytes,
+  }
 
 
 def time_copy(params, repeats: int) -> float:
@@ -133,7 +148,7 @@ def time_copy(params, repeats: int) -> float:
   copy.lower(params).compile()
   fresh = lambda: (jax.tree.map(jnp.copy, params),)
   copy(*fresh())
-  return _time(copy, fresh, repeats)
+  return _time(copy, fresh, repeats)[0]
 
 
 def benchmark(num_params, num_leaves, dtype, steps, repeats, names):
@@ -158,10 +173,10 @@ def benchmark(num_params, num_leaves, dtype, steps, repeats, names):
   }
 
 
-def _ratios(result, name: str) -> dict[str, float]:
+def _ratios(result, name: str, metric: str = "step_ms") -> dict[str, float]:
   rows = result["optimizers"]
   return {
-      f"{name}/{peer}": rows[name]["step_ms"] / rows[peer]["step_ms"]
+      peer: rows[name][metric] / rows[peer][metric]
       for peer in rows
       if peer != name and not peer.startswith("garo")
   }
@@ -184,9 +199,11 @@ def to_markdown(results: list[dict], machine: dict[str, str]) -> str:
       f"optax {machine['optax']}, garo_optax {machine['garo_optax']}.",
       "",
       "Update + apply, in-graph (`lax.fori_loop` inside one `jit`, donated "
-      "buffers), median over repeats. `bandwidth` is the bytes the optimizer "
-      "must move (parameter buffers listed in `benchmarks/step_time.py`) per "
-      "step time, as a fraction of a device copy's.",
+      "buffers), median over repeats: wall time, and on CPU also the "
+      "process's CPU time (all threads), which other processes on a shared "
+      "machine disturb less. `bandwidth` is the bytes the optimizer must move "
+      "(parameter buffers listed in `benchmarks/step_time.py`) per step time, "
+      "as a fraction of a device copy's.",
       "",
   ]
   for r in results:
@@ -197,28 +214,28 @@ def to_markdown(results: list[dict], machine: dict[str, str]) -> str:
         f"Device copy of the params: {r['copy_ms']:.3f} ms "
         f"({r['copy_bandwidth_gbs']:.1f} GB/s).",
         "",
-        "| optimizer | step (ms) | compile (s) | state / params bytes | "
-        "bandwidth vs copy |",
-        "|---|---|---|---|---|",
+        "| optimizer | step (ms) | CPU time (ms) | compile (s) | "
+        "state / params bytes | bandwidth vs copy |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in r["optimizers"].items():
       moved = MIN_BUFFERS[name] * r["param_bytes"] / (row["step_ms"] / 1e3) / 1e9
       lines.append(
-          f"| {name} | {row['step_ms']:.3f} | {row['compile_s']:.2f} | "
+          f"| {name} | {row['step_ms']:.3f} | {row['cpu_ms']:.3f} | "
+          f"{row['compile_s']:.2f} | "
           f"{row['state_over_param_bytes']:.4f} | "
           f"{moved / r['copy_bandwidth_gbs']:.0%} |"
       )
     lines.append("")
     for name in r["optimizers"]:
       if name.startswith("garo"):
-        ratios = _ratios(r, name)
-        compile_ratio = (r["optimizers"][name]["compile_s"]
-                         / r["optimizers"]["adamw"]["compile_s"])
-        lines.append(
-            f"- {name}: " + ", ".join(
-                f"{k.split('/')[1]} x{v:.2f}" for k, v in ratios.items())
-            + f"; compile x{compile_ratio:.2f} AdamW's"
-        )
+        parts = []
+        for metric, label in (("step_ms", "step"), ("cpu_ms", "CPU time"),
+                              ("compile_s", "compile")):
+          ratios = _ratios(r, name, metric)
+          parts.append(f"{label} " + ", ".join(
+              f"x{v:.2f} {peer}" for peer, v in ratios.items()))
+        lines.append(f"- {name}: " + "; ".join(parts))
     lines.append("")
   return "\n".join(lines)
 
