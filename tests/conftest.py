@@ -1,0 +1,68 @@
+"""Shared test problems: a small params pytree and a tiny regression."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+
+@pytest.fixture
+def params():
+  """A matrix, a vector and a scalar leaf, in float32."""
+  return {
+      "dense": {
+          "kernel": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4),
+          "bias": jnp.full((4,), 0.1, jnp.float32),
+      },
+      "scale": jnp.array(1.5, jnp.float32),
+  }
+
+
+@pytest.fixture
+def loss_fn():
+  """Mean squared error of ``scale * tanh(x W + b)`` against a fixed teacher."""
+  inputs = jax.random.normal(jax.random.key(0), (16, 3))
+  teacher = jax.random.normal(jax.random.key(1), (3, 4))
+  targets = 0.8 * jnp.tanh(inputs @ teacher)
+
+  def loss(params):
+    hidden = inputs @ params["dense"]["kernel"] + params["dense"]["bias"]
+    return jnp.mean((params["scale"] * jnp.tanh(hidden) - targets) ** 2)
+
+  return loss
+
+
+@pytest.fixture
+def train(loss_fn):
+  """``train(tx, params, num_steps) -> (params, state, losses)``.
+
+  Runs ``num_steps`` of ``tx`` on ``loss_fn`` in one jitted scan, passing the
+  loss as ``value``; ``losses[t]`` is the loss before step ``t``.
+  """
+
+  def run(tx, params, num_steps):
+    def step(carry, _):
+      params, state = carry
+      loss, grads = jax.value_and_grad(loss_fn)(params)
+      updates, state = tx.update(grads, state, params, value=loss)
+      return (optax.apply_updates(params, updates), state), loss
+
+    scan = jax.jit(lambda carry: jax.lax.scan(step, carry, length=num_steps))
+    (params, state), losses = scan((params, tx.init(params)))
+    return params, state, losses
+
+  return run
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _random_grads(key, params, num_steps):
+  keys = jax.random.split(key, num_steps)
+  return jax.vmap(lambda k: optax.tree.random_like(k, params))(keys)
+
+
+@pytest.fixture
+def random_grads():
+  """``random_grads(key, params, num_steps) -> grads`` with a leading step axis."""
+  return _random_grads

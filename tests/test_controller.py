@@ -1,0 +1,170 @@
+"""Tests of the controller (init, heads, files) and of its input features."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import garo_optax
+from garo_optax import _controller, _features
+
+HIDDEN_SIZE = 8
+
+
+@pytest.fixture
+def controller():
+  return garo_optax.init_controller(
+      jax.random.key(0), hidden_size=HIDDEN_SIZE, head_scale=1.0
+  )
+
+
+@pytest.fixture
+def saved_arrays(tmp_path, controller):
+  """The arrays of a good controller file, as a dict."""
+  garo_optax.save_controller(tmp_path / "good.npz", controller)
+  with np.load(tmp_path / "good.npz") as data:
+    return {k: data[k] for k in data.files}
+
+
+def test_save_load_round_trip(tmp_path, controller):
+  path = tmp_path / "controller.npz"
+  garo_optax.save_controller(path, controller)
+  loaded = garo_optax.load_controller(path)
+  assert isinstance(loaded, garo_optax.ControllerParams)
+  jax.tree.map(np.testing.assert_array_equal, loaded, controller)
+  assert {x.dtype for x in jax.tree.leaves(loaded)} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"head_kernel": np.zeros((HIDDEN_SIZE, 4))}, "'head_kernel' has shape"),
+        ({"gru/hidden_kernel": np.zeros((3, 3))}, "'gru/hidden_kernel' has shape"),
+        ({"gru/input_bias": None}, "no array 'gru/input_bias'"),
+        ({"version": np.array(2)}, "version 2"),
+        ({"num_features": np.array(3)}, "3 features"),
+        ({"format": np.array("something else")}, "not a GARO controller"),
+    ],
+)
+def test_load_rejects_bad_files(tmp_path, saved_arrays, change, match):
+  """``change`` replaces arrays of a good file; ``None`` removes one."""
+  arrays = {k: v for k, v in {**saved_arrays, **change}.items() if v is not None}
+  np.savez(tmp_path / "bad.npz", **arrays)
+  with pytest.raises(ValueError, match=match):
+    garo_optax.load_controller(tmp_path / "bad.npz")
+
+
+def test_save_rejects_wrong_shapes(tmp_path, controller):
+  controller = controller._replace(head_kernel=jnp.zeros((HIDDEN_SIZE, 2)))
+  with pytest.raises(ValueError, match="head_kernel"):
+    garo_optax.save_controller(tmp_path / "c.npz", controller)
+  assert not (tmp_path / "c.npz").exists()
+
+
+def test_init_controller_is_float32_with_x64():
+  with jax.enable_x64(True):
+    controller = jax.eval_shape(garo_optax.init_controller, jax.random.key(0))
+  assert {x.dtype for x in jax.tree.leaves(controller)} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize(
+    ("learning_rate", "momentum", "weight_decay"),
+    [(0.1, 0.0, 0.0), (3e-4, 0.9, 0.05), (1.0, -0.5, 1e-6)],
+)
+def test_zero_hidden_state_gives_starting_values(
+    controller, learning_rate, momentum, weight_decay
+):
+  bias = _controller.head_bias(learning_rate, momentum, weight_decay)
+  hidden, values = _controller.controller_step(
+      controller,
+      jnp.zeros((1, _features.NUM_FEATURES)),
+      jnp.zeros((1, HIDDEN_SIZE)),
+      bias,
+  )
+  np.testing.assert_array_equal(hidden, 0.0)
+  np.testing.assert_allclose(
+      [v[0] for v in values[:2]], [learning_rate, momentum], rtol=1e-6
+  )
+  if weight_decay:
+    np.testing.assert_allclose(values[2][0], weight_decay, rtol=1e-6)
+  else:
+    assert 0 <= values[2][0] < 1e-8
+
+
+def _grad_and_mu(shape=(3, 4), dtype=jnp.float32):
+  g_key, m_key = jax.random.split(jax.random.key(0))
+  return (
+      jax.random.normal(g_key, shape).astype(dtype),
+      jax.random.normal(m_key, shape).astype(dtype),
+  )
+
+
+# The large leaf checks float32 accumulation over many entries (hence rtol).
+@pytest.mark.parametrize("shape", [(3, 4), (256, 128)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_leaf_statistics_match_reference(shape, dtype):
+  g, m = _grad_and_mu(shape, dtype)
+  g32, m32 = g.astype(jnp.float32), m.astype(jnp.float32)
+  expected = [
+      optax.tree.vdot(g32, g32),
+      optax.tree.vdot(m32, m32),
+      optax.tree.vdot(g32, m32),
+  ]
+  statistics = jnp.stack(_features.leaf_statistics(g, m))
+  assert statistics.dtype == jnp.float32
+  np.testing.assert_allclose(statistics, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
+def test_leaf_statistics_flag_nonfinite_gradients(bad):
+  g, m = _grad_and_mu()
+  grad_sq, mu_sq, _ = _features.leaf_statistics(g.at[1, 2].set(bad), m)
+  assert not np.isfinite(grad_sq) and np.isfinite(mu_sq)
+
+
+def _statistics(num_groups, mu_scale):
+  """Statistics of ``num_groups`` random groups; ``mu_scale=0``: step 0."""
+  g, m = _grad_and_mu()
+  statistics = jnp.stack(_features.leaf_statistics(g, mu_scale * m))
+  return jnp.arange(1.0, num_groups + 1)[:, None] * statistics
+
+
+@pytest.mark.parametrize("value", [None, 3.7])
+def test_features_are_zero_at_step_zero(value):
+  num_groups = 2
+  # Whatever the running statistics hold, step 0 does not read them.
+  feature_state = jax.tree.map(
+      lambda x: x + 4.0, _features.init_feature_state(num_groups)
+  )
+  features, new_state = _features.compute_features(
+      _statistics(num_groups, mu_scale=0.0),
+      feature_state,
+      jnp.array(0),
+      jnp.zeros((num_groups,)),
+      value,
+  )
+  assert features.shape == (num_groups, _features.NUM_FEATURES)
+  np.testing.assert_array_equal(features, 0.0)
+  expected_loss = feature_state.loss if value is None else value
+  np.testing.assert_allclose(new_state.loss, expected_loss, rtol=1e-6)
+
+
+def test_features_are_finite_and_clipped():
+  statistics = _statistics(4, mu_scale=1.0)
+  # Overflowed, vanishing and zero sums of squares.
+  statistics = statistics.at[0].set(jnp.inf).at[1].set(1e-45).at[2].set(0.0)
+  state = _features.init_feature_state(4)
+  for count, value in enumerate([1.0, 1e30, 0.0]):
+    features, state = _features.compute_features(
+        statistics, state, jnp.array(count), jnp.full((4,), 100.0), value
+    )
+    assert np.all(np.isfinite(features))
+    assert np.all(np.abs(features) <= _features.FEATURE_CLIP)
+    chex.assert_tree_all_finite(state)
+  # The learning-rate ratio of 100 is clipped, not dropped.
+  np.testing.assert_array_equal(
+      features[:, _features.FEATURE_NAMES.index("log_learning_rate_ratio")],
+      _features.FEATURE_CLIP,
+  )
