@@ -24,7 +24,7 @@ from sklearn.datasets import load_digits
 import garo_optax
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 HEADS = ("learning_rate", "momentum", "weight_decay")
@@ -33,10 +33,14 @@ HEADS = ("learning_rate", "momentum", "weight_decay")
 def init_mlp(key, width: int = 128):
   k1, k2 = jax.random.split(key)
   return {
-      "hidden": {"kernel": jax.random.normal(k1, (64, width)) / 8.0,
-                 "bias": jnp.zeros(width)},
-      "out": {"kernel": jax.random.normal(k2, (width, 10)) / np.sqrt(width),
-              "bias": jnp.zeros(10)},
+    "hidden": {
+      "kernel": jax.random.normal(k1, (64, width)) / 8.0,
+      "bias": jnp.zeros(width),
+    },
+    "out": {
+      "kernel": jax.random.normal(k2, (width, 10)) / np.sqrt(width),
+      "bias": jnp.zeros(10),
+    },
   }
 
 
@@ -59,14 +63,16 @@ def train(controller: str, steps: int, seed: int, batch_size: int = 128):
     index = jax.random.randint(key, (batch_size,), 0, x.shape[0])
     loss, grads = jax.value_and_grad(loss_fn)(params, x[index], y[index])
     updates, state = tx.update(grads, state, params, value=loss)
-    record = {name: jnp.stack(list(garo_optax.hyperparams(state)[name].values()))
-              for name in HEADS}
+    record = {
+      name: jnp.stack(list(garo_optax.hyperparams(state)[name].values()))
+      for name in HEADS
+    }
     return (optax.apply_updates(params, updates), state), (loss, record)
 
   keys = jax.random.split(jax.random.key(1000 + seed), steps)
-  _, (losses, records) = jax.jit(
-      lambda p, s: jax.lax.scan(step, (p, s), keys)
-  )(params, tx.init(params))
+  _, (losses, records) = jax.jit(lambda p, s: jax.lax.scan(step, (p, s), keys))(
+    params, tx.init(params)
+  )
   names = list(garo_optax.hyperparams(tx.init(params))["learning_rate"])
   return np.asarray(losses), {k: np.asarray(v) for k, v in records.items()}, names
 
@@ -89,34 +95,43 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   controllers = available_controllers()
-  fig, axes = plt.subplots(len(controllers), 4, figsize=(17, 3.6 * len(controllers)),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    len(controllers), 4, figsize=(17, 3.6 * len(controllers)), squeeze=False
+  )
   summary = {}
   for row, controller in zip(axes, controllers, strict=True):
     runs = [train(controller, args.steps, seed) for seed in range(args.seeds)]
     names = runs[0][2]
     losses = np.stack([r[0] for r in runs])
     row[0].semilogy(np.median(losses, 0))
-    row[0].set(title=f"{controller}: minibatch loss (median of {args.seeds})",
-               xlabel="step")
+    row[0].set(
+      title=f"{controller}: minibatch loss (median of {args.seeds})", xlabel="step"
+    )
     summary[controller] = {"final_loss_median": float(np.median(losses[:, -1]))}
     for ax, head in zip(row[1:], HEADS, strict=True):
       values = np.stack([r[1][head] for r in runs])  # (seeds, steps, leaves)
       median = np.median(values, 0)
       for i, name in enumerate(names):
         ax.plot(median[:, i], label=name)
-      ax.set(title=f"{controller}: {head.replace('_', ' ')}", xlabel="step",
-             yscale="log" if head != "momentum" else "linear")
+      ax.set(
+        title=f"{controller}: {head.replace('_', ' ')}",
+        xlabel="step",
+        yscale="log" if head != "momentum" else "linear",
+      )
       summary[controller][head] = {
-          name: float(median[-1, i]) for i, name in enumerate(names)
+        name: float(median[-1, i]) for i, name in enumerate(names)
       }
     row[1].legend(fontsize=8)
   fig.tight_layout()
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(out.with_suffix(".png"), dpi=110)
-  payload = {"command": "python -m benchmarks.layerwise " + " ".join(argv or []),
-             "steps": args.steps, "seeds": args.seeds, "final": summary}
+  payload = {
+    "command": "python -m benchmarks.layerwise " + " ".join(argv or []),
+    "steps": args.steps,
+    "seeds": args.seeds,
+    "final": summary,
+  }
   out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
   print(json.dumps(summary, indent=2))
   print(f"Wrote {out.with_suffix('.png')} and .json")

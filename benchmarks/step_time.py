@@ -37,13 +37,13 @@ import garo_optax
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
-    "garo": lambda: garo_optax.garo(),
-    "garo_per_leaf": lambda: garo_optax.garo(granularity="per_leaf"),
-    "sgd": lambda: optax.sgd(0.01),
-    "sgd_momentum_wd": lambda: optax.chain(
-        optax.add_decayed_weights(1e-4), optax.sgd(0.01, momentum=0.9)
-    ),
-    "adamw": lambda: optax.adamw(1e-3),
+  "garo": lambda: garo_optax.garo(),
+  "garo_per_leaf": lambda: garo_optax.garo(granularity="per_leaf"),
+  "sgd": lambda: optax.sgd(0.01),
+  "sgd_momentum_wd": lambda: optax.chain(
+    optax.add_decayed_weights(1e-4), optax.sgd(0.01, momentum=0.9)
+  ),
+  "adamw": lambda: optax.adamw(1e-3),
 }
 
 
@@ -55,9 +55,9 @@ def make_params(num_params: int, num_leaves: int, dtype) -> dict[str, jax.Array]
   params = {}
   for i, (size, key) in enumerate(zip(sizes, keys, strict=True)):
     cols = 128 if size % 128 == 0 else 1
-    params[f"leaf_{i:04d}"] = jax.random.normal(
-        key, (int(size) // cols, cols), dtype
-    ) * 0.02
+    params[f"leaf_{i:04d}"] = (
+      jax.random.normal(key, (int(size) // cols, cols), dtype) * 0.02
+    )
   return params
 
 
@@ -73,14 +73,14 @@ def _machine() -> dict[str, str]:
     except OSError:
       description = platform.processor() or description
   return {
-      "platform": device.platform,
-      "device": description,
-      "device_count": str(jax.device_count()),
-      "cpu_count": str(len(os.sched_getaffinity(0))),
-      "jax": jax.__version__,
-      "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
-      "optax": optax.__version__,
-      "garo_optax": garo_optax.__version__,
+    "platform": device.platform,
+    "device": description,
+    "device_count": str(jax.device_count()),
+    "cpu_count": str(len(os.sched_getaffinity(0))),
+    "jax": jax.__version__,
+    "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+    "optax": optax.__version__,
+    "garo_optax": garo_optax.__version__,
   }
 
 
@@ -115,7 +115,7 @@ def time_optimizer(tx, params, grads, steps: int, repeats: int) -> dict[str, flo
       # Materialised, as a backward pass would leave them: otherwise XLA fuses
       # the scaling into each consumer, differently for each optimizer.
       step_grads = jax.lax.optimization_barrier(
-          jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+        jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
       )
       updates, state = tx.update(step_grads, state, params)
       return optax.apply_updates(params, updates), state
@@ -135,10 +135,10 @@ def time_optimizer(tx, params, grads, steps: int, repeats: int) -> dict[str, flo
   compiled(*fresh())  # warm-up
   wall_s, cpu_s = _time(compiled, fresh, repeats)
   return {
-      "step_ms": 1e3 * wall_s / steps,
-      "cpu_ms": 1e3 * cpu_s / steps,
-      "compile_s": compile_s,
-      "state_bytes": state_bytes,
+    "step_ms": 1e3 * wall_s / steps,
+    "cpu_ms": 1e3 * cpu_s / steps,
+    "compile_s": compile_s,
+    "state_bytes": state_bytes,
   }
 
 
@@ -161,24 +161,24 @@ def benchmark(num_params, num_leaves, dtype, steps, repeats, names):
     rows[name]["state_over_param_bytes"] = rows[name]["state_bytes"] / param_bytes
   copy_s = time_copy(params, repeats)
   return {
-      "num_params": num_params,
-      "num_leaves": num_leaves,
-      "dtype": jnp.dtype(dtype).name,
-      "steps": steps,
-      "repeats": repeats,
-      "param_bytes": param_bytes,
-      "copy_ms": 1e3 * copy_s,
-      "copy_bandwidth_gbs": 2 * param_bytes / copy_s / 1e9,
-      "optimizers": rows,
+    "num_params": num_params,
+    "num_leaves": num_leaves,
+    "dtype": jnp.dtype(dtype).name,
+    "steps": steps,
+    "repeats": repeats,
+    "param_bytes": param_bytes,
+    "copy_ms": 1e3 * copy_s,
+    "copy_bandwidth_gbs": 2 * param_bytes / copy_s / 1e9,
+    "optimizers": rows,
   }
 
 
 def _ratios(result, name: str, metric: str = "step_ms") -> dict[str, float]:
   rows = result["optimizers"]
   return {
-      peer: rows[name][metric] / rows[peer][metric]
-      for peer in rows
-      if peer != name and not peer.startswith("garo")
+    peer: rows[name][metric] / rows[peer][metric]
+    for peer in rows
+    if peer != name and not peer.startswith("garo")
   }
 
 
@@ -186,55 +186,64 @@ def _ratios(result, name: str, metric: str = "step_ms") -> dict[str, float]:
 # update fused with apply): SGD reads g, θ and writes θ; momentum adds m read
 # and written; AdamW adds a second moment; GARO reads g, m, θ for its statistics
 # and then runs the SGD+momentum update.
-MIN_BUFFERS = {"sgd": 3, "sgd_momentum_wd": 5, "adamw": 7, "garo": 8,
-               "garo_per_leaf": 8}
+MIN_BUFFERS = {
+  "sgd": 3,
+  "sgd_momentum_wd": 5,
+  "adamw": 7,
+  "garo": 8,
+  "garo_per_leaf": 8,
+}
 
 
 def to_markdown(results: list[dict], machine: dict[str, str]) -> str:
   lines = [
-      "# Step time: GARO against optax",
-      "",
-      f"Machine: {machine['device']} ({machine['platform']}, "
-      f"{machine['cpu_count']} CPUs visible), jax {machine['jax']}, "
-      f"optax {machine['optax']}, garo_optax {machine['garo_optax']}.",
-      "",
-      "Update + apply, in-graph (`lax.fori_loop` inside one `jit`, donated "
-      "buffers), median over repeats: wall time, and on CPU also the "
-      "process's CPU time (all threads), which other processes on a shared "
-      "machine disturb less. `bandwidth` is the bytes the optimizer must move "
-      "(parameter buffers listed in `benchmarks/step_time.py`) per step time, "
-      "as a fraction of a device copy's.",
-      "",
+    "# Step time: GARO against optax",
+    "",
+    f"Machine: {machine['device']} ({machine['platform']}, "
+    f"{machine['cpu_count']} CPUs visible), jax {machine['jax']}, "
+    f"optax {machine['optax']}, garo_optax {machine['garo_optax']}.",
+    "",
+    "Update + apply, in-graph (`lax.fori_loop` inside one `jit`, donated "
+    "buffers), median over repeats: wall time, and on CPU also the "
+    "process's CPU time (all threads), which other processes on a shared "
+    "machine disturb less. `bandwidth` is the bytes the optimizer must move "
+    "(parameter buffers listed in `benchmarks/step_time.py`) per step time, "
+    "as a fraction of a device copy's.",
+    "",
   ]
   for r in results:
     lines += [
-        f"## {r['num_params']:.3g} params in {r['num_leaves']} leaves "
-        f"({r['dtype']}), {r['steps']} steps x {r['repeats']} repeats",
-        "",
-        f"Device copy of the params: {r['copy_ms']:.3f} ms "
-        f"({r['copy_bandwidth_gbs']:.1f} GB/s).",
-        "",
-        "| optimizer | step (ms) | CPU time (ms) | compile (s) | "
-        "state / params bytes | bandwidth vs copy |",
-        "|---|---|---|---|---|---|",
+      f"## {r['num_params']:.3g} params in {r['num_leaves']} leaves "
+      f"({r['dtype']}), {r['steps']} steps x {r['repeats']} repeats",
+      "",
+      f"Device copy of the params: {r['copy_ms']:.3f} ms "
+      f"({r['copy_bandwidth_gbs']:.1f} GB/s).",
+      "",
+      "| optimizer | step (ms) | CPU time (ms) | compile (s) | "
+      "state / params bytes | bandwidth vs copy |",
+      "|---|---|---|---|---|---|",
     ]
     for name, row in r["optimizers"].items():
       moved = MIN_BUFFERS[name] * r["param_bytes"] / (row["step_ms"] / 1e3) / 1e9
       lines.append(
-          f"| {name} | {row['step_ms']:.3f} | {row['cpu_ms']:.3f} | "
-          f"{row['compile_s']:.2f} | "
-          f"{row['state_over_param_bytes']:.4f} | "
-          f"{moved / r['copy_bandwidth_gbs']:.0%} |"
+        f"| {name} | {row['step_ms']:.3f} | {row['cpu_ms']:.3f} | "
+        f"{row['compile_s']:.2f} | "
+        f"{row['state_over_param_bytes']:.4f} | "
+        f"{moved / r['copy_bandwidth_gbs']:.0%} |"
       )
     lines.append("")
     for name in r["optimizers"]:
       if name.startswith("garo"):
         parts = []
-        for metric, label in (("step_ms", "step"), ("cpu_ms", "CPU time"),
-                              ("compile_s", "compile")):
+        for metric, label in (
+          ("step_ms", "step"),
+          ("cpu_ms", "CPU time"),
+          ("compile_s", "compile"),
+        ):
           ratios = _ratios(r, name, metric)
-          parts.append(f"{label} " + ", ".join(
-              f"x{v:.2f} {peer}" for peer, v in ratios.items()))
+          parts.append(
+            f"{label} " + ", ".join(f"x{v:.2f} {peer}" for peer, v in ratios.items())
+          )
         lines.append(f"- {name}: " + "; ".join(parts))
     lines.append("")
   return "\n".join(lines)
@@ -248,28 +257,35 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument(
-      "--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS)
+    "--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS)
   )
   parser.add_argument(
-      "--out", default=None,
-      help="output path without suffix (default: results/step_time_<platform>)",
+    "--out",
+    default=None,
+    help="output path without suffix (default: results/step_time_<platform>)",
   )
   args = parser.parse_args(argv)
 
   machine = _machine()
   results = []
   for num_leaves in args.leaves:
-    result = benchmark(int(args.params), num_leaves, jnp.dtype(args.dtype),
-                       args.steps, args.repeats, args.optimizers)
+    result = benchmark(
+      int(args.params),
+      num_leaves,
+      jnp.dtype(args.dtype),
+      args.steps,
+      args.repeats,
+      args.optimizers,
+    )
     results.append(result)
     print(to_markdown([result], machine).split("\n", 4)[-1])
   stem = pathlib.Path(args.out or RESULTS / f"step_time_{machine['platform']}")
   stem.parent.mkdir(parents=True, exist_ok=True)
   payload = {
-      "machine": machine,
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-      "command": "python -m benchmarks.step_time " + " ".join(argv or []),
-      "results": results,
+    "machine": machine,
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    "command": "python -m benchmarks.step_time " + " ".join(argv or []),
+    "results": results,
   }
   stem.with_suffix(".json").write_text(json.dumps(payload, indent=2))
   stem.with_suffix(".md").write_text(to_markdown(results, machine))

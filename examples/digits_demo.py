@@ -26,7 +26,7 @@ from tqdm import tqdm
 import garo_optax
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 class MLP(nnx.Module):
@@ -62,7 +62,7 @@ def load_data(seed: int):
   digits = load_digits()
   x = (digits.data / 16.0).astype(np.float32)
   return train_test_split(
-      x, digits.target.astype(np.int32), test_size=0.25, random_state=seed
+    x, digits.target.astype(np.int32), test_size=0.25, random_state=seed
   )
 
 
@@ -82,7 +82,7 @@ def train(tx, data, steps: int, batch_size: int, seed: int, name: str):
       record.update({k: float(v) for k, v in hp.items()})
     if (step + 1) % 25 == 0 or step == 0:
       train_loss, _ = evaluate(model, x_train, y_train)
-      test_loss, test_acc = evaluate(model, x_test, y_test)
+      _, test_acc = evaluate(model, x_test, y_test)
       record.update(train_loss=float(train_loss), test_accuracy=float(test_acc))
     history.append(record)
   return history
@@ -91,7 +91,7 @@ def train(tx, data, steps: int, batch_size: int, seed: int, name: str):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
-      "--steps", type=int, default=int(os.environ.get("GARO_DEMO_STEPS", 1500))
+    "--steps", type=int, default=int(os.environ.get("GARO_DEMO_STEPS", 1500))
   )
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--seed", type=int, default=0)
@@ -100,10 +100,12 @@ def main():
 
   data = load_data(args.seed)
   runs = {
-      "GARO": train(garo_optax.garo(), data, args.steps, args.batch_size,
-                    args.seed, "GARO"),
-      "SGD(0.01)": train(optax.sgd(0.01), data, args.steps, args.batch_size,
-                         args.seed, "SGD(0.01)"),
+    "GARO": train(
+      garo_optax.garo(), data, args.steps, args.batch_size, args.seed, "GARO"
+    ),
+    "SGD(0.01)": train(
+      optax.sgd(0.01), data, args.steps, args.batch_size, args.seed, "SGD(0.01)"
+    ),
   }
   report(runs, args.steps)
   plot(runs, args.out)
@@ -114,36 +116,43 @@ def report(runs, steps):
   garo = runs["GARO"]
   evaluated = [r for r in garo if "train_loss" in r]
   picks = sorted({0, len(evaluated) // 4, len(evaluated) // 2, len(evaluated) - 1})
-  header = (f"{'step':>6} | {'optimizer':>9} | {'train loss':>10} | "
-            f"{'test acc':>8} | {'lr':>9} | {'momentum':>8} | {'wd':>9}")
+  header = (
+    f"{'step':>6} | {'optimizer':>9} | {'train loss':>10} | "
+    f"{'test acc':>8} | {'lr':>9} | {'momentum':>8} | {'wd':>9}"
+  )
   print(header)
   print("-" * len(header))
   for i in picks:
     step = evaluated[i]["step"]
     for name, history in runs.items():
       r = history[step - 1]
-      hp = (f"{r['learning_rate']:9.3g} | {r['momentum']:8.3f} | "
-            f"{r['weight_decay']:9.2g}") if "learning_rate" in r else (
-                f"{'':>9} | {'':>8} | {'':>9}")
-      print(f"{step:>6} | {name:>9} | {r['train_loss']:10.4f} | "
-            f"{r['test_accuracy']:8.3f} | {hp}")
+      hp = (
+        (f"{r['learning_rate']:9.3g} | {r['momentum']:8.3f} | {r['weight_decay']:9.2g}")
+        if "learning_rate" in r
+        else (f"{'':>9} | {'':>8} | {'':>9}")
+      )
+      print(
+        f"{step:>6} | {name:>9} | {r['train_loss']:10.4f} | "
+        f"{r['test_accuracy']:8.3f} | {hp}"
+      )
 
 
 def plot(runs, out):
   fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
   for name, history in runs.items():
     evaluated = [r for r in history if "train_loss" in r]
-    axes[0].semilogy([r["step"] for r in evaluated],
-                     [r["train_loss"] for r in evaluated], label=name)
+    axes[0].semilogy(
+      [r["step"] for r in evaluated], [r["train_loss"] for r in evaluated], label=name
+    )
   axes[0].set(title="train loss (full batch)", xlabel="step")
   axes[0].legend()
   garo = runs["GARO"]
   steps = [r["step"] for r in garo]
   for ax, key, scale in zip(
-      axes[1:],
-      ("learning_rate", "momentum", "weight_decay"),
-      ("log", "linear", "log"),
-      strict=True,
+    axes[1:],
+    ("learning_rate", "momentum", "weight_decay"),
+    ("log", "linear", "log"),
+    strict=True,
   ):
     ax.plot(steps, [r[key] for r in garo], color="C0")
     ax.set(title=f"GARO {key.replace('_', ' ')}", xlabel="step", yscale=scale)

@@ -15,15 +15,15 @@ from garo_optax._transform import hyperparams as hyperparams
 __version__ = "0.1.0"
 
 __all__ = (
-    "FEATURE_NAMES",
-    "ControllerParams",
-    "FeatureState",
-    "GRUParams",
-    "GaroState",
-    "garo",
-    "gru_cell",
-    "hyperparams",
-    "init_controller",
-    "load_controller",
-    "save_controller",
+  "FEATURE_NAMES",
+  "ControllerParams",
+  "FeatureState",
+  "GRUParams",
+  "GaroState",
+  "garo",
+  "gru_cell",
+  "hyperparams",
+  "init_controller",
+  "load_controller",
+  "save_controller",
 )

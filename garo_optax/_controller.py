@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from garo_optax import _features
-from garo_optax import _gru
+from garo_optax import _features, _gru
 
 HEAD_NAMES = ("learning_rate", "momentum", "weight_decay")
 # Pre-activation of the weight-decay head when the requested decay is zero:
@@ -41,10 +40,10 @@ class ControllerParams(NamedTuple):
 
 
 def init_controller(
-    key: jax.Array,
-    *,
-    hidden_size: int = 16,
-    head_scale: float = 0.1,
+  key: jax.Array,
+  *,
+  hidden_size: int = 16,
+  head_scale: float = 0.1,
 ) -> ControllerParams:
   """A seeded, untrained controller that stays close to SGD.
 
@@ -67,11 +66,11 @@ def init_controller(
   gru_key, head_key = jax.random.split(key)
   # A Python float, so that the kernel stays float32 when x64 is enabled.
   head_kernel = float(head_scale / np.sqrt(hidden_size)) * jax.random.normal(
-      head_key, (hidden_size, len(HEAD_NAMES)), jnp.float32
+    head_key, (hidden_size, len(HEAD_NAMES)), jnp.float32
   )
   return ControllerParams(
-      gru=_gru.init_gru(gru_key, _features.NUM_FEATURES, hidden_size),
-      head_kernel=head_kernel,
+    gru=_gru.init_gru(gru_key, _features.NUM_FEATURES, hidden_size),
+    head_kernel=head_kernel,
   )
 
 
@@ -81,9 +80,9 @@ def _softplus_inverse(x: jax.Array) -> jax.Array:
 
 
 def head_bias(
-    learning_rate: jax.typing.ArrayLike,
-    momentum: jax.typing.ArrayLike,
-    weight_decay: jax.typing.ArrayLike,
+  learning_rate: jax.typing.ArrayLike,
+  momentum: jax.typing.ArrayLike,
+  weight_decay: jax.typing.ArrayLike,
 ) -> jax.Array:
   """Head biases that make the heads emit the given values when ``h = 0``.
 
@@ -97,32 +96,32 @@ def head_bias(
   momentum = jnp.asarray(momentum, jnp.float32)
   weight_decay = jnp.asarray(weight_decay, jnp.float32)
   wd_bias = jnp.where(
-      weight_decay > 0,
-      _softplus_inverse(jnp.where(weight_decay > 0, weight_decay, 1.0)),
-      WEIGHT_DECAY_FLOOR_BIAS,
+    weight_decay > 0,
+    _softplus_inverse(jnp.where(weight_decay > 0, weight_decay, 1.0)),
+    WEIGHT_DECAY_FLOOR_BIAS,
   )
   return jnp.stack(
-      jnp.broadcast_arrays(
-          _softplus_inverse(learning_rate), jnp.arctanh(momentum), wd_bias
-      ),
-      axis=-1,
+    jnp.broadcast_arrays(
+      _softplus_inverse(learning_rate), jnp.arctanh(momentum), wd_bias
+    ),
+    axis=-1,
   )
 
 
 def heads(pre_activation: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Maps the heads' pre-activations ``(..., 3)`` to (lr, momentum, wd)."""
   return (
-      jax.nn.softplus(pre_activation[..., 0]),
-      jnp.tanh(pre_activation[..., 1]),
-      jax.nn.softplus(pre_activation[..., 2]),
+    jax.nn.softplus(pre_activation[..., 0]),
+    jnp.tanh(pre_activation[..., 1]),
+    jax.nn.softplus(pre_activation[..., 2]),
   )
 
 
 def controller_step(
-    controller: ControllerParams,
-    features: jax.Array,
-    hidden: jax.Array,
-    bias: jax.Array,
+  controller: ControllerParams,
+  features: jax.Array,
+  hidden: jax.Array,
+  bias: jax.Array,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
   """Advances the GRU and reads the hyperparameters off the new hidden state.
 
@@ -161,23 +160,23 @@ def save_controller(path: str | os.PathLike, controller: ControllerParams) -> No
   """
   _check_shapes(_flatten(controller), source="controller")
   np.savez(
-      path,
-      format=np.array(FILE_FORMAT),
-      version=np.array(FILE_VERSION),
-      num_features=np.array(_features.NUM_FEATURES),
-      hidden_size=np.array(controller.hidden_size),
-      **_flatten(controller),
+    path,
+    format=np.array(FILE_FORMAT),
+    version=np.array(FILE_VERSION),
+    num_features=np.array(_features.NUM_FEATURES),
+    hidden_size=np.array(controller.hidden_size),
+    **_flatten(controller),
   )
 
 
 def _expected_shapes(hidden_size: int) -> dict[str, tuple[int, ...]]:
   f, h = _features.NUM_FEATURES, hidden_size
   return {
-      "gru/input_kernel": (f, 3 * h),
-      "gru/input_bias": (3 * h,),
-      "gru/hidden_kernel": (h, 3 * h),
-      "gru/hidden_bias": (h,),
-      "head_kernel": (h, len(HEAD_NAMES)),
+    "gru/input_kernel": (f, 3 * h),
+    "gru/input_bias": (3 * h,),
+    "gru/hidden_kernel": (h, 3 * h),
+    "gru/hidden_bias": (h,),
+    "head_kernel": (h, len(HEAD_NAMES)),
   }
 
 
@@ -188,8 +187,8 @@ def _check_shapes(arrays: dict[str, np.ndarray], *, source: str) -> None:
       raise ValueError(f"{source} has no array {name!r}.")
     if arrays[name].shape != shape:
       raise ValueError(
-          f"{source}: {name!r} has shape {arrays[name].shape}, expected {shape} "
-          f"for {_features.NUM_FEATURES} features and hidden_size={hidden_size}."
+        f"{source}: {name!r} has shape {arrays[name].shape}, expected {shape} "
+        f"for {_features.NUM_FEATURES} features and hidden_size={hidden_size}."
       )
 
 
@@ -213,18 +212,18 @@ def load_controller(path: str | os.PathLike) -> ControllerParams:
   version = int(arrays["version"])
   if version != FILE_VERSION:
     raise ValueError(
-        f"{os.fspath(path)!r} has controller format version {version}; this "
-        f"garo_optax reads version {FILE_VERSION}."
+      f"{os.fspath(path)!r} has controller format version {version}; this "
+      f"garo_optax reads version {FILE_VERSION}."
     )
   if int(arrays["num_features"]) != _features.NUM_FEATURES:
     raise ValueError(
-        f"{os.fspath(path)!r} was trained on {int(arrays['num_features'])} "
-        f"features; this garo_optax computes {_features.NUM_FEATURES}."
+      f"{os.fspath(path)!r} was trained on {int(arrays['num_features'])} "
+      f"features; this garo_optax computes {_features.NUM_FEATURES}."
     )
   if "head_kernel" not in arrays:
     raise ValueError(f"{os.fspath(path)!r} has no array 'head_kernel'.")
   _check_shapes(arrays, source=repr(os.fspath(path)))
   gru = _gru.GRUParams(
-      **{k: jnp.asarray(arrays[f"gru/{k}"]) for k in _gru.GRUParams._fields}
+    **{k: jnp.asarray(arrays[f"gru/{k}"]) for k in _gru.GRUParams._fields}
   )
   return ControllerParams(gru=gru, head_kernel=jnp.asarray(arrays["head_kernel"]))

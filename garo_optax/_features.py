@@ -22,12 +22,12 @@ import jax.numpy as jnp
 NUM_STATISTICS = 3
 NUM_FEATURES = 6
 FEATURE_NAMES = (
-    "log_grad_norm_change",
-    "cos_grad_momentum",
-    "relative_loss_change",
-    "log_learning_rate_ratio",
-    "time",
-    "log_grad_norm_trend",
+  "log_grad_norm_change",
+  "cos_grad_momentum",
+  "relative_loss_change",
+  "log_learning_rate_ratio",
+  "time",
+  "log_grad_norm_trend",
 )
 FEATURE_CLIP = 5.0
 # Decays of the running means the features are measured against: a fast one
@@ -52,7 +52,7 @@ class FeatureState(NamedTuple):
 def init_feature_state(num_groups: int) -> FeatureState:
   zeros = jnp.zeros((num_groups,), jnp.float32)
   return FeatureState(
-      log_grad_norm=zeros, slow_log_grad_norm=zeros, loss=jnp.zeros((), jnp.float32)
+    log_grad_norm=zeros, slow_log_grad_norm=zeros, loss=jnp.zeros((), jnp.float32)
   )
 
 
@@ -99,7 +99,7 @@ def _finite_clip(x: jax.Array) -> jax.Array:
 
 
 def _running_mean(
-    current: jax.Array, running: jax.Array, first: jax.Array, decay: float = EMA_DECAY
+  current: jax.Array, running: jax.Array, first: jax.Array, decay: float = EMA_DECAY
 ):
   """The running mean before and after seeing ``current``.
 
@@ -111,11 +111,11 @@ def _running_mean(
 
 
 def compute_features(
-    statistics: jax.Array,
-    feature_state: FeatureState,
-    count: jax.Array,
-    log_learning_rate_ratio: jax.Array,
-    value: jax.Array | None,
+  statistics: jax.Array,
+  feature_state: FeatureState,
+  count: jax.Array,
+  log_learning_rate_ratio: jax.Array,
+  value: jax.Array | None,
 ) -> tuple[jax.Array, FeatureState]:
   """Builds the controller's inputs from the statistics of each group.
 
@@ -134,10 +134,10 @@ def compute_features(
   grad_sq, mu_sq, grad_dot_mu = (statistics[:, i] for i in range(NUM_STATISTICS))
   log_grad_norm = 0.5 * jnp.log(jnp.clip(grad_sq, _TINY, _MAX))
   previous_grad, running_grad = _running_mean(
-      log_grad_norm, feature_state.log_grad_norm, first
+    log_grad_norm, feature_state.log_grad_norm, first
   )
   previous_slow, running_slow = _running_mean(
-      log_grad_norm, feature_state.slow_log_grad_norm, first, SLOW_EMA_DECAY
+    log_grad_norm, feature_state.slow_log_grad_norm, first, SLOW_EMA_DECAY
   )
   grad_change = log_grad_norm - previous_grad
   grad_trend = log_grad_norm - previous_slow
@@ -154,13 +154,13 @@ def compute_features(
     loss_change = jnp.broadcast_to(relative, grad_change.shape)
 
   time = jnp.broadcast_to(
-      jnp.log1p(count.astype(jnp.float32)) / 10.0, grad_change.shape
+    jnp.log1p(count.astype(jnp.float32)) / 10.0, grad_change.shape
   )
   features = jnp.stack(
-      [grad_change, cos, loss_change, log_learning_rate_ratio, time, grad_trend],
-      axis=-1,
+    [grad_change, cos, loss_change, log_learning_rate_ratio, time, grad_trend],
+    axis=-1,
   )
   new_state = FeatureState(
-      log_grad_norm=running_grad, slow_log_grad_norm=running_slow, loss=running_loss
+    log_grad_norm=running_grad, slow_log_grad_norm=running_slow, loss=running_loss
   )
   return _finite_clip(features), new_state

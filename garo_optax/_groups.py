@@ -54,9 +54,9 @@ def make_groups(params: Any, granularity: Granularity) -> Groups:
       labels = [_path_name(path) for path, _ in leaves_with_path]
     else:
       raise ValueError(
-          f"Unknown granularity {granularity!r}: use 'global', 'per_leaf', a "
-          "pytree of group labels shaped like the params, or a function of the "
-          "params that returns one."
+        f"Unknown granularity {granularity!r}: use 'global', 'per_leaf', a "
+        "pytree of group labels shaped like the params, or a function of the "
+        "params that returns one."
       )
   else:
     tree = granularity(params) if callable(granularity) else granularity
@@ -64,9 +64,9 @@ def make_groups(params: Any, granularity: Granularity) -> Groups:
       labels = treedef.flatten_up_to(tree)
     except (ValueError, TypeError) as e:
       raise ValueError(
-          "The group labels must be a pytree with the structure of the params "
-          f"(one label per leaf). Params: {treedef}; labels: "
-          f"{jax.tree.structure(tree)}."
+        "The group labels must be a pytree with the structure of the params "
+        f"(one label per leaf). Params: {treedef}; labels: "
+        f"{jax.tree.structure(tree)}."
       ) from e
     bad = [label for label in labels if not isinstance(label, str)]
     if bad:
@@ -109,7 +109,7 @@ class ByGroup(Mapping):
       return self.values[self.names.index(name)]
     except ValueError:
       raise KeyError(
-          f"Unknown group {name!r}; the groups are {list(self.names)}."
+        f"Unknown group {name!r}; the groups are {list(self.names)}."
       ) from None
 
   def __iter__(self) -> Iterator[str]:
@@ -136,12 +136,12 @@ def _register_flax_serialization() -> None:
   except ImportError:
     return
   serialization.register_serialization_state(
-      ByGroup,
-      lambda x: {"values": serialization.to_state_dict(x.values)},
-      lambda x, state: ByGroup(
-          x.names, serialization.from_state_dict(x.values, state["values"])
-      ),
-      override=True,
+    ByGroup,
+    lambda x: {"values": serialization.to_state_dict(x.values)},
+    lambda x, state: ByGroup(
+      x.names, serialization.from_state_dict(x.values, state["values"])
+    ),
+    override=True,
   )
 
 

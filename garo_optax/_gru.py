@@ -64,15 +64,15 @@ def init_gru(key: jax.Array, input_size: int, hidden_size: int) -> GRUParams:
   """
   input_key, hidden_key = jax.random.split(key)
   input_kernel = jax.nn.initializers.lecun_normal()(
-      input_key, (input_size, 3 * hidden_size), jnp.float32
+    input_key, (input_size, 3 * hidden_size), jnp.float32
   )
   hidden_blocks = [
-      jax.nn.initializers.orthogonal()(k, (hidden_size, hidden_size), jnp.float32)
-      for k in jax.random.split(hidden_key, 3)
+    jax.nn.initializers.orthogonal()(k, (hidden_size, hidden_size), jnp.float32)
+    for k in jax.random.split(hidden_key, 3)
   ]
   return GRUParams(
-      input_kernel=input_kernel,
-      input_bias=jnp.zeros((3 * hidden_size,), jnp.float32),
-      hidden_kernel=jnp.concatenate(hidden_blocks, axis=1),
-      hidden_bias=jnp.zeros((hidden_size,), jnp.float32),
+    input_kernel=input_kernel,
+    input_bias=jnp.zeros((3 * hidden_size,), jnp.float32),
+    hidden_kernel=jnp.concatenate(hidden_blocks, axis=1),
+    hidden_bias=jnp.zeros((hidden_size,), jnp.float32),
   )

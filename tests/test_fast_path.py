@@ -24,11 +24,14 @@ def _softplus_inverse(x):
 
 def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
   """Runs GARO's steps the slow, obvious way; returns updates and hyperparams."""
-  bias = jnp.array([
+  bias = jnp.array(
+    [
       _softplus_inverse(lr0),
       np.arctanh(momentum0),
       _softplus_inverse(wd0) if wd0 > 0 else -20.0,
-  ], jnp.float32)
+    ],
+    jnp.float32,
+  )
   hidden = jnp.zeros(controller.hidden_size)
   mu = jax.tree.map(jnp.zeros_like, params)
   lr_prev = float(jax.nn.softplus(bias[0]))
@@ -42,14 +45,16 @@ def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
     if t == 0:
       ema_g = ema_slow = log_g
       ema_loss = loss
-    features = np.array([
+    features = np.array(
+      [
         log_g - ema_g,
         cos,
         (loss - ema_loss) / abs(ema_loss),
         np.log(lr_prev) - np.log(float(jax.nn.softplus(bias[0]))),
         np.log1p(t) / 10.0,
         log_g - ema_slow,
-    ])
+      ]
+    )
     ema_g = FAST * ema_g + (1 - FAST) * log_g
     ema_slow = SLOW * ema_slow + (1 - SLOW) * log_g
     ema_loss = FAST * ema_loss + (1 - FAST) * loss
@@ -57,8 +62,10 @@ def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
     hidden = garo_optax.gru_cell(controller.gru, x, hidden)
     pre = hidden @ controller.head_kernel + bias
     lr, mom, wd = jax.nn.softplus(pre[0]), jnp.tanh(pre[1]), jax.nn.softplus(pre[2])
-    mu = jax.tree.map(lambda m, g, p: mom * m + g + wd * p, mu, grads, params)
-    updates = jax.tree.map(lambda m: -lr * m, mu)
+    mu = jax.tree.map(
+      lambda m, g, p, mom=mom, wd=wd: mom * m + g + wd * p, mu, grads, params
+    )
+    updates = jax.tree.map(lambda m, lr=lr: -lr * m, mu)
     params = optax.apply_updates(params, updates)
     lr_prev = float(lr)
     outputs.append((updates, (lr, mom, wd)))
@@ -69,35 +76,41 @@ def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
 def test_fast_path_matches_reference(momentum, weight_decay):
   keys = jax.random.split(jax.random.key(0), 5)
   params = {
-      "a": jax.random.normal(keys[0], (7, 5)),
-      "b": {"c": jax.random.normal(keys[1], (11,)), "d": jax.random.normal(keys[2], ())},
-      "e": jax.random.normal(keys[4], (4000,)) * 0.1,
+    "a": jax.random.normal(keys[0], (7, 5)),
+    "b": {"c": jax.random.normal(keys[1], (11,)), "d": jax.random.normal(keys[2], ())},
+    "e": jax.random.normal(keys[4], (4000,)) * 0.1,
   }
   steps = 12
   grads_seq = [
-      jax.tree.map(
-          lambda p, k=k: jax.random.normal(k, p.shape) * (1.0 + 0.3 * i),
-          params,
-      )
-      for i, k in enumerate(jax.random.split(keys[3], steps))
+    jax.tree.map(
+      lambda p, k=k, i=i: jax.random.normal(k, p.shape) * (1.0 + 0.3 * i),
+      params,
+    )
+    for i, k in enumerate(jax.random.split(keys[3], steps))
   ]
   losses = [2.0 / (1 + i) + 0.1 * (i % 3) for i in range(steps)]
   controller = garo_optax.init_controller(jax.random.key(7), head_scale=1.0)
 
-  expected = reference_run(controller, 0.05, momentum, weight_decay, params,
-                           grads_seq, losses)
+  expected = reference_run(
+    controller, 0.05, momentum, weight_decay, params, grads_seq, losses
+  )
   tx = garo_optax.garo(0.05, momentum, weight_decay, controller=controller)
   state = tx.init(params)
   update = jax.jit(tx.update)
-  for grads, loss, (want_updates, want_hp) in zip(grads_seq, losses, expected, strict=True):
+  for grads, loss, (want_updates, want_hp) in zip(
+    grads_seq, losses, expected, strict=True
+  ):
     updates, state = update(grads, state, params, value=loss)
     params = optax.apply_updates(params, updates)
     jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
-        updates, want_updates,
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
+      updates,
+      want_updates,
     )
     got = garo_optax.hyperparams(state)
-    for name, want in zip(("learning_rate", "momentum", "weight_decay"), want_hp, strict=True):
+    for name, want in zip(
+      ("learning_rate", "momentum", "weight_decay"), want_hp, strict=True
+    ):
       np.testing.assert_allclose(got[name], want, rtol=2e-5, atol=1e-7)
   # The controller moved the hyperparameters, so the comparison has teeth.
   assert abs(float(got["learning_rate"]) - 0.05) > 1e-3

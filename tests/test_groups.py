@@ -10,27 +10,27 @@ import pytest
 import garo_optax
 
 GRANULARITIES = (
-    "global",
-    "per_leaf",
-    {"w": "weights", "b": "biases", "v": "weights"},
-    lambda params: jax.tree.map(lambda p: "matrices" if p.ndim == 2 else "rest", params),
+  "global",
+  "per_leaf",
+  {"w": "weights", "b": "biases", "v": "weights"},
+  lambda params: jax.tree.map(lambda p: "matrices" if p.ndim == 2 else "rest", params),
 )
 
 
 def _params():
   keys = jax.random.split(jax.random.key(0), 3)
   return {
-      "w": jax.random.normal(keys[0], (4, 3)),
-      "b": jax.random.normal(keys[1], (3,)),
-      "v": jax.random.normal(keys[2], (5,)),
+    "w": jax.random.normal(keys[0], (4, 3)),
+    "b": jax.random.normal(keys[1], (3,)),
+    "v": jax.random.normal(keys[2], (5,)),
   }
 
 
 def _grads(step: int, params):
   keys = jax.random.split(jax.random.key(100 + step), len(params))
   return {
-      name: jax.random.normal(key, p.shape) * (1 + step)
-      for (name, p), key in zip(sorted(params.items()), keys, strict=True)
+    name: jax.random.normal(key, p.shape) * (1 + step)
+    for (name, p), key in zip(sorted(params.items()), keys, strict=True)
   }
 
 
@@ -38,12 +38,16 @@ def _run(tx, params, steps: int, grads_fn=_grads):
   state = tx.init(params)
   update = jax.jit(tx.update)
   for step in range(steps):
-    updates, state = update(grads_fn(step, params), state, params, value=1.0 / (1 + step))
+    updates, state = update(
+      grads_fn(step, params), state, params, value=1.0 / (1 + step)
+    )
     params = optax.apply_updates(params, updates)
   return params, state
 
 
-@pytest.mark.parametrize("granularity", GRANULARITIES, ids=["global", "per_leaf", "labels", "fn"])
+@pytest.mark.parametrize(
+  "granularity", GRANULARITIES, ids=["global", "per_leaf", "labels", "fn"]
+)
 def test_step_zero_is_sgd_at_every_granularity(granularity):
   params = _params()
   grads = _grads(0, params)
@@ -51,7 +55,9 @@ def test_step_zero_is_sgd_at_every_granularity(granularity):
   updates, _ = tx.update(grads, tx.init(params), params)
   sgd = optax.sgd(0.05, momentum=0.5)
   expected, _ = sgd.update(grads, sgd.init(params))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, expected)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, expected
+  )
 
 
 def test_per_leaf_equals_global_when_groups_see_identical_statistics():
@@ -64,11 +70,13 @@ def test_per_leaf_equals_global_when_groups_see_identical_statistics():
 
   controller = garo_optax.init_controller(jax.random.key(3), head_scale=1.0)
   global_params, global_state = _run(
-      garo_optax.garo(controller=controller), params, 20, same_grads
+    garo_optax.garo(controller=controller), params, 20, same_grads
   )
   leaf_params, leaf_state = _run(
-      garo_optax.garo(controller=controller, granularity="per_leaf"),
-      params, 20, same_grads,
+    garo_optax.garo(controller=controller, granularity="per_leaf"),
+    params,
+    20,
+    same_grads,
   )
   chex_close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
   jax.tree.map(chex_close, leaf_params, global_params)
@@ -89,8 +97,8 @@ def test_layers_get_different_learning_rates_on_digits():
   y = jnp.asarray(digits.target)
   k1, k2 = jax.random.split(jax.random.key(0))
   params = {
-      "hidden": {"kernel": jax.random.normal(k1, (64, 64)) / 8.0, "bias": jnp.zeros(64)},
-      "out": {"kernel": jax.random.normal(k2, (64, 10)) / 8.0, "bias": jnp.zeros(10)},
+    "hidden": {"kernel": jax.random.normal(k1, (64, 64)) / 8.0, "bias": jnp.zeros(64)},
+    "out": {"kernel": jax.random.normal(k2, (64, 10)) / 8.0, "bias": jnp.zeros(10)},
   }
 
   def loss_fn(params):
@@ -125,16 +133,18 @@ def test_per_group_starting_values_and_weight_decay_mask():
   params = _params()
   labels = {"w": "decay", "b": "no_decay", "v": "no_decay"}
   tx = garo_optax.garo(
-      0.1, weight_decay={"decay": 0.01, "no_decay": 0.0}, granularity=labels
+    0.1, weight_decay={"decay": 0.01, "no_decay": 0.0}, granularity=labels
   )
   grads = _grads(0, params)
   updates, state = tx.update(grads, tx.init(params), params)
   reference = optax.chain(
-      optax.masked(optax.add_decayed_weights(0.01), {"w": True, "b": False, "v": False}),
-      optax.sgd(0.1),
+    optax.masked(optax.add_decayed_weights(0.01), {"w": True, "b": False, "v": False}),
+    optax.sgd(0.1),
   )
   expected, _ = reference.update(grads, reference.init(params), params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, expected)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, expected
+  )
   wd = garo_optax.hyperparams(state)["weight_decay"]
   np.testing.assert_allclose(wd["decay"], 0.01, rtol=1e-6)
   assert float(wd["no_decay"]) < 1e-8
@@ -157,23 +167,28 @@ def test_per_group_state_checkpoints_with_flax():
   params = _params()
   tx = garo_optax.garo(granularity="per_leaf")
   _, state = _run(tx, params, 3)
-  restored = flax.serialization.from_bytes(tx.init(params), flax.serialization.to_bytes(state))
+  restored = flax.serialization.from_bytes(
+    tx.init(params), flax.serialization.to_bytes(state)
+  )
   assert jax.tree.structure(restored) == jax.tree.structure(state)
   jax.tree.map(np.testing.assert_array_equal, restored, state)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"granularity": {"w": "a"}}, "structure of the params"),
-        ({"granularity": {"w": "a", "b": 1, "v": "a"}}, "must be strings"),
-        ({"granularity": "per_layer"}, "Unknown granularity 'per_layer'"),
-        (
-            {"granularity": {"w": "a", "b": "b", "v": "b"}, "learning_rate": {"a": 0.1, "c": 0.1}},
-            r"Unknown groups: \['c'\]; groups without a value: \['b'\]",
-        ),
-        ({"learning_rate": {"a": 0.1}}, "granularity is 'global'"),
-    ],
+  ("kwargs", "match"),
+  [
+    ({"granularity": {"w": "a"}}, "structure of the params"),
+    ({"granularity": {"w": "a", "b": 1, "v": "a"}}, "must be strings"),
+    ({"granularity": "per_layer"}, "Unknown granularity 'per_layer'"),
+    (
+      {
+        "granularity": {"w": "a", "b": "b", "v": "b"},
+        "learning_rate": {"a": 0.1, "c": 0.1},
+      },
+      r"Unknown groups: \['c'\]; groups without a value: \['b'\]",
+    ),
+    ({"learning_rate": {"a": 0.1}}, "granularity is 'global'"),
+  ],
 )
 def test_bad_groups_give_clear_errors(kwargs, match):
   with pytest.raises(ValueError, match=match):
