@@ -19,7 +19,9 @@ from jupyter_client.kernelspec import KernelSpecManager
 NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 STEPS = "10"
-COLAB = "https://colab.research.google.com/github/garo-optax/garo_optax/blob/main/notebooks/"
+COLAB = (
+  "https://colab.research.google.com/github/garo-optax/garo_optax/blob/main/notebooks/"
+)
 INSTALL = '%pip install -q "garo_optax[examples] @ git+https://github.com/garo-optax/garo_optax"'
 
 
@@ -33,9 +35,9 @@ def _outputs(notebook):
 
 def test_there_are_notebooks():
   assert [path.name for path in NOTEBOOKS] == [
-      "01_quickstart.ipynb",
-      "02_optax_pipelines.ipynb",
-      "03_layerwise_and_meta.ipynb",
+    "01_quickstart.ipynb",
+    "02_optax_pipelines.ipynb",
+    "03_layerwise_and_meta.ipynb",
   ]
 
 
@@ -49,11 +51,11 @@ def _execute_all(notebooks, workdir):
   async def run(notebook, path):
     path.mkdir()
     client = nbclient.NotebookClient(
-        notebook,
-        kernel_name="python3",
-        timeout=600,
-        # A scratch working directory: nothing may depend on files next to it.
-        resources={"metadata": {"path": str(path)}},
+      notebook,
+      kernel_name="python3",
+      timeout=600,
+      # A scratch working directory: nothing may depend on files next to it.
+      resources={"metadata": {"path": str(path)}},
     )
     try:
       await client.async_execute()  # raises CellExecutionError on a cell error
@@ -63,7 +65,7 @@ def _execute_all(notebooks, workdir):
 
   async def run_all():
     return await asyncio.gather(
-        *(run(notebook, workdir / f"run_{i}") for i, notebook in enumerate(notebooks))
+      *(run(notebook, workdir / f"run_{i}") for i, notebook in enumerate(notebooks))
     )
 
   return asyncio.run(run_all())
@@ -81,15 +83,15 @@ def test_notebooks_run(tmp_path, monkeypatch):
   notebooks = [nbformat.read(path, as_version=4) for path in NOTEBOOKS]
   # A control: a notebook whose cell raises must be reported as failing.
   control = nbformat.v4.new_notebook(
-      cells=[nbformat.v4.new_code_cell("raise ValueError('control')")]
+    cells=[nbformat.v4.new_code_cell("raise ValueError('control')")]
   )
   *errors, control_error = _execute_all([*notebooks, control], tmp_path)
 
   assert isinstance(control_error, nbclient.exceptions.CellExecutionError)
   failed = [
-      f"{path.name}:\n{error}"
-      for path, error in zip(NOTEBOOKS, errors, strict=True)
-      if error is not None
+    f"{path.name}:\n{error}"
+    for path, error in zip(NOTEBOOKS, errors, strict=True)
+    if error is not None
   ]
   assert not failed, "\n\n".join(failed)
   for path, notebook in zip(NOTEBOOKS, notebooks, strict=True):
