@@ -19,8 +19,12 @@ class Groups(NamedTuple):
 
 
 def _path_name(path) -> str:
+  """``"Dense_0/kernel"`` for the path of a leaf."""
   parts = []
   for key in path:
+    # Flax NNX keeps each array in a Variable whose one child is `.value`.
+    if isinstance(key, jax.tree_util.GetAttrKey) and key.name == "value":
+      continue
     for attr in ("key", "name", "idx"):
       if hasattr(key, attr):
         parts.append(str(getattr(key, attr)))

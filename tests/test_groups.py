@@ -198,3 +198,18 @@ def test_bad_groups_give_clear_errors(kwargs, match):
 def test_bad_per_group_value_is_rejected_up_front():
   with pytest.raises(ValueError, match="momentum must be in"):
     garo_optax.garo(momentum={"a": 1.5}, granularity="per_leaf")
+
+
+def test_nnx_per_leaf_groups_are_named_by_module_path():
+  from flax import nnx
+
+  class Model(nnx.Module):
+    def __init__(self):
+      self.hidden = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+      self.out = nnx.Linear(3, 1, rngs=nnx.Rngs(1))
+
+  optimizer = nnx.Optimizer(
+    Model(), garo_optax.garo(granularity="per_leaf"), wrt=nnx.Param
+  )
+  names = set(garo_optax.hyperparams(optimizer.opt_state)["learning_rate"])
+  assert names == {"hidden/kernel", "hidden/bias", "out/kernel", "out/bias"}
