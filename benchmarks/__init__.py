@@ -1,0 +1,1 @@
+"""Benchmarks of garo_optax: training quality (`benchmarks.suite`)."""

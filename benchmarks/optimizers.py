@@ -1,0 +1,142 @@
+"""The optimizers the suite compares, and which of them are available."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optax
+from optax import contrib
+
+import garo_optax
+
+
+class Optimizer(NamedTuple):
+  """An optimizer of the suite.
+
+  ``make(learning_rate)`` builds it; ``learning_rate`` is traced inside the
+  jitted run, so one compilation serves every grid point and seed. Optimizers
+  without a grid always get ``learning_rate``; tuned ones get the grid point
+  that wins on a tuning seed (see :mod:`benchmarks.suite`).
+  """
+
+  name: str
+  description: str
+  make: Callable[[Any], optax.GradientTransformation]
+  learning_rate: float  # the fixed value, or the grid's centre when tuned
+  grid: tuple[float, ...] | None = None  # learning rates to tune over
+  # Params to evaluate (schedule-free evaluates at its averaged iterate).
+  eval_params: Callable[[Any, Any], Any] = lambda state, params: params
+  is_garo: bool = False
+
+
+def _grid(low: float, high: float) -> tuple[float, ...]:
+  """Half-decade log grid from ``low`` to ``high``."""
+  num = round(2 * np.log10(high / low)) + 1
+  return tuple(float(x) for x in np.logspace(np.log10(low), np.log10(high), num))
+
+
+def _reduce_on_plateau_sgd(learning_rate):
+  return optax.chain(
+    optax.sgd(learning_rate, momentum=0.9),
+    # Losses averaged over 20 minibatches; halve after 5 such windows without
+    # improvement.
+    contrib.reduce_on_plateau(factor=0.5, patience=5, accumulation_size=20),
+  )
+
+
+def _schedule_free_eval(state, params):
+  return contrib.schedule_free_eval_params(state, params)
+
+
+_ALL = (
+  Optimizer("sgd", "optax.sgd(0.01), GARO's starting point", optax.sgd, 0.01),
+  Optimizer(
+    "sgd_momentum_tuned",
+    "optax.sgd(lr, momentum=0.9), lr tuned on a grid",
+    lambda lr: optax.sgd(lr, momentum=0.9),
+    0.01,
+    _grid(1e-3, 1.0),
+  ),
+  Optimizer("adam", "optax.adam(1e-3)", optax.adam, 1e-3),
+  Optimizer(
+    "adam_tuned",
+    "optax.adam(lr), lr tuned on a grid",
+    optax.adam,
+    1e-3,
+    _grid(1e-4, 1e-1),
+  ),
+  Optimizer("adamw", "optax.adamw(1e-3), weight_decay=1e-4", optax.adamw, 1e-3),
+  Optimizer("prodigy", "optax.contrib.prodigy()", contrib.prodigy, 1.0),
+  Optimizer("dog", "optax.contrib.dog()", contrib.dog, 1.0),
+  Optimizer(
+    "mechanize",
+    "optax.contrib.mechanize(optax.adam(1.0))",
+    lambda lr: contrib.mechanize(optax.adam(lr)),
+    1.0,
+  ),
+  Optimizer(
+    "schedule_free_sgd",
+    "optax.contrib.schedule_free_sgd(0.1), evaluated at its average",
+    contrib.schedule_free_sgd,
+    0.1,
+    eval_params=_schedule_free_eval,
+  ),
+  Optimizer(
+    "reduce_on_plateau",
+    "sgd(0.1, momentum=0.9) + contrib.reduce_on_plateau(0.5, patience 5x20)",
+    _reduce_on_plateau_sgd,
+    0.1,
+  ),
+  Optimizer(
+    "garo",
+    'garo_optax.garo(0.01, controller="init"): seeded near-SGD controller',
+    lambda lr: garo_optax.garo(lr, controller="init"),
+    0.01,
+    is_garo=True,
+  ),
+  Optimizer(
+    "garo_per_leaf",
+    'garo_optax.garo(0.01, granularity="per_leaf")',
+    lambda lr: garo_optax.garo(lr, granularity="per_leaf"),
+    0.01,
+    is_garo=True,
+  ),
+  Optimizer(
+    "garo_pretrained",
+    'garo_optax.garo(0.01, controller="pretrained"): meta-trained controller',
+    lambda lr: garo_optax.garo(lr, controller="pretrained"),
+    0.01,
+    is_garo=True,
+  ),
+)
+
+OPTIMIZERS: dict[str, Optimizer] = {opt.name: opt for opt in _ALL}
+OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
+# Each GARO variant is compared with these (summary of the suite).
+REFERENCES: tuple[str, ...] = ("adam", "sgd")
+TUNED: tuple[str, ...] = tuple(opt.name for opt in _ALL if opt.grid)
+
+
+def unavailable_reason(optimizer: Optimizer) -> str | None:
+  """Why ``optimizer`` cannot be built here (None when it can).
+
+  ``garo(controller="pretrained")`` raises until pretrained weights ship; the
+  suite then skips it with this note, and includes it once it builds.
+  """
+  try:
+    tx = optimizer.make(optimizer.learning_rate)
+    tx.init({"w": jax.numpy.zeros(2)})
+  except Exception as e:
+    return f"{type(e).__name__}: {e}"
+  return None
+
+
+def check_names(names: list[str] | tuple[str, ...]) -> None:
+  """Raises a ValueError naming the valid optimizers if any name is unknown."""
+  unknown = [n for n in names if n not in OPTIMIZERS]
+  if unknown:
+    raise ValueError(
+      f"Unknown optimizer(s) {', '.join(unknown)}; valid optimizers: "
+      f"{', '.join(OPTIMIZER_NAMES)}."
+    )

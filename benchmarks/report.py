@@ -1,0 +1,406 @@
+"""Metrics, summary, markdown and plots of the training-quality suite."""
+
+import json
+import math
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+from benchmarks import optimizers as optimizers_lib
+from benchmarks import train
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+LOSS_FLOOR = 1e-12  # losses are floored here before taking ratios
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+  """Median and range; NaN counts as +inf (a diverged run is the worst)."""
+  values = np.nan_to_num(np.asarray(values, np.float64), nan=np.inf)
+  return {
+    "median": float(np.median(values)),
+    "min": float(np.min(values)),
+    "max": float(np.max(values)),
+  }
+
+
+def run_record(
+  optimizer: optimizers_lib.Optimizer,
+  learning_rate: float,
+  tuning: dict[str, Any] | None,
+  compile_seconds: float,
+  seeds: Sequence[int],
+  runs: Sequence[train.Curves],
+) -> dict[str, Any]:
+  """The JSON-ready record of one optimizer's runs on one task."""
+  return {
+    "description": optimizer.description,
+    "learning_rate": learning_rate,
+    "tuning": tuning,
+    "compile_seconds": compile_seconds,
+    "seeds": list(seeds),
+    "eval_steps": runs[0].steps.tolist(),
+    "train_loss": [r.train_loss.tolist() for r in runs],
+    "metric": [r.metric.tolist() for r in runs],
+    "hyperparams": [_tolist(r.hyperparams) for r in runs]
+    if optimizer.is_garo
+    else None,
+    "seconds_per_step": [r.seconds_per_step for r in runs],
+    "final_train_loss": _stats([r.train_loss[-1] for r in runs]),
+    "final_metric": _stats([r.metric[-1] for r in runs]),
+    "ms_per_step": _stats([1e3 * r.seconds_per_step for r in runs]),
+  }
+
+
+def _tolist(tree: Any) -> Any:
+  if isinstance(tree, dict):
+    return {k: _tolist(v) for k, v in tree.items()}
+  return np.asarray(tree).tolist()
+
+
+def _steps_to_target(record: dict[str, Any], target: float) -> dict[str, Any]:
+  """First evaluated step at which the train loss is <= target, per seed."""
+  per_seed = []
+  for losses in record["train_loss"]:
+    hits = [s for s, v in zip(record["eval_steps"], losses, strict=True) if v <= target]
+    per_seed.append(hits[0] if hits else None)
+  reached = [s for s in per_seed if s is not None]
+  # The median counts a seed that never reaches the target as infinitely slow.
+  median = float(np.median([math.inf if s is None else s for s in per_seed]))
+  return {
+    "per_seed": per_seed,
+    "median": median if math.isfinite(median) else None,
+    "reached": len(reached),
+  }
+
+
+def _geomean(values: Sequence[float]) -> float:
+  return float(np.exp(np.mean(np.log(values)))) if values else math.nan
+
+
+def _variant_summary(results: dict[str, Any], variant: str, names: Sequence[str]):
+  """Wins against the references and loss ratio to the best tuned baseline."""
+  wins = {}
+  for reference in optimizers_lib.REFERENCES:
+    loss_wins = metric_wins = total = 0
+    for name in names:
+      task = results["tasks"][name]
+      opts = task["optimizers"]
+      if variant not in opts or reference not in opts:
+        continue
+      total += 1
+      mine, theirs = opts[variant], opts[reference]
+      loss_wins += (
+        mine["final_train_loss"]["median"] < theirs["final_train_loss"]["median"]
+      )
+      sign = -1 if task["higher_is_better"] else 1
+      metric_wins += (
+        sign * mine["final_metric"]["median"] < sign * theirs["final_metric"]["median"]
+      )
+    wins[reference] = {"loss": loss_wins, "metric": metric_wins, "tasks": total}
+  ratios = {}
+  for name in names:
+    opts = results["tasks"][name]["optimizers"]
+    tuned = [
+      opts[t]["final_train_loss"]["median"] for t in optimizers_lib.TUNED if t in opts
+    ]
+    if variant in opts and tuned:
+      ratios[name] = max(opts[variant]["final_train_loss"]["median"], LOSS_FLOOR) / max(
+        min(tuned), LOSS_FLOOR
+      )
+  return {
+    "wins": wins,
+    "loss_ratio_to_best_tuned": ratios,
+    "geomean_loss_ratio_to_best_tuned": _geomean(list(ratios.values())),
+  }
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+  """Adds targets, steps to target and the per-variant summary, in place.
+
+  The target loss of a task is the median final train loss of ``adam``
+  (``optax.adam(1e-3)``); without ``adam`` in the run there is no target.
+  """
+  for task in results["tasks"].values():
+    adam = task["optimizers"].get("adam")
+    target = adam["final_train_loss"]["median"] if adam else None
+    task["target_loss"] = (
+      target if target is not None and math.isfinite(target) else None
+    )
+    for record in task["optimizers"].values():
+      record["steps_to_target"] = (
+        _steps_to_target(record, task["target_loss"])
+        if task["target_loss"] is not None
+        else None
+      )
+  names = list(results["tasks"])
+  held_out = [n for n in names if results["tasks"][n]["split"] == "held_out"]
+  results["summary"] = {
+    variant: {
+      "all": _variant_summary(results, variant, names),
+      "held_out": _variant_summary(results, variant, held_out),
+    }
+    for variant in results["config"]["optimizers"]
+    if optimizers_lib.OPTIMIZERS[variant].is_garo
+  }
+  return results
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+  if x is None or (isinstance(x, float) and math.isnan(x)):
+    return "—"
+  if math.isinf(x):
+    return "diverged" if x > 0 else "-inf"
+  return f"{x:.{digits}g}"
+
+
+def _fmt_stats(stats: dict[str, float]) -> str:
+  return f"{_fmt(stats['median'])} [{_fmt(stats['min'])}, {_fmt(stats['max'])}]"
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+  """The markdown report: summary, overview tables, tuning, per-task details."""
+  config, tasks = results["config"], results["tasks"]
+  m = results["machine"]
+  lines = [
+    f"# GARO training-quality suite ({config['mode']})",
+    "",
+    f"Generated by `{config['command']}`: {len(tasks)} tasks x "
+    f"{len(config['optimizers'])} optimizers x {len(config['seeds'])} seeds, "
+    f"in {results['wall_seconds'] / 60:.1f} min wall time "
+    f"({results['cpu_seconds'] / 60:.1f} min of process CPU time) on {m['cpu']} "
+    f"({m['cores']} cores), jax {m['jax']}, optax {m['optax']}.",
+    "Medians over seeds; [min, max] is the spread. Losses are full-batch "
+    "train losses at the end of training.",
+    "",
+    "## Summary",
+    "",
+    "For each GARO variant: on how many tasks its median final train loss "
+    "(and test metric) beats `optax.adam(1e-3)` and `optax.sgd(0.01)`, and "
+    "the geometric mean over tasks of its final train loss divided by the "
+    "best tuned baseline's (`sgd_momentum_tuned` or `adam_tuned`; < 1 is "
+    "better than tuned). Held-out tasks are never seen by meta-training.",
+    "",
+    "| GARO variant | tasks | beats adam(1e-3): loss, metric | "
+    "beats sgd(0.01): loss, metric | final loss / best tuned (geo-mean) |",
+    "|---|---|---|---|---|",
+  ]
+  for variant, parts in results["summary"].items():
+    for part, label in (("all", "all"), ("held_out", "held-out")):
+      s = parts[part]
+      cells = []
+      for ref in optimizers_lib.REFERENCES:
+        w = s["wins"][ref]
+        cells.append(f"{w['loss']}/{w['tasks']}, {w['metric']}/{w['tasks']}")
+      lines.append(
+        f"| `{variant}` | {label} | {' | '.join(cells)} | "
+        f"{_fmt(s['geomean_loss_ratio_to_best_tuned'])} |"
+      )
+  lines += ["", "![Loss curves](loss_curves.png)", ""]
+  if config["skipped_optimizers"]:
+    lines += ["Skipped (not available in this build):", ""]
+    lines += [f"- `{k}`: {v}" for k, v in config["skipped_optimizers"].items()]
+    lines.append("")
+
+  names = list(tasks)
+  for title, key in (
+    ("Final train loss", "final_train_loss"),
+    ("Test metric", "final_metric"),
+  ):
+    lines += [f"## {title} (median over seeds)", ""]
+    if key == "final_metric":
+      lines += [
+        "Metric per task: "
+        + "; ".join(
+          f"{n}: {tasks[n]['metric_name']} "
+          f"({'higher' if tasks[n]['higher_is_better'] else 'lower'} is better)"
+          for n in names
+        )
+        + ".",
+        "",
+      ]
+    lines += [
+      "| optimizer | " + " | ".join(names) + " |",
+      "|---|" + "---|" * len(names),
+    ]
+    for opt in config["optimizers"]:
+      cells = [_fmt(tasks[n]["optimizers"][opt][key]["median"]) for n in names]
+      lines.append(f"| `{opt}` | " + " | ".join(cells) + " |")
+    lines.append("")
+
+  lines += [
+    "## Tuned baselines",
+    "",
+    "Learning rate picked by final train loss on tuning seed "
+    f"{config['tuning_seed']} (not an evaluation seed), over a half-decade "
+    "log grid that grows while the best point is at an edge.",
+    "",
+    "| task | optimizer | grid | chosen lr | interior |",
+    "|---|---|---|---|---|",
+  ]
+  for n in names:
+    for opt in config["optimizers"]:
+      tuning = tasks[n]["optimizers"][opt]["tuning"]
+      if tuning:
+        lines.append(
+          f"| {n} | `{opt}` | {_fmt(tuning['grid'][0])} … "
+          f"{_fmt(tuning['grid'][-1])} ({len(tuning['grid'])} points) | "
+          f"{_fmt(tuning['chosen'])} | {'yes' if tuning['interior'] else 'NO'} |"
+        )
+  lines.append("")
+
+  lines += ["## Per task", ""]
+  for n in names:
+    t = tasks[n]
+    lines += [
+      f"### {n} ({t['split'].replace('_', '-')})",
+      "",
+      f"{t['description']} {t['steps']} steps; train loss evaluated every "
+      f"{t['every']} steps. Target loss (adam(1e-3)'s median final): "
+      f"{_fmt(t['target_loss'], 4)}.",
+      "",
+      f"| optimizer | lr | final train loss | {t['metric_name']} | "
+      "steps to target (seeds reaching) | ms/step |",
+      "|---|---|---|---|---|---|",
+    ]
+    for opt in config["optimizers"]:
+      r = t["optimizers"][opt]
+      steps = r["steps_to_target"]
+      reach = (
+        f"{_fmt(steps['median'], 6)} ({steps['reached']}/{len(r['seeds'])})"
+        if steps
+        else "—"
+      )
+      lines.append(
+        f"| `{opt}` | {_fmt(r['learning_rate'])} | "
+        f"{_fmt_stats(r['final_train_loss'])} | {_fmt_stats(r['final_metric'])} | "
+        f"{reach} | {_fmt(r['ms_per_step']['median'])} |"
+      )
+    lines.append("")
+  lines += [
+    "ms/step is the wall time of a whole jitted run (evaluations included) "
+    "divided by its steps, after compilation.",
+    "",
+    "![GARO hyperparameters](garo_hyperparams.png)",
+    "",
+  ]
+  return "\n".join(lines)
+
+
+def _median_curve(curves: Sequence[Sequence[float]]) -> np.ndarray:
+  return np.median(np.nan_to_num(np.asarray(curves), nan=np.inf), axis=0)
+
+
+def _plot_losses(results: dict[str, Any], path: pathlib.Path) -> None:
+  names = list(results["tasks"])
+  cols = min(4, len(names))
+  rows = -(-len(names) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+  colors = plt.get_cmap("tab20")
+  for ax, name in zip(axes.flat, names, strict=False):
+    task = results["tasks"][name]
+    for i, (opt, record) in enumerate(task["optimizers"].items()):
+      is_garo = optimizers_lib.OPTIMIZERS[opt].is_garo
+      ax.plot(
+        record["eval_steps"],
+        _median_curve(record["train_loss"]),
+        label=opt,
+        color="black" if opt == "garo" else colors(i % 20),
+        lw=2.2 if is_garo else 1.1,
+        ls="-" if is_garo else "--",
+      )
+    ax.set_yscale("log")
+    ax.set_title(f"{name} ({task['split'].replace('_', '-')})", fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss (median)")
+  for ax in axes.flat[len(names) :]:
+    ax.axis("off")
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  fig.legend(
+    handles,
+    labels,
+    loc="lower center",
+    ncol=min(7, len(labels)),
+    fontsize=9,
+    frameon=False,
+  )
+  fig.tight_layout(rect=(0, 0.04 + 0.03 * (len(labels) > 7), 1, 1))
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> bool:
+  """GARO's lr, momentum and weight decay over training, per task."""
+  names = [
+    n
+    for n in results["tasks"]
+    if any(r["hyperparams"] for r in results["tasks"][n]["optimizers"].values())
+  ]
+  if not names:
+    return False
+  heads = ("learning_rate", "momentum", "weight_decay")
+  fig, axes = plt.subplots(len(names), 3, figsize=(12, 2.4 * len(names)), squeeze=False)
+  colors = plt.get_cmap("tab10")
+  for row, name in zip(axes, names, strict=True):
+    variants = [
+      (opt, r)
+      for opt, r in results["tasks"][name]["optimizers"].items()
+      if r["hyperparams"]
+    ]
+    for i, (opt, record) in enumerate(variants):
+      steps = record["eval_steps"][1:]
+      for ax, head in zip(row, heads, strict=True):
+        # All seeds; per-leaf variants: every group of the first seed.
+        series = (
+          [hp[head] for hp in record["hyperparams"]]
+          if not isinstance(record["hyperparams"][0][head], dict)
+          else list(record["hyperparams"][0][head].values())
+        )
+        for j, values in enumerate(series):
+          ax.plot(
+            steps,
+            values,
+            color=colors(i),
+            lw=1.0,
+            alpha=0.8,
+            label=opt if j == 0 else None,
+          )
+    for ax, head in zip(row, heads, strict=True):
+      ax.set_title(f"{name}: {head}", fontsize=9)
+      ax.set_yscale("log" if head != "momentum" else "linear")
+    row[0].legend(fontsize=8)
+  axes[-1, 0].set_xlabel("step")
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+  return True
+
+
+def _jsonable(x: Any) -> Any:
+  """Strict JSON: non-finite floats become null."""
+  if isinstance(x, dict):
+    return {k: _jsonable(v) for k, v in x.items()}
+  if isinstance(x, list | tuple):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, float | np.floating):
+    return float(x) if math.isfinite(x) else None
+  if isinstance(x, np.integer):
+    return int(x)
+  return x
+
+
+def write(results: dict[str, Any], out: pathlib.Path) -> None:
+  """Writes results.json, suite_summary.md, loss_curves.png, garo_hyperparams.png."""
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  with open(out / "results.json", "w") as f:
+    json.dump(_jsonable(results), f, allow_nan=False)
+  _plot_losses(results, out / "loss_curves.png")
+  markdown = summary_markdown(results)
+  if not _plot_hyperparams(results, out / "garo_hyperparams.png"):
+    markdown = markdown.replace("![GARO hyperparameters](garo_hyperparams.png)", "")
+  (out / "suite_summary.md").write_text(markdown)

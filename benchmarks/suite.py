@@ -1,0 +1,266 @@
+"""Training-quality suite: GARO against tuned and parameter-free optimizers.
+
+Every (task, optimizer, seed) is one jitted training run (see
+:mod:`benchmarks.train`); tuned baselines first pick their learning rate on a
+tuning seed that is not an evaluation seed. Results are written as JSON, a
+markdown report and PNG plots (see :mod:`benchmarks.report`).
+
+Usage::
+
+  python -m benchmarks.suite --quick        # ~1/5 of the steps, 3 seeds
+  python -m benchmarks.suite --full         # the committed results
+  python -m benchmarks.suite --quick --tasks quadratic mlp_digits \\
+      --optimizers sgd adam garo --seeds 2 --steps 200 --out /tmp/suite
+"""
+
+import argparse
+import math
+import os
+import pathlib
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import optax
+from tqdm import tqdm
+
+from benchmarks import optimizers as optimizers_lib
+from benchmarks import report, train
+from benchmarks import tasks as tasks_lib
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+TUNING_SEED = 1000  # picks tuned learning rates; never an evaluation seed
+MAX_WIDENING = 4  # grid points a tuned grid may grow by on each side
+MODES = {
+  # mode: (fraction of each task's steps, seeds, evaluations per run)
+  "quick": (0.2, 3, 10),
+  "full": (1.0, 5, 50),
+}
+
+
+def schedule(steps: int, evaluations: int) -> tuple[int, int]:
+  """(steps, every): ``steps`` rounded down to a multiple of ``every``."""
+  every = max(1, steps // evaluations)
+  return steps - steps % every, every
+
+
+def final_loss(curves: train.Curves) -> float:
+  """The final full-batch train loss; a diverged run scores +inf."""
+  loss = float(curves.train_loss[-1])
+  return loss if math.isfinite(loss) else math.inf
+
+
+def tune(run: Any, grid: Sequence[float]) -> dict[str, Any]:
+  """Picks the learning rate of lowest final train loss on the tuning seed.
+
+  The grid is a log grid; while the best point is at an edge, the grid grows
+  past that edge by one point (at most ``MAX_WIDENING`` per side), so that the
+  chosen point is interior whenever it can be.
+
+  Args:
+    run: a compiled run, ``run(learning_rate, seed) -> Curves``.
+    grid: learning rates, increasing, equally spaced in log.
+
+  Returns:
+    ``{"grid", "final_train_loss", "chosen", "interior"}``.
+  """
+  ratio = grid[1] / grid[0]
+  losses = {lr: final_loss(run(lr, TUNING_SEED)) for lr in grid}
+  widened = {"low": 0, "high": 0}
+  while True:
+    lrs = sorted(losses)
+    best = min(lrs, key=losses.get)
+    side = "low" if best == lrs[0] else "high" if best == lrs[-1] else None
+    if side is None or widened[side] == MAX_WIDENING:
+      break
+    widened[side] += 1
+    lr = lrs[0] / ratio if side == "low" else lrs[-1] * ratio
+    losses[lr] = final_loss(run(lr, TUNING_SEED))
+  return {
+    "grid": lrs,
+    "final_train_loss": [losses[lr] for lr in lrs],
+    "chosen": best,
+    "interior": side is None,
+  }
+
+
+def machine() -> dict[str, Any]:
+  """What ran the suite: CPU model, cores, library versions."""
+  cpu = platform.processor()
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if "model name" in line]
+    cpu = names[0] if names else cpu
+  return {
+    "cpu": cpu,
+    "cores": os.cpu_count(),
+    "platform": platform.platform(),
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "optax": optax.__version__,
+    "jax_devices": [str(d) for d in jax.devices()],
+  }
+
+
+def run_suite(
+  mode: str = "quick",
+  *,
+  task_names: Sequence[str] | None = None,
+  optimizer_names: Sequence[str] | None = None,
+  num_seeds: int | None = None,
+  steps: int | None = None,
+  progress: bool = True,
+) -> dict[str, Any]:
+  """Runs every (task, optimizer, seed) and returns the results.
+
+  Args:
+    mode: ``"quick"`` or ``"full"`` (sets the default steps and seeds).
+    task_names: tasks to run (default: all of ``benchmarks.tasks``).
+    optimizer_names: optimizers to run (default: all of
+      ``benchmarks.optimizers``); unavailable ones are skipped with a note.
+    num_seeds: number of evaluation seeds ``0 .. num_seeds - 1``.
+    steps: training steps of every task (default: the mode's share of each
+      task's own step count).
+    progress: show a tqdm progress bar.
+
+  Returns:
+    The results, JSON-ready, with their summary (see :mod:`benchmarks.report`).
+
+  Raises:
+    ValueError: unknown mode, task or optimizer names (the message lists the
+      valid ones), or fewer than one seed or step.
+  """
+  if mode not in MODES:
+    raise ValueError(f"Unknown mode {mode!r}; valid modes: {', '.join(MODES)}.")
+  command = f"python -m benchmarks.suite --{mode}"
+  for flag, value in (
+    ("tasks", task_names),
+    ("optimizers", optimizer_names),
+    ("seeds", num_seeds),
+    ("steps", steps),
+  ):
+    if value:
+      words = value if isinstance(value, list | tuple) else [value]
+      command += f" --{flag} " + " ".join(map(str, words))
+  task_names = list(task_names or tasks_lib.TASK_NAMES)
+  optimizer_names = list(optimizer_names or optimizers_lib.OPTIMIZER_NAMES)
+  tasks_lib.check_names(task_names)
+  optimizers_lib.check_names(optimizer_names)
+  fraction, default_seeds, evaluations = MODES[mode]
+  seeds = list(range(num_seeds or default_seeds))
+  if not seeds or (steps is not None and steps < 1):
+    raise ValueError("Need at least one seed and one step.")
+
+  skipped = {}
+  available = []
+  for name in optimizer_names:
+    reason = optimizers_lib.unavailable_reason(optimizers_lib.OPTIMIZERS[name])
+    if reason is None:
+      available.append(name)
+    else:
+      skipped[name] = reason
+  begin, begin_cpu = time.perf_counter(), time.process_time()
+  results: dict[str, Any] = {"tasks": {}}
+  bar = tqdm(total=len(task_names) * len(available), disable=not progress, unit="run")
+  for task_name in task_names:
+    task = tasks_lib.get(task_name)
+    task_steps, every = schedule(
+      steps or max(1, int(fraction * task.steps)), evaluations
+    )
+    entry: dict[str, Any] = {
+      "description": task.description,
+      "split": "held_out" if task_name in tasks_lib.HELD_OUT else "meta_train",
+      "metric_name": task.metric_name,
+      "higher_is_better": task.higher_is_better,
+      "steps": task_steps,
+      "every": every,
+      "optimizers": {},
+    }
+    for name in available:
+      bar.set_description(f"{task_name} / {name}")
+      optimizer = optimizers_lib.OPTIMIZERS[name]
+      start = time.perf_counter()
+      run = train.compile_run(task, optimizer, task_steps, every)
+      compile_seconds = time.perf_counter() - start
+      tuning = tune(run, optimizer.grid) if optimizer.grid else None
+      learning_rate = tuning["chosen"] if tuning else optimizer.learning_rate
+      runs = [run(learning_rate, seed) for seed in seeds]
+      entry["optimizers"][name] = report.run_record(
+        optimizer, learning_rate, tuning, compile_seconds, seeds, runs
+      )
+      bar.update()
+    results["tasks"][task_name] = entry
+  bar.close()
+  results["config"] = {
+    "command": command,
+    "mode": mode,
+    "seeds": seeds,
+    "tuning_seed": TUNING_SEED,
+    "evaluations_per_run": evaluations,
+    "tasks": task_names,
+    "optimizers": available,
+    "skipped_optimizers": skipped,
+    "meta_train_tasks": list(tasks_lib.META_TRAIN),
+    "held_out_tasks": list(tasks_lib.HELD_OUT),
+  }
+  results["machine"] = machine()
+  results["wall_seconds"] = time.perf_counter() - begin
+  results["cpu_seconds"] = time.process_time() - begin_cpu
+  return report.summarize(results)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(
+    prog="python -m benchmarks.suite", description=__doc__.split("\n")[0]
+  )
+  mode = parser.add_mutually_exclusive_group(required=True)
+  mode.add_argument("--quick", action="store_true", help="short runs, 3 seeds")
+  mode.add_argument("--full", action="store_true", help="full runs, 5 seeds")
+  parser.add_argument(
+    "--tasks",
+    nargs="+",
+    metavar="TASK",
+    help=f"tasks to run (default all): {', '.join(tasks_lib.TASK_NAMES)}",
+  )
+  parser.add_argument(
+    "--optimizers",
+    nargs="+",
+    metavar="OPT",
+    help=f"optimizers (default all): {', '.join(optimizers_lib.OPTIMIZER_NAMES)}",
+  )
+  parser.add_argument("--seeds", type=int, help="number of evaluation seeds")
+  parser.add_argument("--steps", type=int, help="training steps of every task")
+  parser.add_argument(
+    "--out",
+    type=pathlib.Path,
+    help="output directory (default benchmarks/results, or .../quick)",
+  )
+  args = parser.parse_args(argv)
+  mode_name = "full" if args.full else "quick"
+  out = args.out or (RESULTS if args.full else RESULTS / "quick")
+  try:
+    tasks_lib.check_names(args.tasks or ())
+    optimizers_lib.check_names(args.optimizers or ())
+  except ValueError as e:
+    parser.error(str(e))
+  if (args.seeds is not None and args.seeds < 1) or (
+    args.steps is not None and args.steps < 1
+  ):
+    parser.error("--seeds and --steps must be at least 1.")
+  results = run_suite(
+    mode_name,
+    task_names=args.tasks,
+    optimizer_names=args.optimizers,
+    num_seeds=args.seeds,
+    steps=args.steps,
+  )
+  report.write(results, out)
+  print(report.summary_markdown(results))
+  print(f"Wrote {out} in {results['wall_seconds']:.0f} s.", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  main()

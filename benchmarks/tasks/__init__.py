@@ -1,0 +1,58 @@
+"""The benchmark tasks, their registry, and the meta-train / held-out split.
+
+Each task is a small module with a ``task()`` factory returning a
+:class:`Task`. Data is loaded or generated offline (scikit-learn's bundled
+datasets, MNIST-1D generated locally, Tiny Shakespeare shipped in
+``benchmarks/data``).
+
+``META_TRAIN`` tasks may be used to meta-train GARO's controller; ``HELD_OUT``
+tasks must never be seen by meta-training: they use datasets and
+architectures that meta-training does not, and are what the suite's
+evaluation of a trained controller is about. See ``README.md`` here.
+"""
+
+import functools
+from collections.abc import Callable
+
+from benchmarks.tasks import (
+  char_lm,
+  conv_digits,
+  diabetes,
+  logreg_breast_cancer,
+  mlp_digits,
+  mlp_mnist1d,
+  quadratic,
+  rosenbrock,
+)
+from benchmarks.tasks._task import Task as Task
+
+_FACTORIES: dict[str, Callable[[], Task]] = {
+  "quadratic": quadratic.task,
+  "rosenbrock": rosenbrock.task,
+  "logreg_breast_cancer": logreg_breast_cancer.task,
+  "diabetes": diabetes.task,
+  "mlp_digits": mlp_digits.task,
+  "mlp_mnist1d": mlp_mnist1d.task,
+  "conv_digits": conv_digits.task,
+  "char_lm": char_lm.task,
+}
+
+TASK_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+META_TRAIN: tuple[str, ...] = ("quadratic", "mlp_digits")
+HELD_OUT: tuple[str, ...] = tuple(n for n in TASK_NAMES if n not in META_TRAIN)
+
+
+def check_names(names: list[str] | tuple[str, ...]) -> None:
+  """Raises a ValueError naming the valid tasks if any name is unknown."""
+  unknown = [n for n in names if n not in _FACTORIES]
+  if unknown:
+    raise ValueError(
+      f"Unknown task(s) {', '.join(unknown)}; valid tasks: {', '.join(TASK_NAMES)}."
+    )
+
+
+@functools.cache
+def get(name: str) -> Task:
+  """The task called ``name`` (built once: data is loaded on first use)."""
+  check_names([name])
+  return _FACTORIES[name]()

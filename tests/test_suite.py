@@ -1,0 +1,153 @@
+"""The training-quality benchmark suite: a reduced run, determinism, bad input."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import optimizers, report, suite, tasks, train
+
+SMOKE = {
+  "task_names": ["quadratic", "logreg_breast_cancer"],
+  "optimizer_names": ["adam", "adam_tuned", "garo", "garo_pretrained"],
+  "num_seeds": 1,
+  "steps": 20,
+  "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  results = suite.run_suite("quick", **SMOKE)
+  out = tmp_path_factory.mktemp("suite")
+  report.write(results, out)
+  return results, out
+
+
+def test_smoke_run_writes_files(smoke):
+  _, out = smoke
+  for name in (
+    "results.json",
+    "suite_summary.md",
+    "loss_curves.png",
+    "garo_hyperparams.png",
+  ):
+    assert (out / name).stat().st_size > 0, name
+  summary = (out / "suite_summary.md").read_text()
+  assert "| `garo` | all |" in summary
+  assert "![Loss curves](loss_curves.png)" in summary
+  written = json.loads((out / "results.json").read_text())
+  assert list(written["tasks"]) == SMOKE["task_names"]
+
+
+def test_smoke_run_numbers_are_finite(smoke):
+  results, _ = smoke
+  for task in results["tasks"].values():
+    assert task["steps"] == 20 and task["target_loss"] is not None
+    for name, record in task["optimizers"].items():
+      curve = np.asarray(record["train_loss"])
+      assert curve.shape == (1, 11) and np.all(np.isfinite(curve)), name
+      assert np.all(np.isfinite(record["metric"])), name
+      assert record["ms_per_step"]["median"] > 0
+      # Every optimizer lowers the loss of these convex tasks in 20 steps.
+      assert curve[0, -1] < curve[0, 0], name
+  garo = results["summary"]["garo"]["all"]
+  assert garo["wins"]["adam"]["tasks"] == 2
+  assert math.isfinite(garo["geomean_loss_ratio_to_best_tuned"])
+
+
+def test_garo_records_its_hyperparameters(smoke):
+  results, _ = smoke
+  record = results["tasks"]["quadratic"]["optimizers"]["garo"]
+  learning_rate = np.asarray(record["hyperparams"][0]["learning_rate"])
+  assert learning_rate.shape == (10,) and np.all(learning_rate > 0)
+  assert results["tasks"]["quadratic"]["optimizers"]["adam"]["hyperparams"] is None
+
+
+def test_pretrained_is_skipped_with_a_note_or_runs(smoke):
+  results, _ = smoke
+  reason = optimizers.unavailable_reason(optimizers.OPTIMIZERS["garo_pretrained"])
+  skipped = results["config"]["skipped_optimizers"]
+  if reason is None:
+    assert "garo_pretrained" in results["config"]["optimizers"]
+  else:
+    assert skipped["garo_pretrained"] == reason
+    assert "garo_pretrained" not in results["tasks"]["quadratic"]["optimizers"]
+
+
+def test_tuned_learning_rate_is_recorded(smoke):
+  results, _ = smoke
+  for task in results["tasks"].values():
+    tuning = task["optimizers"]["adam_tuned"]["tuning"]
+    assert task["optimizers"]["adam_tuned"]["learning_rate"] == tuning["chosen"]
+    assert tuning["chosen"] in tuning["grid"]
+    assert (
+      min(tuning["final_train_loss"])
+      == tuning["final_train_loss"][tuning["grid"].index(tuning["chosen"])]
+    )
+
+
+def test_same_seed_gives_the_same_numbers(smoke):
+  results, _ = smoke
+  again = suite.run_suite(
+    "quick",
+    task_names=["quadratic"],
+    optimizer_names=["garo"],
+    num_seeds=1,
+    steps=20,
+    progress=False,
+  )
+  first = results["tasks"]["quadratic"]["optimizers"]["garo"]
+  second = again["tasks"]["quadratic"]["optimizers"]["garo"]
+  for key in ("train_loss", "metric", "hyperparams"):
+    assert first[key] == second[key], key
+
+
+def test_tuning_widens_the_grid_past_an_edge():
+  best = 3.0  # above the initial grid's top, 1.0
+
+  def run(learning_rate, seed):
+    del seed
+    loss = np.array([1.0, (np.log10(learning_rate) - np.log10(best)) ** 2 + 1e-3])
+    return train.Curves(np.arange(2), loss, loss, {}, 0.0)
+
+  tuning = suite.tune(run, optimizers.OPTIMIZERS["sgd_momentum_tuned"].grid)
+  assert tuning["interior"]
+  assert tuning["chosen"] == pytest.approx(10**0.5)
+  assert tuning["grid"][-1] == pytest.approx(10.0)
+
+
+def test_task_split_is_a_partition():
+  assert set(tasks.META_TRAIN).isdisjoint(tasks.HELD_OUT)
+  assert set(tasks.META_TRAIN) | set(tasks.HELD_OUT) == set(tasks.TASK_NAMES)
+  assert {
+    "logreg_breast_cancer",
+    "mlp_mnist1d",
+    "conv_digits",
+    "char_lm",
+    "diabetes",
+    "rosenbrock",
+  } <= set(tasks.HELD_OUT)
+
+
+@pytest.mark.parametrize(
+  ("kwargs", "valid"),
+  [
+    ({"task_names": ["quadratic", "nope"]}, tasks.TASK_NAMES),
+    ({"optimizer_names": ["adam", "nope"]}, optimizers.OPTIMIZER_NAMES),
+  ],
+)
+def test_unknown_names_list_the_valid_ones(kwargs, valid):
+  with pytest.raises(ValueError, match="nope") as error:
+    suite.run_suite("quick", progress=False, **kwargs)
+  for name in valid:
+    assert name in str(error.value)
+
+
+def test_cli_rejects_unknown_names(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    suite.main(["--quick", "--optimizers", "adamm"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert "adamm" in err and "garo_per_leaf" in err and "prodigy" in err
