@@ -31,11 +31,16 @@ def _resolve_controller(
     return _controller.init_controller(
         jax.random.key(seed), hidden_size=hidden_size
     )
+  if isinstance(controller, str) and controller == "pretrained":
+    from garo_optax import pretrained  # imported on use: it reads a file
+
+    return pretrained.load()
   if isinstance(controller, _controller.ControllerParams):
     return controller
   raise ValueError(
       f"Unknown controller {controller!r}: use None or 'init' (a seeded "
-      "near-SGD controller) or a ControllerParams (e.g. from load_controller)."
+      "near-SGD controller), 'pretrained' (the meta-trained one shipped with "
+      "garo_optax) or a ControllerParams (e.g. from load_controller)."
   )
 
 
@@ -156,8 +161,10 @@ def garo(
       Each of these three may also be a ``{group name: value}`` mapping when
       ``granularity`` is not ``"global"`` (e.g. no weight decay for biases).
     controller: the controller's weights: ``None`` or ``"init"`` for a seeded,
-      untrained controller that stays near SGD, or a
-      :class:`~garo_optax.ControllerParams` (e.g. from
+      untrained controller that stays near SGD, ``"pretrained"`` for the
+      meta-trained one shipped in :mod:`garo_optax.pretrained` (which also
+      sets ``max_effective_learning_rate`` to the bound it was trained with,
+      unless given), or a :class:`~garo_optax.ControllerParams` (e.g. from
       :func:`~garo_optax.load_controller`).
     hidden_size: GRU width of the seeded controller.
     seed: seed of the seeded controller.
@@ -209,6 +216,11 @@ def garo(
       _check_value(name, x)
   params_ = _resolve_controller(controller, hidden_size, seed)
   hidden_size = params_.hidden_size
+  if isinstance(controller, str) and controller == "pretrained":
+    from garo_optax import pretrained
+
+    if max_effective_learning_rate is None:
+      max_effective_learning_rate = pretrained.MAX_EFFECTIVE_LEARNING_RATE
 
   def setup(params):
     """Groups of ``params`` and the heads' biases, ``(G, 3)``."""

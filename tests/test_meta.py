@@ -223,3 +223,12 @@ def test_pes_first_truncation_is_es_and_perturbations_accumulate(quadratic):
   np.testing.assert_allclose(
     _flat(state.accumulated), _flat(expected), rtol=1e-5, atol=1e-7
   )
+
+
+def test_es_keeps_candidate_biases_at_zero():
+  controller = _small_controller()
+  epsilon = estimators._perturbations(jax.random.key(0), controller, 3, 1.0)
+  np.testing.assert_array_equal(epsilon.gru.input_bias[:, 8:], 0.0)
+  np.testing.assert_array_equal(epsilon.gru.hidden_bias, 0.0)
+  assert np.all(epsilon.gru.input_bias[:, :8] != 0.0)
+  assert np.all(epsilon.head_kernel != 0.0)

@@ -183,14 +183,26 @@ def truncated_gradient(
 
 
 def _perturbations(key, controller, num_pairs, sigma):
+  """``num_pairs`` Gaussian perturbations of the controller's weights.
+
+  The biases of the GRU's candidate stay unperturbed (and so, under ES, at
+  their initial zero): with them zero, a zero input keeps the hidden state at
+  zero, which is what makes GARO's first step plain SGD for any controller.
+  """
   leaves, treedef = jax.tree.flatten(controller)
   keys = jax.random.split(key, len(leaves))
-  return treedef.unflatten(
+  epsilon = treedef.unflatten(
     [
       sigma * jax.random.normal(k, (num_pairs, *x.shape), x.dtype)
       for k, x in zip(keys, leaves, strict=True)
     ]
   )
+  hidden = controller.hidden_size
+  gru = epsilon.gru._replace(
+    input_bias=epsilon.gru.input_bias.at[:, 2 * hidden :].set(0.0),
+    hidden_bias=jnp.zeros_like(epsilon.gru.hidden_bias),
+  )
+  return epsilon._replace(gru=gru)
 
 
 def _shift(controller, epsilon, sign):

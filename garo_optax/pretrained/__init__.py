@@ -1,0 +1,31 @@
+"""The meta-trained GARO controller shipped with the package.
+
+``garo_optax.garo(controller="pretrained")`` uses it, with the bound on the
+effective step it was meta-trained under (``MAX_EFFECTIVE_LEARNING_RATE``,
+unless ``max_effective_learning_rate`` is given). How it was trained, the
+command that regenerates it and its evaluation are in ``README.md`` here.
+"""
+
+import functools
+import pathlib
+
+import jax
+import numpy as np
+
+from garo_optax import _controller
+
+WEIGHTS = pathlib.Path(__file__).with_name("controller.npz")
+# garo's max_effective_learning_rate during meta-training: the learning rate
+# is lowered so that learning_rate / (1 - momentum) never exceeds it.
+MAX_EFFECTIVE_LEARNING_RATE = 0.5
+
+
+@functools.cache
+def load() -> _controller.ControllerParams:
+  """The shipped controller's weights (read once), as NumPy arrays.
+
+  NumPy leaves become constants of any function that closes over them, as
+  device arrays would, without holding a device buffer for the process's
+  life.
+  """
+  return jax.tree.map(np.asarray, _controller.load_controller(WEIGHTS))

@@ -1,0 +1,75 @@
+"""Tests of the shipped, meta-trained controller (garo_optax/pretrained)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import garo_optax
+from garo_optax import _controller, _features, pretrained
+
+
+def test_weights_file_loads_with_expected_version_and_shapes():
+  with np.load(pretrained.WEIGHTS, allow_pickle=False) as data:
+    assert str(data["format"]) == _controller.FILE_FORMAT
+    assert int(data["version"]) == _controller.FILE_VERSION
+    assert int(data["num_features"]) == _features.NUM_FEATURES
+    hidden = int(data["hidden_size"])
+  controller = pretrained.load()
+  assert isinstance(controller, garo_optax.ControllerParams)
+  assert controller.hidden_size == hidden
+  assert controller.gru.input_kernel.shape == (_features.NUM_FEATURES, 3 * hidden)
+  assert controller.head_kernel.shape == (hidden, 3)
+  assert all(
+    x.dtype == jnp.float32 and np.all(np.isfinite(x))
+    for x in jax.tree.leaves(controller)
+  )
+  # Meta-training moved the weights away from the seeded initialization.
+  assert float(jnp.max(jnp.abs(controller.head_kernel))) > 0.1
+  assert pretrained.WEIGHTS.stat().st_size < 100_000
+
+
+def test_other_version_is_rejected(tmp_path):
+  with np.load(pretrained.WEIGHTS, allow_pickle=False) as data:
+    arrays = dict(data)
+  arrays["version"] = np.array(_controller.FILE_VERSION + 1)
+  np.savez(tmp_path / "c.npz", **arrays)
+  with pytest.raises(ValueError, match="version"):
+    garo_optax.load_controller(tmp_path / "c.npz")
+
+
+@pytest.mark.parametrize("learning_rate", [1e-3, 1e-2, 1e-1])
+def test_pretrained_first_step_is_sgd(learning_rate):
+  params = {"w": jnp.arange(4.0), "b": jnp.ones((2, 3))}
+  grads = jax.tree.map(lambda p: 0.3 * p + 1.0, params)
+  tx = garo_optax.garo(learning_rate, controller="pretrained")
+  updates, _ = tx.update(grads, tx.init(params), params, value=jnp.array(2.0))
+  sgd = optax.sgd(learning_rate)
+  expected, _ = sgd.update(grads, sgd.init(params))
+  for u, e in zip(jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_allclose(u, e, rtol=1e-6)
+
+
+def test_pretrained_uses_its_training_bound():
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.array([1.0, -2.0, 0.5])}
+
+  def run(tx):
+    state = tx.init(params)
+    out = []
+    for step in range(4):
+      _, state = tx.update(grads, state, params, value=jnp.array(1.0 + step))
+      out.append(garo_optax.hyperparams(state)["learning_rate"])
+    return np.array(out)
+
+  np.testing.assert_array_equal(
+    run(garo_optax.garo(0.5, controller="pretrained")),
+    run(
+      garo_optax.garo(
+        0.5,
+        controller=pretrained.load(),
+        max_effective_learning_rate=pretrained.MAX_EFFECTIVE_LEARNING_RATE,
+      )
+    ),
+  )
