@@ -73,3 +73,15 @@ def test_pretrained_uses_its_training_bound():
       )
     ),
   )
+
+
+def test_pretrained_can_first_be_built_inside_jit():
+  pretrained.load.cache_clear()
+  params = {"w": jnp.ones(2)}
+
+  @jax.jit
+  def first_update(learning_rate):
+    tx = garo_optax.garo(learning_rate, controller="pretrained")
+    return tx.update(params, tx.init(params), params)[0]
+
+  np.testing.assert_allclose(first_update(0.1)["w"], -0.1, rtol=1e-6)

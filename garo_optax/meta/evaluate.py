@@ -31,6 +31,8 @@ import numpy as np
 import garo_optax
 
 GARO_LEARNING_RATES = (1e-3, 1e-2, 1e-1)
+# Full-batch evaluations per run (the hyperparameter plots have one point each).
+EVALUATIONS = 50
 BASELINES = ("sgd", "adam", "sgd_momentum_tuned", "adam_tuned")
 
 
@@ -69,7 +71,7 @@ def baselines(task_names, seeds, path) -> dict[str, Any]:
     if name in cached and len(cached[name]["sgd"]["final"]) >= len(seeds):
       continue
     task = tasks.get(name)
-    steps, every = suite.schedule(task.steps)
+    steps, every = suite.schedule(task.steps, EVALUATIONS)
     entry = {}
     for opt_name in BASELINES:
       opt = optimizers.OPTIMIZERS[opt_name]
@@ -105,7 +107,7 @@ def garo_runs(
   out = {}
   for name in task_names:
     task = tasks.get(name)
-    steps, every = suite.schedule(task.steps)
+    steps, every = suite.schedule(task.steps, EVALUATIONS)
     run = train.compile_run(task, opt, steps, every)
     out[name] = {
       lr: [run(lr, s) for s in (seeds if lr == 0.01 else robustness_seeds)]

@@ -28,4 +28,6 @@ def load() -> _controller.ControllerParams:
   device arrays would, without holding a device buffer for the process's
   life.
   """
-  return jax.tree.map(np.asarray, _controller.load_controller(WEIGHTS))
+  # The first call may come while tracing (garo() built inside jit).
+  with jax.ensure_compile_time_eval():
+    return jax.tree.map(np.asarray, _controller.load_controller(WEIGHTS))
