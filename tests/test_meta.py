@@ -190,35 +190,30 @@ def test_pes_first_truncation_is_es_and_perturbations_accumulate(quadratic):
   task = jax.tree.map(lambda x: jnp.broadcast_to(x, (pairs, *x.shape)), quadratic)
   keys = jax.random.split(jax.random.key(6), pairs)
 
-  @jax.jit
-  def both(controller):
-    state = estimators.pes_init(controller, task, keys, learning_rate)
-    first = estimators.pes_gradient(
-      controller, task, state, learning_rate, steps, jax.random.key(1), sigma=0.01
+  pes_step = jax.jit(
+    lambda state, key: estimators.pes_gradient(
+      controller, task, state, learning_rate, steps, key, sigma=0.01
     )
-    second = estimators.pes_gradient(
-      controller,
-      task,
-      first[2],
-      learning_rate,
-      steps,
-      jax.random.key(2),
-      sigma=0.01,
+  )
+  loss1, grad1, state = pes_step(
+    jax.jit(estimators.pes_init)(controller, task, keys, learning_rate),
+    jax.random.key(1),
+  )
+  _, _, state = pes_step(state, jax.random.key(2))
+  es_loss, es_grad = jax.jit(
+    lambda c: estimators.es_gradient(
+      c, task, keys, learning_rate, steps, jax.random.key(1), sigma=0.01
     )
-    es = estimators.es_gradient(
-      controller, task, keys, learning_rate, steps, jax.random.key(1), sigma=0.01
-    )
-    return first, second, es
-
-  (loss1, grad1, _), (_, _, state), (es_loss, es_grad) = both(controller)
+  )(controller)
   # A first truncation from scratch is a whole unroll: PES is ES there.
   assert loss1 == pytest.approx(float(es_loss), rel=1e-5)
   np.testing.assert_allclose(_flat(grad1), _flat(es_grad), rtol=1e-3, atol=1e-5)
   assert int(state.plus.step[0]) == 2 * steps
+  perturbations = jax.jit(estimators._perturbations, static_argnums=(2, 3))
   expected = jax.tree.map(
     jnp.add,
-    estimators._perturbations(jax.random.key(1), controller, pairs, 0.01),
-    estimators._perturbations(jax.random.key(2), controller, pairs, 0.01),
+    perturbations(jax.random.key(1), controller, pairs, 0.01),
+    perturbations(jax.random.key(2), controller, pairs, 0.01),
   )
   np.testing.assert_allclose(
     _flat(state.accumulated), _flat(expected), rtol=1e-5, atol=1e-7
@@ -227,7 +222,9 @@ def test_pes_first_truncation_is_es_and_perturbations_accumulate(quadratic):
 
 def test_es_keeps_candidate_biases_at_zero():
   controller = _small_controller()
-  epsilon = estimators._perturbations(jax.random.key(0), controller, 3, 1.0)
+  epsilon = jax.jit(estimators._perturbations, static_argnums=(2, 3))(
+    jax.random.key(0), controller, 3, 1.0
+  )
   np.testing.assert_array_equal(epsilon.gru.input_bias[:, 8:], 0.0)
   np.testing.assert_array_equal(epsilon.gru.hidden_bias, 0.0)
   assert np.all(epsilon.gru.input_bias[:, :8] != 0.0)
