@@ -15,6 +15,7 @@ from benchmarks import train
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # the repository
 LOSS_FLOOR = 1e-12  # losses are floored here before taking ratios
 
 
@@ -162,8 +163,8 @@ def _fmt_stats(stats: dict[str, float]) -> str:
   return f"{_fmt(stats['median'])} [{_fmt(stats['min'])}, {_fmt(stats['max'])}]"
 
 
-def summary_markdown(results: dict[str, Any]) -> str:
-  """The markdown report: summary, overview tables, tuning, per-task details."""
+def _summary_lines(results: dict[str, Any], plots: str) -> list[str]:
+  """How the suite ran, the summary tables and the loss plot."""
   config, tasks = results["config"], results["tasks"]
   m = results["machine"]
   lines = [
@@ -174,10 +175,6 @@ def summary_markdown(results: dict[str, Any]) -> str:
     f"in {results['wall_seconds'] / 60:.1f} min wall time "
     f"({results['cpu_seconds'] / 60:.1f} min of process CPU time) on {m['cpu']} "
     f"({m['cores']} cores), jax {m['jax']}, optax {m['optax']}.",
-    "Medians over seeds; [min, max] is the spread. Losses are full-batch "
-    "train losses at the end of training.",
-    "",
-    "## Summary",
     "",
     "For each GARO variant: on how many tasks its median final train loss "
     "(and test metric) beats `optax.adam(1e-3)` and `optax.sgd(0.01)`, and "
@@ -200,13 +197,57 @@ def summary_markdown(results: dict[str, Any]) -> str:
         f"| `{variant}` | {label} | {' | '.join(cells)} | "
         f"{_fmt(s['geomean_loss_ratio_to_best_tuned'])} |"
       )
-  lines += ["", "![Loss curves](loss_curves.png)", ""]
+  names = list(tasks)
+  lines += [
+    "",
+    "Per task, final train loss / best tuned baseline's:",
+    "",
+    "| GARO variant | " + " | ".join(names) + " |",
+    "|---|" + "---|" * len(names),
+  ]
+  for variant, parts in results["summary"].items():
+    ratios = parts["all"]["loss_ratio_to_best_tuned"]
+    cells = [_fmt(ratios.get(n)) for n in names]
+    lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+  lines += ["", f"![Loss curves]({plots}suite_loss_curves.png)", ""]
   if config["skipped_optimizers"]:
     lines += ["Skipped (not available in this build):", ""]
     lines += [f"- `{k}`: {v}" for k, v in config["skipped_optimizers"].items()]
     lines.append("")
+  return lines
 
+
+def summary_markdown(results: dict[str, Any], plots: str = "") -> str:
+  """The summary for the README: how it ran, the summary tables, one plot.
+
+  Args:
+    results: the suite's results.
+    plots: the folder of the plots and the full report, relative to where the
+      markdown is read (the README copies it into the repository's root).
+
+  Returns:
+    Markdown.
+  """
+  lines = _summary_lines(results, plots)
+  lines.append(
+    "Details (every optimizer, spreads over seeds, steps to target, tuning "
+    "grids, time per step, GARO's hyperparameters): "
+    f"[suite_report.md]({plots}suite_report.md)."
+  )
+  return "\n".join(lines) + "\n"
+
+
+def report_markdown(results: dict[str, Any]) -> str:
+  """The full report: the summary, then every table and plot."""
+  config, tasks = results["config"], results["tasks"]
   names = list(tasks)
+  lines = _summary_lines(results, "")
+  lines += [
+    "Medians over seeds; [min, max] is the spread. Losses are full-batch "
+    "train losses at the end of training.",
+    "",
+  ]
+
   for title, key in (
     ("Final train loss", "final_train_loss"),
     ("Test metric", "final_metric"),
@@ -282,12 +323,12 @@ def summary_markdown(results: dict[str, Any]) -> str:
       )
     lines.append("")
   lines += [
-    "ms/step is the wall time of a whole jitted run (evaluations included) "
+    "ms/step is the wall time of a whole jitted training run (evaluations excluded) "
     "divided by its steps, after compilation.",
     "",
-    "![GARO hyperparameters](garo_hyperparams.png)",
-    "",
   ]
+  if _garo_tasks(results):
+    lines += ["![GARO hyperparameters](suite_garo_hyperparams.png)", ""]
   return "\n".join(lines)
 
 
@@ -295,23 +336,40 @@ def _median_curve(curves: Sequence[Sequence[float]]) -> np.ndarray:
   return np.median(np.nan_to_num(np.asarray(curves), nan=np.inf), axis=0)
 
 
+# Baselines: thin dashed lines; GARO variants: thick solid or dotted lines.
+_BASELINE_COLORS = (
+  "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown",
+  "tab:pink", "tab:olive", "tab:cyan", "navy", "goldenrod", "silver",
+)  # fmt: skip
+_GARO_STYLES = {
+  "garo": {"color": "black", "ls": "-"},
+  "garo_per_leaf": {"color": "black", "ls": ":"},
+  "garo_pretrained": {"color": "tab:red", "ls": "-"},
+}
+
+
+def _style(name: str) -> dict[str, Any]:
+  """Line style of an optimizer, the same in every plot."""
+  if name in _GARO_STYLES:
+    return {**_GARO_STYLES[name], "lw": 2.2}
+  baselines = [n for n in optimizers_lib.OPTIMIZER_NAMES if n not in _GARO_STYLES]
+  color = _BASELINE_COLORS[baselines.index(name) % len(_BASELINE_COLORS)]
+  return {"color": color, "ls": "--", "lw": 1.1}
+
+
 def _plot_losses(results: dict[str, Any], path: pathlib.Path) -> None:
   names = list(results["tasks"])
   cols = min(4, len(names))
   rows = -(-len(names) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-  colors = plt.get_cmap("tab20")
   for ax, name in zip(axes.flat, names, strict=False):
     task = results["tasks"][name]
-    for i, (opt, record) in enumerate(task["optimizers"].items()):
-      is_garo = optimizers_lib.OPTIMIZERS[opt].is_garo
+    for opt, record in task["optimizers"].items():
       ax.plot(
         record["eval_steps"],
         _median_curve(record["train_loss"]),
         label=opt,
-        color="black" if opt == "garo" else colors(i % 20),
-        lw=2.2 if is_garo else 1.1,
-        ls="-" if is_garo else "--",
+        **_style(opt),
       )
     ax.set_yscale("log")
     ax.set_title(f"{name} ({task['split'].replace('_', '-')})", fontsize=10)
@@ -329,29 +387,32 @@ def _plot_losses(results: dict[str, Any], path: pathlib.Path) -> None:
     frameon=False,
   )
   fig.tight_layout(rect=(0, 0.04 + 0.03 * (len(labels) > 7), 1, 1))
-  fig.savefig(path, dpi=90)
+  fig.savefig(path, dpi=80)
   plt.close(fig)
 
 
-def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> bool:
-  """GARO's lr, momentum and weight decay over training, per task."""
-  names = [
-    n
-    for n in results["tasks"]
-    if any(r["hyperparams"] for r in results["tasks"][n]["optimizers"].values())
+def _garo_tasks(results: dict[str, Any]) -> list[str]:
+  """The tasks on which a GARO variant ran (and recorded hyperparameters)."""
+  return [
+    name
+    for name, task in results["tasks"].items()
+    if any(r["hyperparams"] for r in task["optimizers"].values())
   ]
-  if not names:
-    return False
+
+
+def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> None:
+  """GARO's lr, momentum and weight decay over training, per task."""
+  names = _garo_tasks(results)
   heads = ("learning_rate", "momentum", "weight_decay")
   fig, axes = plt.subplots(len(names), 3, figsize=(12, 2.4 * len(names)), squeeze=False)
-  colors = plt.get_cmap("tab10")
   for row, name in zip(axes, names, strict=True):
     variants = [
       (opt, r)
       for opt, r in results["tasks"][name]["optimizers"].items()
       if r["hyperparams"]
     ]
-    for i, (opt, record) in enumerate(variants):
+    for opt, record in variants:
+      style = {**_style(opt), "lw": 1.0}
       steps = record["eval_steps"][1:]
       for ax, head in zip(row, heads, strict=True):
         # All seeds; per-leaf variants: every group of the first seed.
@@ -361,23 +422,15 @@ def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> bool:
           else list(record["hyperparams"][0][head].values())
         )
         for j, values in enumerate(series):
-          ax.plot(
-            steps,
-            values,
-            color=colors(i),
-            lw=1.0,
-            alpha=0.8,
-            label=opt if j == 0 else None,
-          )
+          ax.plot(steps, values, alpha=0.8, label=opt if j == 0 else None, **style)
     for ax, head in zip(row, heads, strict=True):
       ax.set_title(f"{name}: {head}", fontsize=9)
       ax.set_yscale("log" if head != "momentum" else "linear")
     row[0].legend(fontsize=8)
   axes[-1, 0].set_xlabel("step")
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
+  fig.savefig(path, dpi=60)
   plt.close(fig)
-  return True
 
 
 def _jsonable(x: Any) -> Any:
@@ -394,13 +447,16 @@ def _jsonable(x: Any) -> Any:
 
 
 def write(results: dict[str, Any], out: pathlib.Path) -> None:
-  """Writes results.json, suite_summary.md, loss_curves.png, garo_hyperparams.png."""
+  """Writes suite_results.json, suite_summary.md, suite_report.md, and plots."""
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  with open(out / "results.json", "w") as f:
+  with open(out / "suite_results.json", "w") as f:
     json.dump(_jsonable(results), f, allow_nan=False)
-  _plot_losses(results, out / "loss_curves.png")
-  markdown = summary_markdown(results)
-  if not _plot_hyperparams(results, out / "garo_hyperparams.png"):
-    markdown = markdown.replace("![GARO hyperparameters](garo_hyperparams.png)", "")
-  (out / "suite_summary.md").write_text(markdown)
+  _plot_losses(results, out / "suite_loss_curves.png")
+  if _garo_tasks(results):
+    _plot_hyperparams(results, out / "suite_garo_hyperparams.png")
+  (out / "suite_report.md").write_text(report_markdown(results))
+  # The README embeds the summary at the repository's root.
+  inside = out.resolve().is_relative_to(ROOT)
+  plots = f"{out.resolve().relative_to(ROOT).as_posix()}/" if inside else ""
+  (out / "suite_summary.md").write_text(summary_markdown(results, plots))

@@ -7,7 +7,7 @@ markdown report and PNG plots (see :mod:`benchmarks.report`).
 
 Usage::
 
-  python -m benchmarks.suite --quick        # ~1/5 of the steps, 3 seeds
+  python -m benchmarks.suite --quick        # 1/10 of the steps, 3 seeds
   python -m benchmarks.suite --full         # the committed results
   python -m benchmarks.suite --quick --tasks quadratic mlp_digits \\
       --optimizers sgd adam garo --seeds 2 --steps 200 --out /tmp/suite
@@ -36,7 +36,7 @@ TUNING_SEED = 1000  # picks tuned learning rates; never an evaluation seed
 MAX_WIDENING = 4  # grid points a tuned grid may grow by on each side
 MODES = {
   # mode: (fraction of each task's steps, seeds, evaluations per run)
-  "quick": (0.2, 3, 10),
+  "quick": (0.1, 3, 10),
   "full": (1.0, 5, 50),
 }
 

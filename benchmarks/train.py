@@ -22,36 +22,49 @@ class Curves(NamedTuple):
   steps: np.ndarray  # (E + 1,) int: step of each record
   train_loss: np.ndarray  # (E + 1,) float: full-batch train loss
   metric: np.ndarray  # (E + 1,) float: the task's test metric
-  # GARO's hyperparameters at each record after step 0 (empty otherwise):
+  # GARO's hyperparameters, averaged over the steps up to each record after
+  # step 0 (empty for other optimizers):
   # {"learning_rate": (E,) array, or {group: (E,) array} per leaf, ...}.
   hyperparams: dict[str, Any]
-  seconds_per_step: float  # wall time of the run (evaluations included) / steps
+  seconds_per_step: float  # wall time of the training (no evaluations) / steps
+
+
+class _TaskPrograms(NamedTuple):
+  """Programs shared by every optimizer on a task, compiled once."""
+
+  init: Callable[..., Any]  # (seed) -> params
+  evaluate: Callable[..., Any]  # (stacked params, data) -> (losses, metrics)
+  data: dict[str, Any]  # the data argument of the programs
 
 
 @functools.cache
-def _compiled_start(task_name: str) -> tuple[Callable[..., Any], dict[str, Any]]:
-  """Compiles ``start(seed, data) -> (params, train loss, metric)`` at step 0.
+def _task_programs(task_name: str, num_records: int) -> _TaskPrograms:
+  """Compiles the task's initialization and evaluation of ``num_records`` params.
 
-  Shared by every optimizer, so the model's initialization and the step-0
-  evaluation are compiled once per task, not once per (task, optimizer).
-  Returns the compiled function and the task's ``data`` argument.
+  Keeping them out of the training run means they are compiled once per task,
+  not once per (task, optimizer), and the run's time is training alone.
   """
   task = tasks.get(task_name)
 
-  def start(seed, data):
-    params = task.init(jax.random.fold_in(jax.random.key(seed), 0))
-    return (
-      params,
-      task.loss(params, data["train_eval"]),
-      task.metric(params, data["test"]),
+  def init(seed):
+    return task.init(jax.random.fold_in(jax.random.key(seed), 0))
+
+  def evaluate(stacked, data):
+    return jax.lax.map(
+      lambda p: (task.loss(p, data["train_eval"]), task.metric(p, data["test"])),
+      stacked,
     )
 
-  data = _data(task)
-  return jax.jit(start).lower(jnp.int32(0), data).compile(), data
-
-
-def _data(task: Task) -> dict[str, Any]:
-  return {"train": task.train, "train_eval": task.train_eval, "test": task.test}
+  data = {"train": task.train, "train_eval": task.train_eval, "test": task.test}
+  stacked = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct((num_records, *x.shape), x.dtype),
+    jax.eval_shape(init, 0),
+  )
+  return _TaskPrograms(
+    init=jax.jit(init).lower(jnp.int32(0)).compile(),
+    evaluate=jax.jit(evaluate).lower(stacked, data).compile(),
+    data=data,
+  )
 
 
 def compile_run(
@@ -59,9 +72,11 @@ def compile_run(
 ) -> Callable[[float, int], Curves]:
   """Compiles ``run(learning_rate, seed) -> Curves`` (one compilation).
 
-  The seed draws the initial params and the minibatches. The whole run is one
+  The seed draws the initial params and the minibatches. The training is one
   jitted ``lax.scan`` over ``steps // every`` chunks, each a scan of ``every``
-  optimizer steps followed by the full-batch train loss and the test metric.
+  optimizer steps that records the params; the full-batch train loss and the
+  test metric of the recorded params are computed afterwards, by a program
+  shared by all optimizers of the task.
 
   Args:
     task: a task of the registry.
@@ -74,7 +89,7 @@ def compile_run(
   """
   if steps % every:
     raise ValueError(f"steps ({steps}) must be a multiple of every ({every}).")
-  start, data = _compiled_start(task.name)
+  programs = _task_programs(task.name, steps // every + 1)
 
   def run(learning_rate, seed, params, data):
     tx = optax.with_extra_args_support(optimizer.make(learning_rate))
@@ -86,42 +101,48 @@ def compile_run(
         params, task.sample(key, data["train"])
       )
       updates, state = tx.update(grads, state, params, value=loss)
-      return (optax.apply_updates(params, updates), state), None
+      hyperparams = garo_optax.hyperparams(state) if optimizer.is_garo else {}
+      return (optax.apply_updates(params, updates), state), hyperparams
 
     def chunk(carry, keys):
-      carry, _ = jax.lax.scan(step, carry, keys)
+      carry, hyperparams = jax.lax.scan(step, carry, keys)
       params, state = carry
-      eval_params = optimizer.eval_params(state, params)
-      return carry, (
-        task.loss(eval_params, data["train_eval"]),
-        task.metric(eval_params, data["test"]),
-        garo_optax.hyperparams(state) if optimizer.is_garo else {},
-      )
+      mean = jax.tree.map(lambda x: jnp.mean(x, axis=0), hyperparams)
+      return carry, (optimizer.eval_params(state, params), mean)
 
     data_key = jax.random.fold_in(jax.random.key(seed), 1)
     keys = jax.random.split(data_key, steps).reshape(steps // every, every)
-    return jax.lax.scan(chunk, (params, state), keys)[1]
+    _, (recorded, hyperparams) = jax.lax.scan(chunk, (params, state), keys)
+    first = optimizer.eval_params(state, params)
+    recorded = jax.tree.map(
+      lambda x, xs: jnp.concatenate([x[None], xs]), first, recorded
+    )
+    return recorded, hyperparams
 
-  params = start(jnp.int32(0), data)[0]
   compiled = (
     jax.jit(run)
-    .lower(jnp.float32(optimizer.learning_rate), jnp.int32(0), params, data)
+    .lower(
+      jnp.float32(optimizer.learning_rate),
+      jnp.int32(0),
+      programs.init(jnp.int32(0)),
+      programs.data,
+    )
     .compile()
   )
 
   def run_compiled(learning_rate: float, seed: int) -> Curves:
-    params, first_loss, first_metric = start(jnp.int32(seed), data)
+    params = programs.init(jnp.int32(seed))
     begin = time.perf_counter()
-    out = jax.block_until_ready(
-      compiled(jnp.float32(learning_rate), jnp.int32(seed), params, data)
+    recorded, hyperparams = jax.block_until_ready(
+      compiled(jnp.float32(learning_rate), jnp.int32(seed), params, programs.data)
     )
     seconds = time.perf_counter() - begin
-    losses, metrics, hyperparams = jax.tree.map(np.asarray, out)
+    losses, metrics = programs.evaluate(recorded, programs.data)
     return Curves(
       steps=np.arange(0, steps + 1, every),
-      train_loss=np.concatenate([[first_loss], losses]),
-      metric=np.concatenate([[first_metric], metrics]),
-      hyperparams=hyperparams,
+      train_loss=np.asarray(losses),
+      metric=np.asarray(metrics),
+      hyperparams=jax.tree.map(np.asarray, hyperparams),
       seconds_per_step=seconds / steps,
     )
 

@@ -10,7 +10,7 @@ from benchmarks import optimizers, report, suite, tasks, train
 
 SMOKE = {
   "task_names": ["quadratic", "logreg_breast_cancer"],
-  "optimizer_names": ["adam", "adam_tuned", "garo", "garo_pretrained"],
+  "optimizer_names": ["adam", "adam_tuned", "garo"],
   "num_seeds": 1,
   "steps": 20,
   "progress": False,
@@ -28,16 +28,18 @@ def smoke(tmp_path_factory):
 def test_smoke_run_writes_files(smoke):
   _, out = smoke
   for name in (
-    "results.json",
+    "suite_results.json",
     "suite_summary.md",
-    "loss_curves.png",
-    "garo_hyperparams.png",
+    "suite_report.md",
+    "suite_loss_curves.png",
+    "suite_garo_hyperparams.png",
   ):
     assert (out / name).stat().st_size > 0, name
   summary = (out / "suite_summary.md").read_text()
   assert "| `garo` | all |" in summary
-  assert "![Loss curves](loss_curves.png)" in summary
-  written = json.loads((out / "results.json").read_text())
+  assert "![Loss curves](suite_loss_curves.png)" in summary
+  assert "| `adam_tuned` |" in (out / "suite_report.md").read_text()
+  written = json.loads((out / "suite_results.json").read_text())
   assert list(written["tasks"]) == SMOKE["task_names"]
 
 
@@ -65,15 +67,25 @@ def test_garo_records_its_hyperparameters(smoke):
   assert results["tasks"]["quadratic"]["optimizers"]["adam"]["hyperparams"] is None
 
 
-def test_pretrained_is_skipped_with_a_note_or_runs(smoke):
-  results, _ = smoke
-  reason = optimizers.unavailable_reason(optimizers.OPTIMIZERS["garo_pretrained"])
-  skipped = results["config"]["skipped_optimizers"]
-  if reason is None:
-    assert "garo_pretrained" in results["config"]["optimizers"]
-  else:
-    assert skipped["garo_pretrained"] == reason
-    assert "garo_pretrained" not in results["tasks"]["quadratic"]["optimizers"]
+def test_an_optimizer_that_cannot_be_built_is_skipped_with_a_note(monkeypatch):
+  def make(learning_rate):
+    raise ValueError(f"no weights for {learning_rate}")
+
+  broken = optimizers.Optimizer("broken", "raises when built", make, 0.5)
+  monkeypatch.setitem(optimizers.OPTIMIZERS, "broken", broken)
+  results = suite.run_suite(
+    "quick",
+    task_names=["rosenbrock"],
+    optimizer_names=["broken"],
+    num_seeds=1,
+    steps=2,
+    progress=False,
+  )
+  assert results["config"]["skipped_optimizers"] == {
+    "broken": "ValueError: no weights for 0.5"
+  }
+  assert results["tasks"]["rosenbrock"]["optimizers"] == {}
+  assert "`broken`: ValueError: no weights for 0.5" in report.summary_markdown(results)
 
 
 def test_tuned_learning_rate_is_recorded(smoke):
