@@ -434,13 +434,13 @@ def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def _jsonable(x: Any) -> Any:
-  """Strict JSON: non-finite floats become null."""
+  """Strict JSON, floats to 6 significant digits; non-finite ones become null."""
   if isinstance(x, dict):
     return {k: _jsonable(v) for k, v in x.items()}
   if isinstance(x, list | tuple):
     return [_jsonable(v) for v in x]
   if isinstance(x, float | np.floating):
-    return float(x) if math.isfinite(x) else None
+    return float(f"{x:.6g}") if math.isfinite(x) else None
   if isinstance(x, np.integer):
     return int(x)
   return x
