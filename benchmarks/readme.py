@@ -28,8 +28,12 @@ def fill(readme: str) -> str:
     body = path.read_text().strip().split("\n")
     if body and body[0].startswith("# "):
       body = body[1:]
+    # The README's own sections are level 2: demote the file's headings below.
+    body = [f"####{line[2:]}" if line.startswith("## ") else line for line in body]
     return (
-      f"<!-- results:{name} -->\n" + "\n".join(body).strip() + f"\n<!-- /results:{name} -->"
+      f"<!-- results:{name} -->\n"
+      + "\n".join(body).strip()
+      + f"\n<!-- /results:{name} -->"
     )
 
   return re.sub(

@@ -30,7 +30,7 @@ import os
 
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
   )
 
 import argparse
@@ -51,22 +51,22 @@ HIDDEN = 256
 # its inputs; FSDP splits each matrix over `data` as well (the second one on the
 # same dimension: its other one, 10 classes, is too small to split).
 PARAM_SPECS = {
-    "hidden": {"kernel": P("data", "model"), "bias": P("model")},
-    "out": {"kernel": P(("model", "data"), None), "bias": P()},
+  "hidden": {"kernel": P("data", "model"), "bias": P("model")},
+  "out": {"kernel": P(("model", "data"), None), "bias": P()},
 }
 
 
 def init_params(key: jax.Array) -> dict:
   k1, k2 = jax.random.split(key)
   return {
-      "hidden": {
-          "kernel": jax.random.normal(k1, (64, HIDDEN)) / 8.0,
-          "bias": jnp.zeros(HIDDEN),
-      },
-      "out": {
-          "kernel": jax.random.normal(k2, (HIDDEN, 10)) / HIDDEN**0.5,
-          "bias": jnp.zeros(10),
-      },
+    "hidden": {
+      "kernel": jax.random.normal(k1, (64, HIDDEN)) / 8.0,
+      "bias": jnp.zeros(HIDDEN),
+    },
+    "out": {
+      "kernel": jax.random.normal(k2, (HIDDEN, 10)) / HIDDEN**0.5,
+      "bias": jnp.zeros(10),
+    },
   }
 
 
@@ -76,9 +76,7 @@ def logits_fn(params, x):
 
 
 def loss_fn(params, x, y):
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits_fn(params, x), y
-  ).mean()
+  return optax.softmax_cross_entropy_with_integer_labels(logits_fn(params, x), y).mean()
 
 
 def describe(tree) -> list[str]:
@@ -88,8 +86,8 @@ def describe(tree) -> list[str]:
     spec = x.sharding.spec if isinstance(x.sharding, NamedSharding) else "-"
     shard = x.sharding.shard_shape(x.shape)
     lines.append(
-        f"  {jax.tree_util.keystr(path):<48} {x.dtype.name:<8}"
-        f"{x.shape!s:<12} {spec!s:<26} per device {shard}"
+      f"  {jax.tree_util.keystr(path):<48} {x.dtype.name:<8}"
+      f"{x.shape!s:<12} {spec!s:<26} per device {shard}"
     )
   return lines
 
@@ -97,14 +95,14 @@ def describe(tree) -> list[str]:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
-      "--mesh", type=int, nargs=2, default=(4, 2), metavar=("DATA", "MODEL")
+    "--mesh", type=int, nargs=2, default=(4, 2), metavar=("DATA", "MODEL")
   )
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument("--granularity", default="global")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument(
-      "--coordinator", help="host:port of process 0, to run as one of several"
+    "--coordinator", help="host:port of process 0, to run as one of several"
   )
   parser.add_argument("--num-processes", type=int, default=1)
   parser.add_argument("--process-id", type=int, default=0)
@@ -113,40 +111,40 @@ def main():
     # CPU devices of different processes talk through gloo; GPUs and TPUs
     # need no such setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        args.coordinator, args.num_processes, args.process_id
-    )
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   # Every process runs this same program; one of them reports.
   log = print if jax.process_index() == 0 else lambda *_: None
 
   mesh = jax.make_mesh(
-      tuple(args.mesh), ("data", "model"), axis_types=(AxisType.Auto,) * 2
+    tuple(args.mesh), ("data", "model"), axis_types=(AxisType.Auto,) * 2
   )
   log(
-      f"{jax.device_count()} devices in {jax.process_count()} process(es), "
-      f"mesh {dict(mesh.shape)}"
+    f"{jax.device_count()} devices in {jax.process_count()} process(es), "
+    f"mesh {dict(mesh.shape)}"
   )
   replicated = NamedSharding(mesh, P())
   param_sharding = jax.tree.map(
-      lambda spec: NamedSharding(mesh, spec), PARAM_SPECS,
-      is_leaf=lambda x: isinstance(x, P),
+    lambda spec: NamedSharding(mesh, spec),
+    PARAM_SPECS,
+    is_leaf=lambda x: isinstance(x, P),
   )
   batch_sharding = (
-      NamedSharding(mesh, P("data", None)), NamedSharding(mesh, P("data"))
+    NamedSharding(mesh, P("data", None)),
+    NamedSharding(mesh, P("data")),
   )
 
   tx = garo_optax.garo(
-      learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
-      granularity=args.granularity,
+    learning_rate=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    granularity=args.granularity,
   )
   # Initialise straight into the shards: no device ever holds a full copy.
-  params = jax.jit(init_params, out_shardings=param_sharding)(
-      jax.random.key(args.seed)
-  )
+  params = jax.jit(init_params, out_shardings=param_sharding)(jax.random.key(args.seed))
   # GARO's state: `mu` like the params, the rest (a few floats) replicated.
   abstract_state = jax.eval_shape(tx.init, params)
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)._replace(
-      mu=param_sharding
+    mu=param_sharding
   )
   state = jax.jit(tx.init, out_shardings=state_sharding)(params)
 
@@ -156,48 +154,50 @@ def main():
     return optax.apply_updates(params, updates), state, loss
 
   step = jax.jit(
-      step,
-      in_shardings=(param_sharding, state_sharding, *batch_sharding),
-      out_shardings=(param_sharding, state_sharding, replicated),
-      donate_argnums=(0, 1),
+    step,
+    in_shardings=(param_sharding, state_sharding, *batch_sharding),
+    out_shardings=(param_sharding, state_sharding, replicated),
+    donate_argnums=(0, 1),
   )
   accuracy = jax.jit(
-      lambda params, x, y: jnp.mean(jnp.argmax(logits_fn(params, x), -1) == y)
+    lambda params, x, y: jnp.mean(jnp.argmax(logits_fn(params, x), -1) == y)
   )
 
   digits = load_digits()
   x_train, x_test, y_train, y_test = train_test_split(
-      (digits.data / 16.0).astype(np.float32),
-      digits.target.astype(np.int32),
-      test_size=0.25,
-      random_state=args.seed,
+    (digits.data / 16.0).astype(np.float32),
+    digits.target.astype(np.int32),
+    test_size=0.25,
+    random_state=args.seed,
   )
   x_test, y_test = (
-      jax.make_array_from_process_local_data(replicated, a) for a in (x_test, y_test)
+    jax.make_array_from_process_local_data(replicated, a) for a in (x_test, y_test)
   )
   # Each process draws its own share of every batch.
   rng = np.random.default_rng((args.seed, jax.process_index()))
   local_batch = args.batch_size // jax.process_count()
-  log(f"{'step':>5} | {'loss':>7} | {'test acc':>8} | {'lr':>8} | "
-      f"{'momentum':>8} | {'wd':>8}")
+  log(
+    f"{'step':>5} | {'loss':>7} | {'test acc':>8} | {'lr':>8} | "
+    f"{'momentum':>8} | {'wd':>8}"
+  )
   for i in range(1, args.steps + 1):
     index = rng.integers(0, len(x_train), local_batch)
     x, y = (
-        jax.make_array_from_process_local_data(sharding, a[index])
-        for sharding, a in zip(batch_sharding, (x_train, y_train), strict=True)
+      jax.make_array_from_process_local_data(sharding, a[index])
+      for sharding, a in zip(batch_sharding, (x_train, y_train), strict=True)
     )
     params, state, loss = step(params, state, x, y)
     if i % 50 == 0 or i == 1:
       # Per-leaf granularity gives one value per group: print their mean.
       hp = {
-          k: float(np.mean(jax.tree.leaves(v)))
-          for k, v in garo_optax.hyperparams(state).items()
+        k: float(np.mean(jax.tree.leaves(v)))
+        for k, v in garo_optax.hyperparams(state).items()
       }
       log(
-          f"{i:>5} | {float(loss):7.4f} | "
-          f"{float(accuracy(params, x_test, y_test)):8.3f} | "
-          f"{hp['learning_rate']:8.4f} | {hp['momentum']:8.4f} | "
-          f"{hp['weight_decay']:8.2g}"
+        f"{i:>5} | {float(loss):7.4f} | "
+        f"{float(accuracy(params, x_test, y_test)):8.3f} | "
+        f"{hp['learning_rate']:8.4f} | {hp['momentum']:8.4f} | "
+        f"{hp['weight_decay']:8.2g}"
       )
 
   log("\nparams")

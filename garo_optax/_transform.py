@@ -7,9 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from garo_optax import _controller
-from garo_optax import _features
-from garo_optax import _groups
+from garo_optax import _controller, _features, _groups
 
 
 class GaroState(NamedTuple):
@@ -25,12 +23,10 @@ class GaroState(NamedTuple):
 
 
 def _resolve_controller(
-    controller: Any, hidden_size: int, seed: int
+  controller: Any, hidden_size: int, seed: int
 ) -> _controller.ControllerParams:
   if controller is None or (isinstance(controller, str) and controller == "init"):
-    return _controller.init_controller(
-        jax.random.key(seed), hidden_size=hidden_size
-    )
+    return _controller.init_controller(jax.random.key(seed), hidden_size=hidden_size)
   if isinstance(controller, str) and controller == "pretrained":
     from garo_optax import pretrained  # imported on use: it reads a file
 
@@ -38,9 +34,9 @@ def _resolve_controller(
   if isinstance(controller, _controller.ControllerParams):
     return controller
   raise ValueError(
-      f"Unknown controller {controller!r}: use None or 'init' (a seeded "
-      "near-SGD controller), 'pretrained' (the meta-trained one shipped with "
-      "garo_optax) or a ControllerParams (e.g. from load_controller)."
+    f"Unknown controller {controller!r}: use None or 'init' (a seeded "
+    "near-SGD controller), 'pretrained' (the meta-trained one shipped with "
+    "garo_optax) or a ControllerParams (e.g. from load_controller)."
   )
 
 
@@ -49,25 +45,25 @@ def _check_params(params: Any) -> None:
     dtype = jnp.result_type(leaf)
     if not jnp.issubdtype(dtype, jnp.floating):
       raise TypeError(
-          f"garo needs real floating-point params; {jax.tree_util.keystr(path)} "
-          f"has dtype {dtype}."
+        f"garo needs real floating-point params; {jax.tree_util.keystr(path)} "
+        f"has dtype {dtype}."
       )
 
 
 def _check_like(name: str, tree: Any, mu: Any) -> None:
   if jax.tree.structure(tree) != jax.tree.structure(mu):
     raise ValueError(
-        f"The {name} tree does not match the optimizer state (was the state made "
-        f"by tx.init for other params?). {name}: {jax.tree.structure(tree)}; "
-        f"state: {jax.tree.structure(mu)}."
+      f"The {name} tree does not match the optimizer state (was the state made "
+      f"by tx.init for other params?). {name}: {jax.tree.structure(tree)}; "
+      f"state: {jax.tree.structure(mu)}."
     )
   for (path, leaf), m in zip(
-      jax.tree.leaves_with_path(tree), jax.tree.leaves(mu), strict=True
+    jax.tree.leaves_with_path(tree), jax.tree.leaves(mu), strict=True
   ):
     if jnp.shape(leaf) != m.shape:
       raise ValueError(
-          f"{name}{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}; the "
-          f"optimizer state holds shape {m.shape} there."
+        f"{name}{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}; the "
+        f"optimizer state holds shape {m.shape} there."
       )
 
 
@@ -89,15 +85,15 @@ def _per_group(name: str, value: Any, groups: _groups.Groups) -> jax.Array:
     return jnp.full((len(groups.names),), value, jnp.float32)
   if groups.is_global:
     raise ValueError(
-        f"{name} is given per group, but granularity is 'global': use "
-        "granularity='per_leaf' or group labels."
+      f"{name} is given per group, but granularity is 'global': use "
+      "granularity='per_leaf' or group labels."
     )
   unknown = sorted(set(value) - set(groups.names))
   missing = sorted(set(groups.names) - set(value))
   if unknown or missing:
     raise ValueError(
-        f"{name} must give one value per group. Unknown groups: {unknown}; "
-        f"groups without a value: {missing}; the groups are {list(groups.names)}."
+      f"{name} must give one value per group. Unknown groups: {unknown}; "
+      f"groups without a value: {missing}; the groups are {list(groups.names)}."
     )
   return jnp.asarray([value[group] for group in groups.names], jnp.float32)
 
@@ -117,18 +113,18 @@ def _as_array(values: Any, groups: _groups.Groups) -> jax.Array:
 
 
 def garo(
-    learning_rate: jax.typing.ArrayLike | Mapping[str, float] = 0.01,
-    momentum: jax.typing.ArrayLike | Mapping[str, float] = 0.0,
-    weight_decay: jax.typing.ArrayLike | Mapping[str, float] = 0.0,
-    *,
-    controller: _controller.ControllerParams | str | None = None,
-    hidden_size: int = 16,
-    seed: int = 0,
-    granularity: _groups.Granularity = "global",
-    max_learning_rate: float | None = None,
-    max_effective_learning_rate: float | None = None,
-    mu_dtype: Any | None = None,
-    callback: Callable[[jax.Array, dict[str, Any]], Any] | None = None,
+  learning_rate: jax.typing.ArrayLike | Mapping[str, float] = 0.01,
+  momentum: jax.typing.ArrayLike | Mapping[str, float] = 0.0,
+  weight_decay: jax.typing.ArrayLike | Mapping[str, float] = 0.0,
+  *,
+  controller: _controller.ControllerParams | str | None = None,
+  hidden_size: int = 16,
+  seed: int = 0,
+  granularity: _groups.Granularity = "global",
+  max_learning_rate: float | None = None,
+  max_effective_learning_rate: float | None = None,
+  mu_dtype: Any | None = None,
+  callback: Callable[[jax.Array, dict[str, Any]], Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""GARO: SGD whose hyperparameters come from a recurrent controller.
 
@@ -207,9 +203,9 @@ def garo(
     in learned optimizers <https://arxiv.org/abs/2203.11860>`_, 2022.
   """
   starting = {
-      "learning_rate": learning_rate,
-      "momentum": momentum,
-      "weight_decay": weight_decay,
+    "learning_rate": learning_rate,
+    "momentum": momentum,
+    "weight_decay": weight_decay,
   }
   for name, value in starting.items():
     for x in value.values() if isinstance(value, Mapping) else (value,):
@@ -226,7 +222,7 @@ def garo(
     """Groups of ``params`` and the heads' biases, ``(G, 3)``."""
     groups = _groups.make_groups(params, granularity)
     bias = _controller.head_bias(
-        *(_per_group(name, starting[name], groups) for name in _controller.HEAD_NAMES)
+      *(_per_group(name, starting[name], groups) for name in _controller.HEAD_NAMES)
     )
     return groups, bias
 
@@ -236,25 +232,25 @@ def garo(
     num_groups = len(groups.names)
     hidden_shape = (hidden_size,) if groups.is_global else (num_groups, hidden_size)
     return GaroState(
-        count=jnp.zeros((), jnp.int32),
-        hidden=jnp.zeros(hidden_shape, jnp.float32),
-        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        hyperparams={
-            name: _by_group(value, groups)
-            for name, value in zip(
-                _controller.HEAD_NAMES, _controller.heads(bias), strict=True
-            )
-        },
-        feature_state=_features.init_feature_state(num_groups),
-        skipped=jnp.zeros((), jnp.int32),
+      count=jnp.zeros((), jnp.int32),
+      hidden=jnp.zeros(hidden_shape, jnp.float32),
+      mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+      hyperparams={
+        name: _by_group(value, groups)
+        for name, value in zip(
+          _controller.HEAD_NAMES, _controller.heads(bias), strict=True
+        )
+      },
+      feature_state=_features.init_feature_state(num_groups),
+      skipped=jnp.zeros((), jnp.int32),
     )
 
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
     del extra_args
     if params is None:
       raise ValueError(
-          "garo needs `params` in update (for weight decay and the controller's "
-          "features): call tx.update(grads, state, params)."
+        "garo needs `params` in update (for weight decay and the controller's "
+        "features): call tx.update(grads, state, params)."
       )
     _check_like("grads", updates, state.mu)
     _check_like("params", params, state.mu)
@@ -269,14 +265,14 @@ def garo(
 
     previous_lr = _as_array(state.hyperparams["learning_rate"], groups)
     features, feature_state = _features.compute_features(
-        group_stats,
-        state.feature_state,
-        state.count,
-        jnp.log(previous_lr) - jnp.log(_controller.heads(bias)[0]),
-        value,
+      group_stats,
+      state.feature_state,
+      state.count,
+      jnp.log(previous_lr) - jnp.log(_controller.heads(bias)[0]),
+      value,
     )
     hidden, (lr, mom, wd) = _controller.controller_step(
-        params_, features, state.hidden.reshape(num_groups, hidden_size), bias
+      params_, features, state.hidden.reshape(num_groups, hidden_size), bias
     )
     if max_learning_rate is not None:
       lr = jnp.minimum(lr, max_learning_rate)
@@ -285,8 +281,8 @@ def garo(
 
     def leaf_update(g, m, p, group):
       dtype = jnp.promote_types(p.dtype, jnp.float32)
-      new_m = mom[group] * m.astype(dtype) + g.astype(dtype) + wd[group] * p.astype(
-          dtype
+      new_m = (
+        mom[group] * m.astype(dtype) + g.astype(dtype) + wd[group] * p.astype(dtype)
       )
       new_m = jnp.where(skip, m, new_m.astype(m.dtype))
       step = jnp.where(skip, 0, -lr[group] * new_m.astype(dtype))
@@ -297,15 +293,15 @@ def garo(
     new_updates, mu = _unzip(out, params)
 
     new_state = GaroState(
-        count=optax.safe_increment(state.count),
-        hidden=hidden.reshape(state.hidden.shape),
-        mu=mu,
-        hyperparams={
-            name: _by_group(x, groups)
-            for name, x in zip(_controller.HEAD_NAMES, (lr, mom, wd), strict=True)
-        },
-        feature_state=feature_state,
-        skipped=state.skipped,
+      count=optax.safe_increment(state.count),
+      hidden=hidden.reshape(state.hidden.shape),
+      mu=mu,
+      hyperparams={
+        name: _by_group(x, groups)
+        for name, x in zip(_controller.HEAD_NAMES, (lr, mom, wd), strict=True)
+      },
+      feature_state=feature_state,
+      skipped=state.skipped,
     )
     held = state._replace(mu=mu, skipped=optax.safe_increment(state.skipped))
     new_state = optax.tree.where(skip, held, new_state)
@@ -321,7 +317,7 @@ def _unzip(pairs: Any, like: Any) -> tuple[Any, Any]:
   treedef = jax.tree.structure(like)
   pairs = treedef.flatten_up_to(pairs)
   return treedef.unflatten([a for a, _ in pairs]), treedef.unflatten(
-      [b for _, b in pairs]
+    [b for _, b in pairs]
   )
 
 
@@ -349,16 +345,19 @@ def hyperparams(state: Any) -> dict[str, Any]:
     ['learning_rate', 'momentum', 'weight_decay']
   """
   found = [
-      x
-      for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, GaroState))
-      if isinstance(x, GaroState)
+    x
+    for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, GaroState))
+    if isinstance(x, GaroState)
   ]
   if len(found) != 1:
     raise ValueError(
-        f"Expected one GaroState inside the optimizer state, found {len(found)}."
+      f"Expected one GaroState inside the optimizer state, found {len(found)}."
     )
+  # Flax NNX wraps each array of an optimizer state in a Variable: unwrap it.
+  plain = lambda x: getattr(x, "value", x)
   return {
-      name: dict(value) if isinstance(value, _groups.ByGroup) else value
-      for name, value in found[0].hyperparams.items()
+    name: {group: plain(x) for group, x in value.items()}
+    if isinstance(value, _groups.ByGroup)
+    else plain(value)
+    for name, value in found[0].hyperparams.items()
   }
-

@@ -26,21 +26,21 @@ BATCH = 64
 # A data-parallel x model-parallel layout of a two-layer MLP: `w1` is split over
 # both axes (FSDP x tensor parallel), `w2` over the model axis (row parallel).
 PARAM_SPECS = {
-    "b1": P("model"),
-    "b2": P(),
-    "w1": P("data", "model"),
-    "w2": P("model", None),
+  "b1": P("model"),
+  "b2": P(),
+  "w1": P("data", "model"),
+  "w2": P("model", None),
 }
 BATCH_SPECS = (P("data", None), P("data"))
 COLLECTIVES = (
-    "all-reduce",
-    "all-gather",
-    "reduce-scatter",
-    "all-to-all",
-    "collective-permute",
+  "all-reduce",
+  "all-gather",
+  "reduce-scatter",
+  "all-to-all",
+  "collective-permute",
 )
 _COLLECTIVE = re.compile(
-    r"= (?P<shape>.*?) (?P<op>{})(?:-start)?\(".format("|".join(COLLECTIVES))
+  r"= (?P<shape>.*?) (?P<op>{})(?:-start)?\(".format("|".join(COLLECTIVES))
 )
 _ARRAY = re.compile(r"\w+\[([\d,]*)\]")
 
@@ -49,10 +49,10 @@ def init_params(rng: np.random.Generator) -> dict[str, np.ndarray]:
   # NumPy, so that every device_put makes fresh buffers the steps may donate.
   normal = lambda *shape: rng.standard_normal(shape, np.float32) / math.sqrt(shape[0])
   return {
-      "b1": np.zeros(256, np.float32),
-      "b2": np.zeros(10, np.float32),
-      "w1": normal(32, 256),
-      "w2": normal(256, 10),
+    "b1": np.zeros(256, np.float32),
+    "b2": np.zeros(10, np.float32),
+    "w1": normal(32, 256),
+    "w2": normal(256, 10),
   }
 
 
@@ -73,7 +73,7 @@ def make_data(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 def make_tx(granularity: str) -> optax.GradientTransformationExtraArgs:
   return garo_optax.garo(
-      learning_rate=0.1, momentum=0.9, weight_decay=1e-4, granularity=granularity
+    learning_rate=0.1, momentum=0.9, weight_decay=1e-4, granularity=granularity
   )
 
 
@@ -104,8 +104,8 @@ def train(step, params, state, data):
 def max_relative_difference(a, b) -> float:
   """Largest ``|a - b|`` over leaves, relative to each leaf's largest ``|b|``."""
   return max(
-      float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / np.max(np.abs(y)))
-      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / np.max(np.abs(y)))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
   )
 
 
@@ -116,8 +116,8 @@ def collectives(hlo: str) -> list[dict]:
     match = _COLLECTIVE.search(line)
     if match:
       elements = sum(
-          math.prod(int(d) for d in dims.split(",") if d)
-          for dims in _ARRAY.findall(match["shape"])
+        math.prod(int(d) for d in dims.split(",") if d)
+        for dims in _ARRAY.findall(match["shape"])
       )
       found.append({"op": match["op"], "elements": elements})
   return found
@@ -126,8 +126,8 @@ def collectives(hlo: str) -> list[dict]:
 def holds_only_its_shard(array: jax.Array, sharding: NamedSharding) -> bool:
   """Whether every device holds exactly its shard of ``array`` under ``sharding``."""
   return array.sharding.is_equivalent_to(sharding, array.ndim) and all(
-      shard.data.shape == sharding.shard_shape(array.shape)
-      for shard in array.addressable_shards
+    shard.data.shape == sharding.shard_shape(array.shape)
+    for shard in array.addressable_shards
   )
 
 
@@ -143,91 +143,89 @@ def measure(granularity: str, mesh, params, data) -> dict:
   step = make_step(tx)
 
   abstract_params = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params
   )
   abstract = jax.eval_shape(tx.init, abstract_params)
   state_sh = jax.tree.map(lambda _: replicated, abstract)._replace(mu=param_sh)
   # With explicit mesh axes the abstract values carry shardings, and tx.init
   # passes them on to `mu`.
   explicit_mesh = jax.make_mesh(
-      mesh.axis_sizes, mesh.axis_names, axis_types=(AxisType.Explicit,) * 2
+    mesh.axis_sizes, mesh.axis_names, axis_types=(AxisType.Explicit,) * 2
   )
   with jax.set_mesh(explicit_mesh):
     explicit = jax.eval_shape(
-        tx.init,
-        jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            params,
-            PARAM_SPECS,
-        ),
+      tx.init,
+      jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        params,
+        PARAM_SPECS,
+      ),
     )
 
   one_state = jax.jit(tx.init)(params)
-  one_params, _, one_losses, one_hyper = train(
-      jax.jit(step), params, one_state, data
-  )
+  one_params, _, one_losses, one_hyper = train(jax.jit(step), params, one_state, data)
 
   sharded_params = jax.device_put(params, param_sh)
   state = jax.jit(tx.init, out_shardings=state_sh)(sharded_params)
   init_mu_like_params = all(
-      holds_only_its_shard(state.mu[k], param_sh[k]) for k in params
+    holds_only_its_shard(state.mu[k], param_sh[k]) for k in params
   )
   sharded_step = jax.jit(
-      step,
-      in_shardings=(param_sh, state_sh, *batch_sh),
-      out_shardings=(param_sh, state_sh, replicated),
-      donate_argnums=(0, 1),
+    step,
+    in_shardings=(param_sh, state_sh, *batch_sh),
+    out_shardings=(param_sh, state_sh, replicated),
+    donate_argnums=(0, 1),
   )
   sharded_params, state, losses, hyper = train(
-      sharded_step, sharded_params, state, data
+    sharded_step, sharded_params, state, data
   )
 
   update = jax.jit(
-      lambda grads, state, params, value: tx.update(
-          grads, state, params, value=value
-      ),
-      in_shardings=(param_sh, state_sh, param_sh, replicated),
-      out_shardings=(param_sh, state_sh),
-      donate_argnums=(0, 1),
+    lambda grads, state, params, value: tx.update(grads, state, params, value=value),
+    in_shardings=(param_sh, state_sh, param_sh, replicated),
+    out_shardings=(param_sh, state_sh),
+    donate_argnums=(0, 1),
   )
-  hlo = update.lower(
+  hlo = (
+    update.lower(
       abstract_params, abstract, abstract_params, jax.ShapeDtypeStruct((), "float32")
-  ).compile().as_text()
+    )
+    .compile()
+    .as_text()
+  )
   return {
-      "num_leaves": len(params),
-      "smallest_sharded_leaf": min(
-          x.size for k, x in params.items() if PARAM_SPECS[k] != P()
-      ),
-      "params_difference": max_relative_difference(sharded_params, one_params),
-      "hyperparams_difference": max_relative_difference(hyper, one_hyper),
-      "loss_difference": max_relative_difference(losses, one_losses),
-      "loss_first_last": [float(losses[0]), float(losses[-1])],
-      "learning_rate_range": [
-          float(np.min(jax.tree.leaves(hyper["learning_rate"]))),
-          float(np.max(jax.tree.leaves(hyper["learning_rate"]))),
-      ],
-      "mu_like_params": all(
-          holds_only_its_shard(state.mu[k], param_sh[k]) for k in params
-      ),
-      "hidden_replicated": state.hidden.sharding.is_fully_replicated,
-      "rest_replicated": all(
-          x.sharding.is_fully_replicated
-          for x in jax.tree.leaves(state._replace(mu=None))
-      ),
-      "eval_shape_matches_init": jax.tree.all(
-          jax.tree.map(
-              lambda a, c: (a.shape, a.dtype) == (c.shape, c.dtype),
-              abstract,
-              one_state,
-          )
-      ),
-      "eval_shape_mu_shardings": all(
-          _padded(explicit.mu[k].sharding.spec, x.ndim)
-          == _padded(PARAM_SPECS[k], x.ndim)
-          for k, x in params.items()
-      ),
-      "init_mu_like_params": init_mu_like_params,
-      "update_collectives": collectives(hlo),
+    "num_leaves": len(params),
+    "smallest_sharded_leaf": min(
+      x.size for k, x in params.items() if PARAM_SPECS[k] != P()
+    ),
+    "params_difference": max_relative_difference(sharded_params, one_params),
+    "hyperparams_difference": max_relative_difference(hyper, one_hyper),
+    "loss_difference": max_relative_difference(losses, one_losses),
+    "loss_first_last": [float(losses[0]), float(losses[-1])],
+    "learning_rate_range": [
+      float(np.min(jax.tree.leaves(hyper["learning_rate"]))),
+      float(np.max(jax.tree.leaves(hyper["learning_rate"]))),
+    ],
+    "mu_like_params": all(
+      holds_only_its_shard(state.mu[k], param_sh[k]) for k in params
+    ),
+    "hidden_replicated": state.hidden.sharding.is_fully_replicated,
+    "rest_replicated": all(
+      x.sharding.is_fully_replicated for x in jax.tree.leaves(state._replace(mu=None))
+    ),
+    "eval_shape_matches_init": jax.tree.all(
+      jax.tree.map(
+        lambda a, c: (a.shape, a.dtype) == (c.shape, c.dtype),
+        abstract,
+        one_state,
+      )
+    ),
+    "eval_shape_mu_shardings": all(
+      _padded(explicit.mu[k].sharding.spec, x.ndim) == _padded(PARAM_SPECS[k], x.ndim)
+      for k, x in params.items()
+    ),
+    "init_mu_like_params": init_mu_like_params,
+    "update_collectives": collectives(hlo),
   }
 
 
@@ -237,8 +235,8 @@ def main():
   params, data = init_params(rng), make_data(rng)
   granularities = ("global", "per_leaf")
   result = {
-      "device_count": jax.device_count(),
-      "granularity": {g: measure(g, mesh, params, data) for g in granularities},
+    "device_count": jax.device_count(),
+    "granularity": {g: measure(g, mesh, params, data) for g in granularities},
   }
   print(json.dumps(result))
 

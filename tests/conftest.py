@@ -12,11 +12,11 @@ import pytest
 def params():
   """A matrix, a vector and a scalar leaf, in float32."""
   return {
-      "dense": {
-          "kernel": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4),
-          "bias": jnp.full((4,), 0.1, jnp.float32),
-      },
-      "scale": jnp.array(1.5, jnp.float32),
+    "dense": {
+      "kernel": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4),
+      "bias": jnp.full((4,), 0.1, jnp.float32),
+    },
+    "scale": jnp.array(1.5, jnp.float32),
   }
 
 

@@ -5,17 +5,17 @@ import re
 import garo_optax
 
 EXPECTED_ALL = (
-    "FEATURE_NAMES",
-    "ControllerParams",
-    "FeatureState",
-    "GRUParams",
-    "GaroState",
-    "garo",
-    "gru_cell",
-    "hyperparams",
-    "init_controller",
-    "load_controller",
-    "save_controller",
+  "FEATURE_NAMES",
+  "ControllerParams",
+  "FeatureState",
+  "GRUParams",
+  "GaroState",
+  "garo",
+  "gru_cell",
+  "hyperparams",
+  "init_controller",
+  "load_controller",
+  "save_controller",
 )
 
 

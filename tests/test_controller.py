@@ -16,7 +16,7 @@ HIDDEN_SIZE = 8
 @pytest.fixture
 def controller():
   return garo_optax.init_controller(
-      jax.random.key(0), hidden_size=HIDDEN_SIZE, head_scale=1.0
+    jax.random.key(0), hidden_size=HIDDEN_SIZE, head_scale=1.0
   )
 
 
@@ -38,15 +38,15 @@ def test_save_load_round_trip(tmp_path, controller):
 
 
 @pytest.mark.parametrize(
-    ("change", "match"),
-    [
-        ({"head_kernel": np.zeros((HIDDEN_SIZE, 4))}, "'head_kernel' has shape"),
-        ({"gru/hidden_kernel": np.zeros((3, 3))}, "'gru/hidden_kernel' has shape"),
-        ({"gru/input_bias": None}, "no array 'gru/input_bias'"),
-        ({"version": np.array(2)}, "version 2"),
-        ({"num_features": np.array(3)}, "3 features"),
-        ({"format": np.array("something else")}, "not a GARO controller"),
-    ],
+  ("change", "match"),
+  [
+    ({"head_kernel": np.zeros((HIDDEN_SIZE, 4))}, "'head_kernel' has shape"),
+    ({"gru/hidden_kernel": np.zeros((3, 3))}, "'gru/hidden_kernel' has shape"),
+    ({"gru/input_bias": None}, "no array 'gru/input_bias'"),
+    ({"version": np.array(2)}, "version 2"),
+    ({"num_features": np.array(3)}, "3 features"),
+    ({"format": np.array("something else")}, "not a GARO controller"),
+  ],
 )
 def test_load_rejects_bad_files(tmp_path, saved_arrays, change, match):
   """``change`` replaces arrays of a good file; ``None`` removes one."""
@@ -70,22 +70,22 @@ def test_init_controller_is_float32_with_x64():
 
 
 @pytest.mark.parametrize(
-    ("learning_rate", "momentum", "weight_decay"),
-    [(0.1, 0.0, 0.0), (3e-4, 0.9, 0.05), (1.0, -0.5, 1e-6)],
+  ("learning_rate", "momentum", "weight_decay"),
+  [(0.1, 0.0, 0.0), (3e-4, 0.9, 0.05), (1.0, -0.5, 1e-6)],
 )
 def test_zero_hidden_state_gives_starting_values(
-    controller, learning_rate, momentum, weight_decay
+  controller, learning_rate, momentum, weight_decay
 ):
   bias = _controller.head_bias(learning_rate, momentum, weight_decay)
   hidden, values = _controller.controller_step(
-      controller,
-      jnp.zeros((1, _features.NUM_FEATURES)),
-      jnp.zeros((1, HIDDEN_SIZE)),
-      bias,
+    controller,
+    jnp.zeros((1, _features.NUM_FEATURES)),
+    jnp.zeros((1, HIDDEN_SIZE)),
+    bias,
   )
   np.testing.assert_array_equal(hidden, 0.0)
   np.testing.assert_allclose(
-      [v[0] for v in values[:2]], [learning_rate, momentum], rtol=1e-6
+    [v[0] for v in values[:2]], [learning_rate, momentum], rtol=1e-6
   )
   if weight_decay:
     np.testing.assert_allclose(values[2][0], weight_decay, rtol=1e-6)
@@ -96,8 +96,8 @@ def test_zero_hidden_state_gives_starting_values(
 def _grad_and_mu(shape=(3, 4), dtype=jnp.float32):
   g_key, m_key = jax.random.split(jax.random.key(0))
   return (
-      jax.random.normal(g_key, shape).astype(dtype),
-      jax.random.normal(m_key, shape).astype(dtype),
+    jax.random.normal(g_key, shape).astype(dtype),
+    jax.random.normal(m_key, shape).astype(dtype),
   )
 
 
@@ -108,9 +108,9 @@ def test_leaf_statistics_match_reference(shape, dtype):
   g, m = _grad_and_mu(shape, dtype)
   g32, m32 = g.astype(jnp.float32), m.astype(jnp.float32)
   expected = [
-      optax.tree.vdot(g32, g32),
-      optax.tree.vdot(m32, m32),
-      optax.tree.vdot(g32, m32),
+    optax.tree.vdot(g32, g32),
+    optax.tree.vdot(m32, m32),
+    optax.tree.vdot(g32, m32),
   ]
   statistics = jnp.stack(_features.leaf_statistics(g, m))
   assert statistics.dtype == jnp.float32
@@ -136,14 +136,14 @@ def test_features_are_zero_at_step_zero(value):
   num_groups = 2
   # Whatever the running statistics hold, step 0 does not read them.
   feature_state = jax.tree.map(
-      lambda x: x + 4.0, _features.init_feature_state(num_groups)
+    lambda x: x + 4.0, _features.init_feature_state(num_groups)
   )
   features, new_state = _features.compute_features(
-      _statistics(num_groups, mu_scale=0.0),
-      feature_state,
-      jnp.array(0),
-      jnp.zeros((num_groups,)),
-      value,
+    _statistics(num_groups, mu_scale=0.0),
+    feature_state,
+    jnp.array(0),
+    jnp.zeros((num_groups,)),
+    value,
   )
   assert features.shape == (num_groups, _features.NUM_FEATURES)
   np.testing.assert_array_equal(features, 0.0)
@@ -158,13 +158,13 @@ def test_features_are_finite_and_clipped():
   state = _features.init_feature_state(4)
   for count, value in enumerate([1.0, 1e30, 0.0]):
     features, state = _features.compute_features(
-        statistics, state, jnp.array(count), jnp.full((4,), 100.0), value
+      statistics, state, jnp.array(count), jnp.full((4,), 100.0), value
     )
     assert np.all(np.isfinite(features))
     assert np.all(np.abs(features) <= _features.FEATURE_CLIP)
     chex.assert_tree_all_finite(state)
   # The learning-rate ratio of 100 is clipped, not dropped.
   np.testing.assert_array_equal(
-      features[:, _features.FEATURE_NAMES.index("log_learning_rate_ratio")],
-      _features.FEATURE_CLIP,
+    features[:, _features.FEATURE_NAMES.index("log_learning_rate_ratio")],
+    _features.FEATURE_CLIP,
   )

@@ -25,9 +25,9 @@ def test_linen_train_state_loop():
   inputs, targets = _data()
   model = nn.Sequential([nn.Dense(16), nn.tanh, nn.Dense(2)])
   state = train_state.TrainState.create(
-      apply_fn=model.apply,
-      params=model.init(jax.random.key(2), inputs),
-      tx=garo_optax.garo(0.1, 0.9),
+    apply_fn=model.apply,
+    params=model.init(jax.random.key(2), inputs),
+    tx=garo_optax.garo(0.1, 0.9),
   )
 
   @jax.jit
@@ -50,7 +50,6 @@ def test_nnx_optimizer_loop():
   inputs, targets = _data()
 
   class MLP(nnx.Module):
-
     def __init__(self, rngs):
       self.hidden = nnx.Linear(4, 16, rngs=rngs)
       self.out = nnx.Linear(16, 2, rngs=rngs)
@@ -95,7 +94,7 @@ def test_checkpoint_round_trip_resumes_bit_identically(params, loss_fn):
 
   params, state = run(params, tx.init(params), 10)
   restored = serialization.from_bytes(
-      (params, tx.init(params)), serialization.to_bytes((params, state))
+    (params, tx.init(params)), serialization.to_bytes((params, state))
   )
   assert isinstance(restored[1], garo_optax.GaroState)
   chex.assert_trees_all_equal(restored, (params, state))

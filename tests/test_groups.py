@@ -213,3 +213,17 @@ def test_nnx_per_leaf_groups_are_named_by_module_path():
   )
   names = set(garo_optax.hyperparams(optimizer.opt_state)["learning_rate"])
   assert names == {"hidden/kernel", "hidden/bias", "out/kernel", "out/bias"}
+
+
+def test_hyperparams_unwraps_nnx_variables():
+  from flax import nnx
+
+  model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+  for granularity in ("global", "per_leaf"):
+    optimizer = nnx.Optimizer(
+      model, garo_optax.garo(granularity=granularity), wrt=nnx.Param
+    )
+    lr = garo_optax.hyperparams(optimizer.opt_state)["learning_rate"]
+    values = lr.values() if isinstance(lr, dict) else [lr]
+    assert all(isinstance(v, jax.Array) for v in values)
+    np.testing.assert_allclose(list(values), 0.01, rtol=1e-6)

@@ -16,24 +16,22 @@ def _to_gru_params(flax_params):
   """Maps flax's ``ir/iz/in/hr/hz/hn`` weights onto columns ``[r | z | n]``."""
   p = flax_params["params"]
   return garo_optax.GRUParams(
-      input_kernel=jnp.concatenate([p[k]["kernel"] for k in ("ir", "iz", "in")], 1),
-      input_bias=jnp.concatenate([p[k]["bias"] for k in ("ir", "iz", "in")]),
-      hidden_kernel=jnp.concatenate([p[k]["kernel"] for k in ("hr", "hz", "hn")], 1),
-      hidden_bias=p["hn"]["bias"],
+    input_kernel=jnp.concatenate([p[k]["kernel"] for k in ("ir", "iz", "in")], 1),
+    input_bias=jnp.concatenate([p[k]["bias"] for k in ("ir", "iz", "in")]),
+    hidden_kernel=jnp.concatenate([p[k]["kernel"] for k in ("hr", "hz", "hn")], 1),
+    hidden_bias=p["hn"]["bias"],
   )
 
 
 def test_matches_flax_gru_cell():
   cell = nn.GRUCell(features=HIDDEN_SIZE)
-  init_key, weight_key, input_key, hidden_key = jax.random.split(
-      jax.random.key(0), 4
-  )
+  init_key, weight_key, input_key, hidden_key = jax.random.split(jax.random.key(0), 4)
   inputs = jax.random.normal(input_key, (BATCH, INPUT_SIZE))
   hidden = jax.random.normal(hidden_key, (BATCH, HIDDEN_SIZE))
   # Flax starts its biases at zero; random weights everywhere check that every
   # weight, biases included, lands in its place.
   flax_params = optax.tree.random_like(
-      weight_key, jax.eval_shape(cell.init, init_key, hidden, inputs)
+    weight_key, jax.eval_shape(cell.init, init_key, hidden, inputs)
   )
   expected, _ = cell.apply(flax_params, hidden, inputs)
   actual = garo_optax.gru_cell(_to_gru_params(flax_params), inputs, hidden)
@@ -43,7 +41,7 @@ def test_matches_flax_gru_cell():
 def test_zero_input_keeps_zero_hidden_state():
   params = _gru.init_gru(jax.random.key(0), INPUT_SIZE, HIDDEN_SIZE)
   hidden = garo_optax.gru_cell(
-      params, jnp.zeros((INPUT_SIZE,)), jnp.zeros((HIDDEN_SIZE,))
+    params, jnp.zeros((INPUT_SIZE,)), jnp.zeros((HIDDEN_SIZE,))
   )
   np.testing.assert_array_equal(hidden, 0.0)
 

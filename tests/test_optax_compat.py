@@ -21,18 +21,18 @@ def _zero_head_garo():
 
 
 @pytest.mark.parametrize(
-    "wrap",
-    [
-        lambda tx: optax.chain(optax.clip_by_global_norm(0.1), tx),
-        lambda tx: optax.chain(
-            optax.masked(tx, MASK),
-            optax.masked(optax.set_to_zero(), jax.tree.map(lambda m: not m, MASK)),
-        ),
-        lambda tx: optax.MultiSteps(tx, every_k_schedule=4),
-        lambda tx: optax.apply_if_finite(tx, max_consecutive_errors=3),
-        lambda tx: optax.partition({"garo": tx, "frozen": optax.set_to_zero()}, LABELS),
-    ],
-    ids=["chain_clip", "masked", "multi_steps", "apply_if_finite", "partition"],
+  "wrap",
+  [
+    lambda tx: optax.chain(optax.clip_by_global_norm(0.1), tx),
+    lambda tx: optax.chain(
+      optax.masked(tx, MASK),
+      optax.masked(optax.set_to_zero(), jax.tree.map(lambda m: not m, MASK)),
+    ),
+    lambda tx: optax.MultiSteps(tx, every_k_schedule=4),
+    lambda tx: optax.apply_if_finite(tx, max_consecutive_errors=3),
+    lambda tx: optax.partition({"garo": tx, "frozen": optax.set_to_zero()}, LABELS),
+  ],
+  ids=["chain_clip", "masked", "multi_steps", "apply_if_finite", "partition"],
 )
 def test_wrapped_garo_matches_wrapped_sgd(params, train, wrap):
   reference = optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05, 0.9))
@@ -42,7 +42,7 @@ def test_wrapped_garo_matches_wrapped_sgd(params, train, wrap):
   np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
   assert losses[-1] < losses[0]
   np.testing.assert_allclose(
-      garo_optax.hyperparams(state)["learning_rate"], 0.05, rtol=1e-6
+    garo_optax.hyperparams(state)["learning_rate"], 0.05, rtol=1e-6
   )
 
 

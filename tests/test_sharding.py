@@ -29,21 +29,20 @@ TOLERANCE = 1e-5
 def sharded():
   """The JSON report of ``_sharded_checks.py``, by granularity."""
   env = dict(
-      os.environ,
-      JAX_PLATFORMS="cpu",
-      XLA_FLAGS=(
-          os.environ.get("XLA_FLAGS", "")
-          + " --xla_force_host_platform_device_count=8"
-      ).strip(),
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=(
+      os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip(),
   )
   script = pathlib.Path(__file__).with_name("_sharded_checks.py")
   run = subprocess.run(
-      [sys.executable, str(script)],
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-      check=False,
+    [sys.executable, str(script)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
   )
   assert run.returncode == 0, f"{script.name} failed:\n{run.stdout}\n{run.stderr}"
   result = json.loads(run.stdout.splitlines()[-1])
@@ -90,11 +89,11 @@ def test_update_moves_no_buffer_between_devices(sharded, granularity):
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="_features.leaf_statistics sums with one variadic lax.reduce, which "
-    "XLA's SPMD partitioner cannot turn into an all-reduce: it all-gathers the "
-    "partial sums, one collective per statistic per leaf per sharded mesh axis, "
-    "none combined.",
+  strict=True,
+  reason="_features.leaf_statistics sums with one variadic lax.reduce, which "
+  "XLA's SPMD partitioner cannot turn into an all-reduce: it all-gathers the "
+  "partial sums, one collective per statistic per leaf per sharded mesh axis, "
+  "none combined.",
 )
 @pytest.mark.parametrize("granularity", GRANULARITIES)
 def test_update_statistics_are_combined_all_reduces(sharded, granularity):
@@ -110,8 +109,11 @@ def test_tree_map_params_places_mu():
   tx = optax.chain(optax.clip_by_global_norm(1.0), garo_optax.garo())
   state = jax.eval_shape(tx.init, params)
   specs = optax.tree_map_params(
-      tx, lambda _, spec: spec, state, {"b": "B", "w": "W"},
-      transform_non_params=lambda _: "replicated",
+    tx,
+    lambda _, spec: spec,
+    state,
+    {"b": "B", "w": "W"},
+    transform_non_params=lambda _: "replicated",
   )
   assert specs[1].mu == {"b": "B", "w": "W"}
   assert set(jax.tree.leaves(specs[1]._replace(mu=None))) == {"replicated"}

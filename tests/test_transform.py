@@ -44,14 +44,14 @@ def moving():
 
 @pytest.mark.parametrize("head_scale", [0.1, 3.0])
 @pytest.mark.parametrize(
-    ("hyperparams", "reference"),
-    [
-        ({"learning_rate": 0.1}, optax.sgd(0.1)),
-        (
-            {"learning_rate": 0.05, "momentum": 0.9, "weight_decay": 0.01},
-            optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05, 0.9)),
-        ),
-    ],
+  ("hyperparams", "reference"),
+  [
+    ({"learning_rate": 0.1}, optax.sgd(0.1)),
+    (
+      {"learning_rate": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+      optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05, 0.9)),
+    ),
+  ],
 )
 def test_first_step_is_sgd(params, random_grads, hyperparams, reference, head_scale):
   tx = garo_optax.garo(**hyperparams, controller=_controller(head_scale))
@@ -111,9 +111,9 @@ def test_nonfinite_step_is_skipped(params, random_grads, moving, bad):
   grads = random_grads(jax.random.key(0), params, 4)
   values = jnp.array([1.0, 0.9, 0.8, 0.7])
   bad_grads = {
-      "nan_grad": {**grads, "scale": grads["scale"].at[2].set(jnp.nan)},
-      "inf_grad": {**grads, "scale": grads["scale"].at[2].set(-jnp.inf)},
-      "nan_value": grads,
+    "nan_grad": {**grads, "scale": grads["scale"].at[2].set(jnp.nan)},
+    "inf_grad": {**grads, "scale": grads["scale"].at[2].set(-jnp.inf)},
+    "nan_value": grads,
   }[bad]
   bad_value = jnp.float32(jnp.nan) if bad == "nan_value" else values[2]
 
@@ -124,7 +124,7 @@ def test_nonfinite_step_is_skipped(params, random_grads, moving, bad):
         updates, new_state = update(_at(bad_grads, t), state, p, value=bad_value)
         chex.assert_trees_all_equal(updates, optax.tree.zeros_like(p))
         chex.assert_trees_all_equal(
-            new_state, state._replace(skipped=state.skipped + 1)
+          new_state, state._replace(skipped=state.skipped + 1)
         )
         state = new_state
       updates, state = update(_at(grads, t), state, p, value=values[t])
@@ -135,15 +135,15 @@ def test_nonfinite_step_is_skipped(params, random_grads, moving, bad):
   skipped_params, skipped_state = run(bad_step=2)
   assert skipped_state.skipped == 1 and clean_state.skipped == 0
   chex.assert_trees_all_equal(
-      (skipped_params, skipped_state._replace(skipped=clean_state.skipped)),
-      (clean_params, clean_state),
+    (skipped_params, skipped_state._replace(skipped=clean_state.skipped)),
+    (clean_params, clean_state),
   )
 
 
 # Gradients so large that Σg² overflows float32 are skipped, as documented.
 @pytest.mark.parametrize(("scale", "skipped"), [(0.0, 0), (1e-30, 0), (1e30, 3)])
 def test_extreme_gradients_give_finite_output(
-    params, random_grads, moving, scale, skipped
+  params, random_grads, moving, scale, skipped
 ):
   tx, update = moving
   grads = random_grads(jax.random.key(0), params, 3)
@@ -179,7 +179,7 @@ def test_learning_rate_caps(params, random_grads):
 
   uncapped = peaks()
   for i, (option, start) in enumerate(
-      [("max_learning_rate", 0.1), ("max_effective_learning_rate", 0.2)]
+    [("max_learning_rate", 0.1), ("max_effective_learning_rate", 0.2)]
   ):
     assert uncapped[i] > 1.02 * start
     bound = float(start + uncapped[i]) / 2
@@ -188,13 +188,13 @@ def test_learning_rate_caps(params, random_grads):
 
 def test_hyperparams_start_values_and_tree_get(params, random_grads):
   tx = optax.chain(
-      optax.clip_by_global_norm(1.0),
-      garo_optax.garo(0.1, 0.9, 0.0, controller=_controller(1.0)),
+    optax.clip_by_global_norm(1.0),
+    garo_optax.garo(0.1, 0.9, 0.0, controller=_controller(1.0)),
   )
   state = tx.init(params)
   start = garo_optax.hyperparams(state)
   np.testing.assert_allclose(
-      [start["learning_rate"], start["momentum"]], [0.1, 0.9], rtol=1e-6
+    [start["learning_rate"], start["momentum"]], [0.1, 0.9], rtol=1e-6
   )
   assert 0 < start["weight_decay"] < 1e-8
   grads = random_grads(jax.random.key(0), params, 2)
@@ -208,9 +208,9 @@ def test_hyperparams_start_values_and_tree_get(params, random_grads):
 def test_callback_sees_each_step_under_jit(params, random_grads):
   calls = []
   tx = garo_optax.garo(
-      0.1,
-      controller=_controller(1.0),
-      callback=lambda step, hp: calls.append((int(step), float(hp["learning_rate"]))),
+    0.1,
+    controller=_controller(1.0),
+    callback=lambda step, hp: calls.append((int(step), float(hp["learning_rate"]))),
   )
   update = jax.jit(tx.update)
   grads = random_grads(jax.random.key(0), params, 3)
@@ -228,7 +228,7 @@ def test_per_leaf_granularity(params, random_grads):
   state = tx.init(params)
   updates, state = tx.update(_at(grads, 0), state, params)
   chex.assert_trees_all_close(
-      updates, jax.tree.map(lambda g: -0.1 * g, _at(grads, 0)), rtol=1e-6, atol=1e-9
+    updates, jax.tree.map(lambda g: -0.1 * g, _at(grads, 0)), rtol=1e-6, atol=1e-9
   )
   _, state = tx.update(_at(grads, 1), state, params)
   learning_rates = garo_optax.hyperparams(state)["learning_rate"]
@@ -263,7 +263,7 @@ def test_mu_dtype_is_honoured(params, random_grads):
   _assert_dtypes(updates, state, jnp.float32, jnp.bfloat16)
   # The applied step is read back from the bfloat16 buffer.
   expected = jax.tree.map(
-      lambda g: -0.1 * g.astype(jnp.bfloat16).astype(g.dtype), grads
+    lambda g: -0.1 * g.astype(jnp.bfloat16).astype(g.dtype), grads
   )
   chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=1e-9)
 
@@ -284,13 +284,13 @@ def test_missing_params_is_a_value_error(params):
 
 
 @pytest.mark.parametrize(
-    "grads",
-    [
-        lambda p: {"dense": p["dense"]},
-        lambda p: {**p, "extra": p["scale"]},
-        lambda p: {**p, "scale": jnp.zeros(2)},
-    ],
-    ids=["missing_leaf", "extra_leaf", "wrong_shape"],
+  "grads",
+  [
+    lambda p: {"dense": p["dense"]},
+    lambda p: {**p, "extra": p["scale"]},
+    lambda p: {**p, "scale": jnp.zeros(2)},
+  ],
+  ids=["missing_leaf", "extra_leaf", "wrong_shape"],
 )
 def test_grads_unlike_state_are_a_value_error(params, grads):
   tx = garo_optax.garo()
@@ -305,15 +305,15 @@ def test_integer_params_are_a_type_error(params):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"learning_rate": -0.1}, "learning_rate"),
-        ({"learning_rate": 0.0}, "learning_rate"),
-        ({"weight_decay": -1.0}, "weight_decay"),
-        ({"momentum": 1.0}, "momentum"),
-        ({"controller": "pretrained-typo"}, "controller"),
-        ({"granularity": "per_layer"}, "granularity"),
-    ],
+  ("kwargs", "match"),
+  [
+    ({"learning_rate": -0.1}, "learning_rate"),
+    ({"learning_rate": 0.0}, "learning_rate"),
+    ({"weight_decay": -1.0}, "weight_decay"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"controller": "pretrained-typo"}, "controller"),
+    ({"granularity": "per_layer"}, "granularity"),
+  ],
 )
 def test_bad_options_are_value_errors(params, kwargs, match):
   with pytest.raises(ValueError, match=match):
