@@ -1,5 +1,8 @@
 """Trains a Flax NNX MLP on scikit-learn's digits with GARO and with plain SGD.
 
+GARO runs twice: with ``garo()``'s default (seeded) controller and with the
+meta-trained one (``controller="pretrained"``).
+
 The project's main job: it runs offline on bundled data, prints a short table
 of loss, accuracy and GARO's hyperparameters, and saves a plot of the loss and
 of the learning rate / momentum / weight decay over the steps.
@@ -99,25 +102,27 @@ def main():
   args = parser.parse_args()
 
   data = load_data(args.seed)
-  runs = {
-    "GARO": train(
-      garo_optax.garo(), data, args.steps, args.batch_size, args.seed, "GARO"
-    ),
-    "SGD(0.01)": train(
-      optax.sgd(0.01), data, args.steps, args.batch_size, args.seed, "SGD(0.01)"
-    ),
+  optimizers = {
+    # garo()'s default, the seeded controller: SGD at 0.01 that drifts a little.
+    "GARO": garo_optax.garo(),
+    # The meta-trained controller shipped in garo_optax/pretrained.
+    "GARO pretrained": garo_optax.garo(controller="pretrained"),
+    "SGD(0.01)": optax.sgd(0.01),
   }
-  report(runs, args.steps)
+  runs = {
+    name: train(tx, data, args.steps, args.batch_size, args.seed, name)
+    for name, tx in optimizers.items()
+  }
+  report(runs)
   plot(runs, args.out)
   print(f"\nSaved the plot to {args.out}")
 
 
-def report(runs, steps):
-  garo = runs["GARO"]
-  evaluated = [r for r in garo if "train_loss" in r]
+def report(runs):
+  evaluated = [r for r in runs["GARO"] if "train_loss" in r]
   picks = sorted({0, len(evaluated) // 4, len(evaluated) // 2, len(evaluated) - 1})
   header = (
-    f"{'step':>6} | {'optimizer':>9} | {'train loss':>10} | "
+    f"{'step':>6} | {'optimizer':>15} | {'train loss':>10} | "
     f"{'test acc':>8} | {'lr':>9} | {'momentum':>8} | {'wd':>9}"
   )
   print(header)
@@ -132,7 +137,7 @@ def report(runs, steps):
         else (f"{'':>9} | {'':>8} | {'':>9}")
       )
       print(
-        f"{step:>6} | {name:>9} | {r['train_loss']:10.4f} | "
+        f"{step:>6} | {name:>15} | {r['train_loss']:10.4f} | "
         f"{r['test_accuracy']:8.3f} | {hp}"
       )
 
@@ -146,16 +151,22 @@ def plot(runs, out):
     )
   axes[0].set(title="train loss (full batch)", xlabel="step")
   axes[0].legend()
-  garo = runs["GARO"]
-  steps = [r["step"] for r in garo]
   for ax, key, scale in zip(
     axes[1:],
     ("learning_rate", "momentum", "weight_decay"),
     ("log", "linear", "log"),
     strict=True,
   ):
-    ax.plot(steps, [r[key] for r in garo], color="C0")
-    ax.set(title=f"GARO {key.replace('_', ' ')}", xlabel="step", yscale=scale)
+    for i, (name, history) in enumerate(runs.items()):
+      if key in history[0]:
+        ax.plot(
+          [r["step"] for r in history],
+          [r[key] for r in history],
+          color=f"C{i}",
+          label=name,
+        )
+    ax.set(title=key.replace("_", " "), xlabel="step", yscale=scale)
+    ax.legend()
   fig.tight_layout()
   pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(out, dpi=120)
