@@ -16,7 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # the repository
-LOSS_FLOOR = 1e-12  # losses are floored here before taking ratios
+# Before taking loss ratios, losses are floored at this fraction of the task's
+# initial loss: below it a task counts as solved (float32 reaches exact zeros).
+RELATIVE_LOSS_FLOOR = 1e-6
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -110,8 +112,10 @@ def _variant_summary(results: dict[str, Any], variant: str, names: Sequence[str]
       opts[t]["final_train_loss"]["median"] for t in optimizers_lib.TUNED if t in opts
     ]
     if variant in opts and tuned:
-      ratios[name] = max(opts[variant]["final_train_loss"]["median"], LOSS_FLOOR) / max(
-        min(tuned), LOSS_FLOOR
+      mine = opts[variant]
+      floor = RELATIVE_LOSS_FLOOR * np.median([c[0] for c in mine["train_loss"]])
+      ratios[name] = max(mine["final_train_loss"]["median"], floor) / max(
+        min(tuned), floor
       )
   return {
     "wins": wins,
@@ -180,7 +184,9 @@ def _summary_lines(results: dict[str, Any], plots: str) -> list[str]:
     "(and test metric) beats `optax.adam(1e-3)` and `optax.sgd(0.01)`, and "
     "the geometric mean over tasks of its final train loss divided by the "
     "best tuned baseline's (`sgd_momentum_tuned` or `adam_tuned`; < 1 is "
-    "better than tuned). Held-out tasks are never seen by meta-training.",
+    f"better than tuned; losses below {RELATIVE_LOSS_FLOOR:g} of the task's "
+    "initial loss count as that). Held-out tasks are never seen by "
+    "meta-training.",
     "",
     "| GARO variant | tasks | beats adam(1e-3): loss, metric | "
     "beats sgd(0.01): loss, metric | final loss / best tuned (geo-mean) |",

@@ -130,6 +130,56 @@ def test_tuning_widens_the_grid_past_an_edge():
   assert tuning["grid"][-1] == pytest.approx(10.0)
 
 
+def _record(curve, metric):
+  return {
+    "eval_steps": [0, 10],
+    "train_loss": [curve],
+    "final_train_loss": {"median": curve[-1]},
+    "final_metric": {"median": metric},
+  }
+
+
+def test_summary_counts_wins_and_ratios_to_the_best_tuned_baseline():
+  finals = {  # task: optimizer: (final train loss, test metric)
+    "a": {"sgd": (1.0, 0.8), "adam": (0.5, 0.9), "adam_tuned": (0.1, 0.9),
+          "sgd_momentum_tuned": (0.2, 0.9), "garo": (0.4, 0.85)},
+    "b": {"sgd": (1.0, 3.0), "adam": (0.5, 1.0), "adam_tuned": (0.0, 1.0),
+          "sgd_momentum_tuned": (0.3, 1.0), "garo": (0.6, 2.0)},
+  }  # fmt: skip
+  results = {
+    "config": {"optimizers": list(finals["a"])},
+    "tasks": {
+      name: {
+        "split": "held_out" if name == "a" else "meta_train",
+        "higher_is_better": name == "a",
+        "optimizers": {
+          opt: _record([2.0, loss], metric) for opt, (loss, metric) in opts.items()
+        },
+      }
+      for name, opts in finals.items()
+    },
+  }
+  summary = report.summarize(results)["summary"]["garo"]
+  assert summary["all"]["wins"] == {
+    "adam": {"loss": 1, "metric": 0, "tasks": 2},
+    "sgd": {"loss": 2, "metric": 2, "tasks": 2},
+  }
+  # Task b's best tuned loss, 0, is floored at 1e-6 of the initial loss, 2.
+  assert summary["all"]["loss_ratio_to_best_tuned"] == pytest.approx(
+    {"a": 4.0, "b": 0.6 / 2e-6}
+  )
+  assert summary["all"]["geomean_loss_ratio_to_best_tuned"] == pytest.approx(
+    np.sqrt(4.0 * 0.6 / 2e-6)
+  )
+  assert summary["held_out"]["geomean_loss_ratio_to_best_tuned"] == pytest.approx(4)
+  assert results["tasks"]["a"]["target_loss"] == 0.5
+  assert results["tasks"]["a"]["optimizers"]["garo"]["steps_to_target"] == {
+    "per_seed": [10],
+    "median": 10.0,
+    "reached": 1,
+  }
+
+
 def test_task_split_is_a_partition():
   assert set(tasks.META_TRAIN).isdisjoint(tasks.HELD_OUT)
   assert set(tasks.META_TRAIN) | set(tasks.HELD_OUT) == set(tasks.TASK_NAMES)
