@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 NUM_STATISTICS = 3
 NUM_FEATURES = 6
@@ -60,37 +61,129 @@ def _add(a, b):
   return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
-def leaf_statistics(grad: jax.Array, mu: jax.Array) -> tuple[jax.Array, ...]:
+def leaf_statistics(
+  grad: jax.Array, mu: jax.Array, *, partitionable: bool | None = None
+) -> tuple[jax.Array, ...]:
   """The three sums of one leaf, in float32, from one pass over its buffers.
 
-  One variadic reduction is one kernel per leaf that reads ``grad`` and ``mu``
-  once. Three ``jnp.sum`` calls would be three kernels reading four buffers;
-  measured inside a training loop on XLA:CPU they cost about twice as much
-  (``benchmarks/step_time.py``), and kernel count is what dominates models
-  with many leaves.
+  There are two ways to write them, and each backend setting wants its own:
+
+  - One variadic ``lax.reduce`` is one kernel per leaf that reads ``grad`` and
+    ``mu`` once. Three ``jnp.sum`` calls measured about twice as slow inside a
+    training loop on one XLA:CPU device (``benchmarks/step_time.py``).
+  - XLA's SPMD partitioner cannot split a variadic reduction: for a sharded
+    leaf it all-gathers the partial sums, one small collective per statistic
+    and mesh axis, and none are combined. Plain sums it turns into local sums
+    and one all-reduce, which it combines across statistics and leaves.
 
   Args:
     grad: the leaf's gradient.
     mu: its momentum buffer (same shape).
+    partitionable: write the sums so that a sharded program all-reduces them.
+      ``None`` (the default) chooses so when the leaves may be sharded: when
+      JAX sees more than one device, unless the current mesh is explicit and
+      has one device. A program on one device is never partitioned.
 
   Returns:
     ``Σg²`` (not finite if any entry of ``grad`` is not), ``Σm²`` and ``Σg·m``.
   """
+  if partitionable is None:
+    partitionable = _may_be_partitioned()
   g = grad.astype(jnp.float32)
   m = mu.astype(jnp.float32)
   operands = (g * g, m * m, g * m)
+  if partitionable:
+    return tuple(jnp.sum(x) for x in operands)
   init = tuple(jnp.zeros((), jnp.float32) for _ in operands)
   return jax.lax.reduce(operands, init, _add, tuple(range(g.ndim)))
 
 
-def tree_statistics(grads: Any, mu: Any) -> jax.Array:
+def tree_statistics(
+  grads: Any, mu: Any, *, partitionable: bool | None = None
+) -> jax.Array:
   """The sums of every leaf, as one ``(L, NUM_STATISTICS)`` array.
+
+  Under a mesh whose axes are all explicit (``jax.set_mesh`` with
+  ``AxisType.Explicit``) the shardings of the leaves are known while tracing:
+  each device then sums its own shards with the one-pass variadic reduction,
+  and a single all-reduce of the ``(L, 3)`` partial sums finishes the job for
+  all leaves at once (:func:`_sharded_tree_statistics`). Otherwise each leaf
+  is summed by :func:`leaf_statistics`, ``partitionable`` as there.
 
   The per-leaf scalars go into a single ``stack`` rather than one small stack
   per leaf: on XLA:CPU each small stack is a kernel of its own.
   """
-  sums = jax.tree.leaves(jax.tree.map(leaf_statistics, grads, mu))
-  return jnp.stack(sums).reshape(-1, NUM_STATISTICS)
+  grad_leaves, treedef = jax.tree.flatten(grads)
+  mu_leaves = treedef.flatten_up_to(mu)
+  specs = _explicit_specs(grad_leaves)
+  if specs is not None:
+    return _sharded_tree_statistics(grad_leaves, mu_leaves, specs)
+  if partitionable is None:
+    partitionable = _may_be_partitioned()
+  sums = [
+    leaf_statistics(g, m, partitionable=partitionable)
+    for g, m in zip(grad_leaves, mu_leaves, strict=True)
+  ]
+  return jnp.stack([x for leaf in sums for x in leaf]).reshape(-1, NUM_STATISTICS)
+
+
+def _may_be_partitioned() -> bool:
+  mesh = jax.sharding.get_abstract_mesh()
+  if not mesh.empty and mesh.are_all_axes_explicit:
+    return mesh.size > 1
+  return jax.device_count() > 1
+
+
+def _explicit_specs(leaves: list[jax.Array]) -> list[P] | None:
+  """The leaves' partition specs, if the current mesh makes them all known.
+
+  ``None`` without a mesh, with a one-device mesh (nothing to partition), or
+  when some mesh axis is not explicit (a leaf's type then does not say how it
+  is sharded).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1 or not mesh.are_all_axes_explicit:
+    return None
+  specs = []
+  for leaf in leaves:
+    sharding = getattr(jax.typeof(leaf), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if spec is None or getattr(spec, "unreduced", None):
+      return None
+    specs.append(spec)
+  return specs
+
+
+def _sharded_tree_statistics(
+  grad_leaves: list[jax.Array], mu_leaves: list[jax.Array], specs: list[P]
+) -> jax.Array:
+  """:func:`tree_statistics` for leaves of known shardings, one all-reduce.
+
+  Inside ``shard_map`` every device sums its shard of each leaf. A leaf that
+  is replicated along some mesh axes has the same partial sums on every device
+  of those axes; only the device at index 0 of each of them keeps its sums, so
+  one ``psum`` over all mesh axes adds every entry of every leaf exactly once.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+
+  def local(grad_leaves, mu_leaves):
+    rows = []
+    for g, m, spec in zip(grad_leaves, mu_leaves, specs, strict=True):
+      sums = jnp.stack(leaf_statistics(g, m, partitionable=False))
+      sharded = {a for entry in spec if entry is not None for a in _axes(entry)}
+      for axis in mesh.axis_names:
+        if axis not in sharded and mesh.shape[axis] > 1:
+          sums = jnp.where(jax.lax.axis_index(axis) == 0, sums, 0.0)
+      rows.append(sums)
+    return jax.lax.psum(jnp.stack(rows), mesh.axis_names)
+
+  return jax.shard_map(local, in_specs=(specs, specs), out_specs=P())(
+    grad_leaves, mu_leaves
+  )
+
+
+def _axes(entry: str | tuple[str, ...]) -> tuple[str, ...]:
+  return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
 def _finite_clip(x: jax.Array) -> jax.Array:

@@ -102,9 +102,11 @@ def _grad_and_mu(shape=(3, 4), dtype=jnp.float32):
 
 
 # The large leaf checks float32 accumulation over many entries (hence rtol).
+# Both ways of writing the sums (see ``leaf_statistics``) give the same values.
+@pytest.mark.parametrize("partitionable", [False, True])
 @pytest.mark.parametrize("shape", [(3, 4), (256, 128)])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_leaf_statistics_match_reference(shape, dtype):
+def test_leaf_statistics_match_reference(shape, dtype, partitionable):
   g, m = _grad_and_mu(shape, dtype)
   g32, m32 = g.astype(jnp.float32), m.astype(jnp.float32)
   expected = [
@@ -112,15 +114,18 @@ def test_leaf_statistics_match_reference(shape, dtype):
     optax.tree.vdot(m32, m32),
     optax.tree.vdot(g32, m32),
   ]
-  statistics = jnp.stack(_features.leaf_statistics(g, m))
+  statistics = jnp.stack(_features.leaf_statistics(g, m, partitionable=partitionable))
   assert statistics.dtype == jnp.float32
   np.testing.assert_allclose(statistics, expected, rtol=1e-4)
 
 
+@pytest.mark.parametrize("partitionable", [False, True])
 @pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
-def test_leaf_statistics_flag_nonfinite_gradients(bad):
+def test_leaf_statistics_flag_nonfinite_gradients(bad, partitionable):
   g, m = _grad_and_mu()
-  grad_sq, mu_sq, _ = _features.leaf_statistics(g.at[1, 2].set(bad), m)
+  grad_sq, mu_sq, _ = _features.leaf_statistics(
+    g.at[1, 2].set(bad), m, partitionable=partitionable
+  )
   assert not np.isfinite(grad_sq) and np.isfinite(mu_sq)
 
 

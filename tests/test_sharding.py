@@ -26,8 +26,8 @@ TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def sharded():
-  """The JSON report of ``_sharded_checks.py``, by granularity."""
+def report():
+  """The JSON report of ``_sharded_checks.py``."""
   env = dict(
     os.environ,
     JAX_PLATFORMS="cpu",
@@ -47,7 +47,19 @@ def sharded():
   assert run.returncode == 0, f"{script.name} failed:\n{run.stdout}\n{run.stderr}"
   result = json.loads(run.stdout.splitlines()[-1])
   assert result["device_count"] == 8
-  return result["granularity"]
+  return result
+
+
+@pytest.fixture(scope="module")
+def sharded(report):
+  """Meshes with auto axes: shardings given to ``jit``."""
+  return report["granularity"]
+
+
+@pytest.fixture(scope="module")
+def explicit(report):
+  """Meshes with explicit axes: shardings in the types, ``jax.set_mesh``."""
+  return report["explicit"]
 
 
 @pytest.mark.parametrize("granularity", GRANULARITIES)
@@ -88,19 +100,31 @@ def test_update_moves_no_buffer_between_devices(sharded, granularity):
     assert collective["elements"] <= bound, collective
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="_features.leaf_statistics sums with one variadic lax.reduce, which "
-  "XLA's SPMD partitioner cannot turn into an all-reduce: it all-gathers the "
-  "partial sums, one collective per statistic per leaf per sharded mesh axis, "
-  "none combined.",
-)
 @pytest.mark.parametrize("granularity", GRANULARITIES)
 def test_update_statistics_are_combined_all_reduces(sharded, granularity):
+  """The partitioner sums each device's share and combines the all-reduces."""
   r = sharded[granularity]
   ops = [c["op"] for c in r["update_collectives"]]
   assert set(ops) == {"all-reduce"}
   assert len(ops) < r["num_leaves"]
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_explicit_mesh_matches_one_device(sharded, explicit, granularity):
+  r = explicit[granularity]
+  assert r["params_difference"] < TOLERANCE
+  assert r["hyperparams_difference"] < TOLERANCE
+  assert r["mu_like_params"]
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_explicit_mesh_statistics_are_one_all_reduce(sharded, explicit, granularity):
+  """Each device sums its shards; one all-reduce of 3 floats per leaf follows."""
+  (collective,) = explicit[granularity]["update_collectives"]
+  assert collective == {
+    "op": "all-reduce",
+    "elements": 3 * sharded[granularity]["num_leaves"],
+  }
 
 
 def test_tree_map_params_places_mu():
