@@ -10,9 +10,10 @@ Measured: update + apply, ``--steps`` of them in a ``lax.fori_loop`` inside one
 ``jit`` with donated params and state, after a warm-up, median over
 ``--repeats``. The gradients are a fixed buffer per leaf scaled by a per-step
 scalar, so every step reads a gradient buffer and nothing can be hoisted out of
-the loop. The meshes use explicit axes: the shardings of the params flow into
-the optimizer states through ``tx.init`` and through the loop, and the script
-checks that every state buffer shaped like a param is sharded like it.
+the loop. The meshes use explicit axes (``--axis-types explicit``, shardings in
+the types, as with ``jax.set_mesh``) or auto ones (``--axis-types auto``,
+shardings given to ``jit``); either way the script checks that every state
+buffer shaped like a param is sharded like it.
 
 Usage::
 
@@ -40,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import garo_optax
@@ -123,7 +124,15 @@ def compile_optimizer(tx, params, grads, steps: int):
 
     return jax.lax.fori_loop(0, steps, body, (params, state))
 
-  state = jax.jit(tx.init)(params)
+  # Buffers shaped like the (equal) leaves sharded like them, the rest
+  # replicated: explicit axes would infer this, auto ones need to be told.
+  leaf = jax.tree.leaves(params)[0]
+  replicated = NamedSharding(leaf.sharding.mesh, P())
+  state_sharding = jax.tree.map(
+      lambda x: leaf.sharding if x.shape == leaf.shape else replicated,
+      jax.eval_shape(tx.init, params),
+  )
+  state = jax.jit(tx.init, out_shardings=state_sharding)(params)
   if not sharded_like_params(state, params):
     raise RuntimeError("an optimizer state buffer is not sharded like its param")
   start = time.perf_counter()
@@ -167,6 +176,7 @@ def benchmark(mesh, params, names, steps, repeats) -> dict:
   return {
       "devices": mesh.size,
       "mesh": dict(mesh.shape),
+      "axis_types": sorted({str(t) for t in mesh.axis_types}),
       "spec": str(SPEC),
       "num_params": sum(x.size for x in jax.tree.leaves(params)),
       "num_leaves": len(params),
@@ -201,7 +211,8 @@ def to_markdown(results: list[dict], info: dict, command: str) -> str:
       f"Command: `{command}`",
       "",
       "Update + apply in one `jit` (`lax.fori_loop`, donated buffers), median "
-      "over repeats. Each leaf sharded `P('data', 'model')` on the mesh; the "
+      f"over repeats. Mesh axes: {results[0]['axis_types'][0].lower()}. "
+      "Each leaf sharded `P('data', 'model')` on the mesh; the "
       "1-device rows run the same program on a 1x1 mesh. Simulated devices "
       "share the same CPU cores, so the 8-device times measure the cost of "
       "partitioning, not a speed-up. `-`: not run (see `MAX_LEAVES` in the "
@@ -259,6 +270,10 @@ def main(argv=None):
   parser.add_argument("--leaves", type=int, nargs="+", default=[100, 1000])
   parser.add_argument("--mesh", type=int, nargs=2, default=(4, 2),
                       metavar=("DATA", "MODEL"))
+  parser.add_argument("--axis-types", choices=("explicit", "auto"),
+                      default="explicit",
+                      help="mesh axis types: explicit (shardings in the types, "
+                      "jax.set_mesh) or auto (shardings given to jit)")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
@@ -270,9 +285,11 @@ def main(argv=None):
     parser.error("the ratios need adamw among --optimizers")
 
   axes = ("data", "model")
+  axis_types = (getattr(AxisType, args.axis_types.capitalize()),) * 2
   meshes = [
-      jax.make_mesh(tuple(args.mesh), axes),
-      jax.make_mesh((1, 1), axes, devices=jax.devices()[:1]),
+      jax.make_mesh(tuple(args.mesh), axes, axis_types=axis_types),
+      jax.make_mesh((1, 1), axes, axis_types=axis_types,
+                    devices=jax.devices()[:1]),
   ]
   info = machine()
   results = []

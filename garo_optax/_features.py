@@ -36,6 +36,8 @@ FEATURE_CLIP = 5.0
 EMA_DECAY = 0.9
 SLOW_EMA_DECAY = 0.99
 
+# Leaves from this many entries on are summed in two halves (leaf_statistics).
+_SPLIT_SIZE = 1 << 16
 _TINY = float(jnp.finfo(jnp.float32).tiny)
 # Sums of squares of huge gradients overflow float32; clipping them to the
 # largest float keeps inf out of the running means, where it would stay.
@@ -94,8 +96,22 @@ def leaf_statistics(
   operands = (g * g, m * m, g * m)
   if partitionable:
     return tuple(jnp.sum(x) for x in operands)
+  if g.size >= _SPLIT_SIZE and g.size % 2 == 0:
+    # Two halves, six running sums: XLA:CPU emits the reduction as a scalar
+    # loop bound by the latency of its additions, and two independent chains
+    # per sum take about 20% off the step of a model with large leaves.
+    g, m = g.reshape(2, -1), m.reshape(2, -1)
+    operands = tuple(
+      x for i in range(2) for x in (g[i] * g[i], m[i] * m[i], g[i] * m[i])
+    )
+    sums = _variadic_sum(operands)
+    return _add(sums[:NUM_STATISTICS], sums[NUM_STATISTICS:])
+  return _variadic_sum(operands)
+
+
+def _variadic_sum(operands: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
   init = tuple(jnp.zeros((), jnp.float32) for _ in operands)
-  return jax.lax.reduce(operands, init, _add, tuple(range(g.ndim)))
+  return jax.lax.reduce(operands, init, _add, tuple(range(operands[0].ndim)))
 
 
 def tree_statistics(

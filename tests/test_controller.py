@@ -101,10 +101,11 @@ def _grad_and_mu(shape=(3, 4), dtype=jnp.float32):
   )
 
 
-# The large leaf checks float32 accumulation over many entries (hence rtol).
-# Both ways of writing the sums (see ``leaf_statistics``) give the same values.
+# The large leaves check float32 accumulation over many entries (hence rtol);
+# (512, 256) is summed in two halves, (257, 257) (odd) in one pass. Both ways
+# of writing the sums (see ``leaf_statistics``) give the same values.
 @pytest.mark.parametrize("partitionable", [False, True])
-@pytest.mark.parametrize("shape", [(3, 4), (256, 128)])
+@pytest.mark.parametrize("shape", [(3, 4), (256, 128), (512, 256), (257, 257)])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_leaf_statistics_match_reference(shape, dtype, partitionable):
   g, m = _grad_and_mu(shape, dtype)

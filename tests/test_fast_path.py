@@ -129,7 +129,7 @@ def test_statistics_match_tree_reductions():
   np.testing.assert_allclose(total[2], optax.tree.vdot(grads, mu), rtol=1e-5)
 
 
-@pytest.mark.parametrize("size", [3, 40_000])
+@pytest.mark.parametrize("size", [3, 40_000, 2**17])
 def test_statistics_flag_non_finite_gradients(size):
   mu = {"x": jnp.zeros(size)}
   for bad in (jnp.nan, jnp.inf, -jnp.inf):
