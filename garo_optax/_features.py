@@ -82,15 +82,14 @@ def leaf_statistics(
     grad: the leaf's gradient.
     mu: its momentum buffer (same shape).
     partitionable: write the sums so that a sharded program all-reduces them.
-      ``None`` (the default) chooses so when the leaves may be sharded: when
-      JAX sees more than one device, unless the current mesh is explicit and
-      has one device. A program on one device is never partitioned.
+      ``None`` (the default) chooses so when JAX sees more than one device:
+      a program on one device is never partitioned.
 
   Returns:
     ``Σg²`` (not finite if any entry of ``grad`` is not), ``Σm²`` and ``Σg·m``.
   """
   if partitionable is None:
-    partitionable = _may_be_partitioned()
+    partitionable = jax.device_count() > 1
   g = grad.astype(jnp.float32)
   m = mu.astype(jnp.float32)
   operands = (g * g, m * m, g * m)
@@ -119,8 +118,9 @@ def tree_statistics(
 ) -> jax.Array:
   """The sums of every leaf, as one ``(L, NUM_STATISTICS)`` array.
 
-  Under a mesh whose axes are all explicit (``jax.set_mesh`` with
-  ``AxisType.Explicit``) the shardings of the leaves are known while tracing:
+  When the leaves are typed with a mesh whose axes are all explicit (arrays
+  placed under ``jax.set_mesh`` with ``AxisType.Explicit`` axes, the default
+  of ``jax.make_mesh``), their shardings are known while tracing:
   each device then sums its own shards with the one-pass variadic reduction,
   and a single all-reduce of the ``(L, 3)`` partial sums finishes the job for
   all leaves at once (:func:`_sharded_tree_statistics`). Otherwise each leaf
@@ -131,11 +131,11 @@ def tree_statistics(
   """
   grad_leaves, treedef = jax.tree.flatten(grads)
   mu_leaves = treedef.flatten_up_to(mu)
-  specs = _explicit_specs(grad_leaves)
-  if specs is not None:
-    return _sharded_tree_statistics(grad_leaves, mu_leaves, specs)
+  explicit = _explicit_shardings(grad_leaves)
+  if explicit is not None:
+    return _sharded_tree_statistics(grad_leaves, mu_leaves, *explicit)
   if partitionable is None:
-    partitionable = _may_be_partitioned()
+    partitionable = jax.device_count() > 1
   sums = [
     leaf_statistics(g, m, partitionable=partitionable)
     for g, m in zip(grad_leaves, mu_leaves, strict=True)
@@ -143,35 +143,37 @@ def tree_statistics(
   return jnp.stack([x for leaf in sums for x in leaf]).reshape(-1, NUM_STATISTICS)
 
 
-def _may_be_partitioned() -> bool:
-  mesh = jax.sharding.get_abstract_mesh()
-  if not mesh.empty and mesh.are_all_axes_explicit:
-    return mesh.size > 1
-  return jax.device_count() > 1
+def _explicit_shardings(
+  leaves: list[jax.Array],
+) -> tuple[jax.sharding.AbstractMesh, list[P]] | None:
+  """The mesh and the leaves' partition specs, if their types carry them.
 
-
-def _explicit_specs(leaves: list[jax.Array]) -> list[P] | None:
-  """The leaves' partition specs, if the current mesh makes them all known.
-
-  ``None`` without a mesh, with a one-device mesh (nothing to partition), or
-  when some mesh axis is not explicit (a leaf's type then does not say how it
-  is sharded).
+  ``None`` unless every leaf is typed with the same mesh whose axes are all
+  explicit: with auto axes (or none) a leaf's type does not say how it is
+  sharded.
   """
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or mesh.size == 1 or not mesh.are_all_axes_explicit:
-    return None
-  specs = []
+  mesh, specs = None, []
   for leaf in leaves:
     sharding = getattr(jax.typeof(leaf), "sharding", None)
-    spec = getattr(sharding, "spec", None)
-    if spec is None or getattr(spec, "unreduced", None):
+    leaf_mesh = getattr(sharding, "mesh", None)
+    if (
+      leaf_mesh is None
+      or leaf_mesh.empty
+      or not leaf_mesh.are_all_axes_explicit
+      or (mesh is not None and leaf_mesh != mesh)
+      or getattr(sharding.spec, "unreduced", None)
+    ):
       return None
-    specs.append(spec)
-  return specs
+    mesh = leaf_mesh
+    specs.append(sharding.spec)
+  return None if mesh is None else (mesh, specs)
 
 
 def _sharded_tree_statistics(
-  grad_leaves: list[jax.Array], mu_leaves: list[jax.Array], specs: list[P]
+  grad_leaves: list[jax.Array],
+  mu_leaves: list[jax.Array],
+  mesh: jax.sharding.AbstractMesh,
+  specs: list[P],
 ) -> jax.Array:
   """:func:`tree_statistics` for leaves of known shardings, one all-reduce.
 
@@ -180,7 +182,6 @@ def _sharded_tree_statistics(
   of those axes; only the device at index 0 of each of them keeps its sums, so
   one ``psum`` over all mesh axes adds every entry of every leaf exactly once.
   """
-  mesh = jax.sharding.get_abstract_mesh()
 
   def local(grad_leaves, mu_leaves):
     rows = []
@@ -193,7 +194,7 @@ def _sharded_tree_statistics(
       rows.append(sums)
     return jax.lax.psum(jnp.stack(rows), mesh.axis_names)
 
-  return jax.shard_map(local, in_specs=(specs, specs), out_specs=P())(
+  return jax.shard_map(local, mesh=mesh, in_specs=(specs, specs), out_specs=P())(
     grad_leaves, mu_leaves
   )
 
