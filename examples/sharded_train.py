@@ -15,7 +15,7 @@ the params and of the optimizer state lives.
 Usage::
 
   python examples/sharded_train.py [--mesh 4 2] [--steps 300]
-      [--granularity global|per_leaf]
+      [--granularity global|per_leaf] [--axis-types explicit|auto]
 
 As two processes of 4 devices each (``jax.distributed``), on one machine::
 
@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import AxisType, NamedSharding
+from jax.sharding import AxisType, NamedSharding, reshard
 from jax.sharding import PartitionSpec as P
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -71,8 +71,28 @@ def init_params(key: jax.Array) -> dict:
 
 
 def logits_fn(params, x):
-  hidden = jax.nn.relu(x @ params["hidden"]["kernel"] + params["hidden"]["bias"])
-  return hidden @ params["out"]["kernel"] + params["out"]["bias"]
+  # FSDP: gather each matrix over `data` for its matmul, keep `model` split.
+  w1 = _gather(params["hidden"]["kernel"], P(None, "model"))
+  w2 = _gather(params["out"]["kernel"], P("model", None))
+  hidden = jax.nn.relu(x @ w1 + params["hidden"]["bias"])
+  # Row-parallel: each device's partial products are summed over `model`; the
+  # logits keep the batch's sharding.
+  batch_spec = P(_spec(x)[0], None) if _spec(x) else None
+  logits = jnp.matmul(hidden, w2, out_sharding=batch_spec)
+  return logits + params["out"]["bias"]
+
+
+def _spec(x: jax.Array) -> P | None:
+  """The partition spec in ``x``'s type, if its mesh axes are explicit."""
+  sharding = jax.typeof(x).sharding
+  return sharding.spec if sharding.mesh.are_all_axes_explicit else None
+
+
+def _gather(x: jax.Array, spec: P) -> jax.Array:
+  """``x`` resharded to ``spec``: in its type (explicit axes), or as a hint."""
+  if _spec(x) is not None:
+    return reshard(x, spec)
+  return jax.lax.with_sharding_constraint(x, spec)
 
 
 def loss_fn(params, x, y):
@@ -102,6 +122,13 @@ def main():
   parser.add_argument("--granularity", default="global")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument(
+    "--axis-types",
+    choices=("explicit", "auto"),
+    default="explicit",
+    help="mesh axes: explicit (shardings in the arrays' types; GARO then sums "
+    "each device's shards and all-reduces once) or auto (shardings given to jit)",
+  )
+  parser.add_argument(
     "--coordinator", help="host:port of process 0, to run as one of several"
   )
   parser.add_argument("--num-processes", type=int, default=1)
@@ -115,13 +142,18 @@ def main():
   # Every process runs this same program; one of them reports.
   log = print if jax.process_index() == 0 else lambda *_: None
 
-  mesh = jax.make_mesh(
-    tuple(args.mesh), ("data", "model"), axis_types=(AxisType.Auto,) * 2
-  )
+  axis_type = AxisType.Explicit if args.axis_types == "explicit" else AxisType.Auto
+  mesh = jax.make_mesh(tuple(args.mesh), ("data", "model"), axis_types=(axis_type,) * 2)
   log(
     f"{jax.device_count()} devices in {jax.process_count()} process(es), "
-    f"mesh {dict(mesh.shape)}"
+    f"mesh {dict(mesh.shape)}, {args.axis_types} axes"
   )
+  with jax.set_mesh(mesh):
+    train(args, mesh, log)
+
+
+def train(args, mesh, log):
+  """Trains on ``mesh``; the same code serves explicit and auto axes."""
   replicated = NamedSharding(mesh, P())
   param_sharding = jax.tree.map(
     lambda spec: NamedSharding(mesh, spec),
