@@ -66,7 +66,7 @@ def _add(a, b):
 def leaf_statistics(
   grad: jax.Array, mu: jax.Array, *, partitionable: bool | None = None
 ) -> tuple[jax.Array, ...]:
-  """The three sums of one leaf, in float32, from one pass over its buffers.
+  """The three sums of one leaf, in float32.
 
   There are two ways to write them, and each backend setting wants its own:
 
@@ -131,9 +131,17 @@ def tree_statistics(
   """
   grad_leaves, treedef = jax.tree.flatten(grads)
   mu_leaves = treedef.flatten_up_to(mu)
-  explicit = _explicit_shardings(grad_leaves)
+  explicit = _explicit_shardings(grad_leaves, mu_leaves)
   if explicit is not None:
-    return _sharded_tree_statistics(grad_leaves, mu_leaves, *explicit)
+    mesh, specs = explicit
+    # Both buffers of a leaf in the sharding their product has (the one GARO's
+    # update gives them too), so that each device's shards line up; where
+    # they already have it, nothing moves.
+    grad_leaves, mu_leaves = (
+      [_reshard(x, spec) for x, spec in zip(leaves, specs, strict=True)]
+      for leaves in (grad_leaves, mu_leaves)
+    )
+    return _sharded_tree_statistics(grad_leaves, mu_leaves, mesh, specs)
   if partitionable is None:
     partitionable = jax.device_count() > 1
   sums = [
@@ -144,29 +152,37 @@ def tree_statistics(
 
 
 def _explicit_shardings(
-  leaves: list[jax.Array],
+  grad_leaves: list[jax.Array], mu_leaves: list[jax.Array]
 ) -> tuple[jax.sharding.AbstractMesh, list[P]] | None:
-  """The mesh and the leaves' partition specs, if their types carry them.
+  """The mesh and each leaf's partition spec, if the leaves' types carry them.
 
-  ``None`` unless every leaf is typed with the same mesh whose axes are all
-  explicit: with auto axes (or none) a leaf's type does not say how it is
-  sharded.
+  The spec of a leaf is that of ``grad * mu``: JAX's rule for the sharding of
+  an elementwise result. ``None`` unless every buffer is typed with the same
+  mesh, whose axes are all explicit: with auto axes (or none) a type does not
+  say how its array is sharded.
   """
   mesh, specs = None, []
-  for leaf in leaves:
-    sharding = getattr(jax.typeof(leaf), "sharding", None)
-    leaf_mesh = getattr(sharding, "mesh", None)
-    if (
-      leaf_mesh is None
-      or leaf_mesh.empty
-      or not leaf_mesh.are_all_axes_explicit
-      or (mesh is not None and leaf_mesh != mesh)
-      or getattr(sharding.spec, "unreduced", None)
-    ):
-      return None
-    mesh = leaf_mesh
-    specs.append(sharding.spec)
+  for g, m in zip(grad_leaves, mu_leaves, strict=True):
+    for leaf in (g, m):
+      sharding = getattr(jax.typeof(leaf), "sharding", None)
+      leaf_mesh = getattr(sharding, "mesh", None)
+      if (
+        leaf_mesh is None
+        or leaf_mesh.empty
+        or not leaf_mesh.are_all_axes_explicit
+        or (mesh is not None and leaf_mesh != mesh)
+        or getattr(sharding.spec, "unreduced", None)
+      ):
+        return None
+      mesh = leaf_mesh
+    specs.append(jax.eval_shape(jnp.multiply, g, m).sharding.spec)
   return None if mesh is None else (mesh, specs)
+
+
+def _reshard(x: jax.Array, spec: P) -> jax.Array:
+  if jax.typeof(x).sharding.spec == spec:
+    return x
+  return jax.sharding.reshard(x, spec)
 
 
 def _sharded_tree_statistics(

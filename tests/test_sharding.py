@@ -127,6 +127,13 @@ def test_explicit_mesh_statistics_are_one_all_reduce(sharded, explicit, granular
   }
 
 
+def test_explicit_statistics_line_up_differently_sharded_momentum(explicit):
+  """Sharded gradients, replicated momentum: right sums, one all-reduce."""
+  r = explicit["global"]
+  assert r["mixed_statistics_difference"] < TOLERANCE
+  assert [c["op"] for c in r["mixed_statistics_collectives"]] == ["all-reduce"]
+
+
 def test_tree_map_params_places_mu():
   """optax's tool for state shardings finds ``mu`` inside a chain."""
   params = {"b": jnp.zeros(3), "w": jnp.zeros((2, 3))}
