@@ -229,3 +229,35 @@ def test_es_keeps_candidate_biases_at_zero():
   np.testing.assert_array_equal(epsilon.gru.hidden_bias, 0.0)
   assert np.all(epsilon.gru.input_bias[:, :8] != 0.0)
   assert np.all(epsilon.head_kernel != 0.0)
+
+
+def test_pes_training_is_deterministic_and_resumes(tmp_path, monkeypatch):
+  from garo_optax.meta import train
+
+  # Two tiny families (one problem type each), so that a pair's runs outlive
+  # the meta-steps in which their family is not drawn.
+  families = (tasks.quadratic_family(4, 2), tasks.logistic_family(4, 2, 4))
+  monkeypatch.setattr(train, "_training_families", lambda: families)
+
+  def run(name, meta_steps, checkpoint=None):
+    out = tmp_path / f"{name}.npz"
+    flags = ["--out", str(out), "--meta-steps", str(meta_steps)]
+    flags += ["--estimator", "pes", "--unroll", "2", "--horizon", "6"]
+    flags += ["--pairs", "2", "--families-per-step", "1", "--hidden-size", "4"]
+    if checkpoint:
+      flags += ["--checkpoint", str(checkpoint), "--checkpoint-every", "3"]
+    train.main(flags)
+    return _flat(garo_optax.load_controller(str(out)))
+
+  initial = _flat(_small_controller())
+  first = run("first", 8)
+  assert first.shape == initial.shape and np.all(np.isfinite(first))
+  np.testing.assert_array_equal(run("again", 8), first)
+  # Stopped after 6 meta-steps (restarts have happened, runs are mid-horizon),
+  # then resumed from the checkpoint: the same weights as the straight run.
+  checkpoint = tmp_path / "ckpt.npz"
+  partial = run("resumed", 6, checkpoint)
+  assert not np.array_equal(partial, first)
+  np.testing.assert_array_equal(run("resumed", 8, checkpoint), first)
+  with pytest.raises(ValueError, match="multiple"):
+    train.main(["--out", "x.npz", "--estimator", "pes", "--unroll", "2"])

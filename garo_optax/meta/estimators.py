@@ -205,10 +205,6 @@ def _perturbations(key, controller, num_pairs, sigma):
   return epsilon._replace(gru=gru)
 
 
-def _shift(controller, epsilon, sign):
-  return jax.tree.map(lambda c, e: c + sign * e, controller, epsilon)
-
-
 def _es_combine(loss_plus, loss_minus, epsilon, sigma):
   """``mean_i (L⁺_i − L⁻_i) ε_i / (2σ²)``, the antithetic ES gradient."""
   weight = (loss_plus - loss_minus) / (2.0 * sigma**2)
@@ -318,22 +314,28 @@ def pes_gradient(
   epsilon = _perturbations(key, controller, learning_rate.shape[0], sigma)
   accumulated = jax.tree.map(jnp.add, pes_state.accumulated, epsilon)
 
-  def run(sign, state):
-    def one(epsilon, task, state, learning_rate):
-      state, losses, _ = inner_unroll(
-        _shift(controller, epsilon, sign),
-        task,
-        state,
-        learning_rate,
-        num_steps,
-        config,
-      )
-      return meta_loss(losses, state.initial_loss), state
+  num_pairs = learning_rate.shape[0]
+  both = lambda x: jnp.concatenate([x, x])
+  # One vmap over the 2P members (all "+" then all "-"): one compiled unroll.
+  controllers = jax.tree.map(
+    lambda c, e: jnp.concatenate([c + e, c - e]), controller, epsilon
+  )
 
-    return jax.vmap(one)(epsilon, task, state, learning_rate)
+  def one(controller, task, state, learning_rate):
+    state, losses, _ = inner_unroll(
+      controller, task, state, learning_rate, num_steps, config
+    )
+    return meta_loss(losses, state.initial_loss), state
 
-  loss_plus, plus = run(1.0, pes_state.plus)
-  loss_minus, minus = run(-1.0, pes_state.minus)
-  mean = 0.5 * jnp.mean(loss_plus + loss_minus)
+  losses, states = jax.vmap(one)(
+    controllers,
+    jax.tree.map(both, task),
+    jax.tree.map(lambda a, b: jnp.concatenate([a, b]), pes_state.plus, pes_state.minus),
+    both(learning_rate),
+  )
+  loss_plus, loss_minus = losses[:num_pairs], losses[num_pairs:]
+  plus = jax.tree.map(lambda x: x[:num_pairs], states)
+  minus = jax.tree.map(lambda x: x[num_pairs:], states)
+  mean = jnp.mean(losses)
   grad = _es_combine(loss_plus, loss_minus, accumulated, sigma)
   return mean, grad, PESState(plus, minus, accumulated)

@@ -1,4 +1,4 @@
-"""Meta-trains a GARO controller with antithetic ES (command-line trainer).
+"""Meta-trains a GARO controller with antithetic or persistent ES (command line).
 
 Example (the command that made the shipped weights is in
 ``garo_optax/pretrained/README.md``)::
@@ -15,6 +15,21 @@ written every ``--checkpoint-every`` steps with ``--out`` and ``--plot``) ends
 with the same weights as an uninterrupted one, and the weights written at
 meta-step ``n`` of a longer run are those of ``--meta-steps n``: the meta
 learning rate has no schedule. The meta-loss curve is drawn to ``--plot``.
+
+With ``--estimator pes`` (persistent ES, :func:`estimators.pes_gradient`)
+every family keeps ``--pairs`` antithetic pairs of inner runs alive across
+meta-steps: each time the family is drawn, each pair trains one more
+truncation of ``--unroll`` steps, and a pair is restarted on a fresh problem
+with a fresh starting learning rate after ``--horizon`` inner steps
+(``--horizon / --unroll`` truncations). The restarts are staggered: the first
+run of pair ``j`` of family ``i`` is ``(i * pairs + j) mod (horizon / unroll)``
+truncations shorter, so the pairs of a family stay at ``min(pairs, horizon /
+unroll)`` different depths of the horizon and every meta-step mixes
+truncations from the start of runs with truncations near their end. A
+truncation's meta-loss is its steps' log loss ratio to the run's initial loss,
+so the meta-loss curve of PES is not comparable with that of ES.
+The persistent runs are part of the checkpoint: a resumed PES run ends with the
+same weights as an uninterrupted one too.
 """
 
 import argparse
@@ -39,7 +54,27 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--meta-steps", type=int, default=300)
   p.add_argument("--pairs", type=int, default=4, help="antithetic pairs per family")
   p.add_argument("--families-per-step", type=int, default=4)
-  p.add_argument("--unroll", type=int, default=300, help="inner steps per run")
+  p.add_argument(
+    "--unroll", type=int, default=300, help="inner steps per run (per truncation)"
+  )
+  p.add_argument(
+    "--estimator",
+    choices=("es", "pes"),
+    default="es",
+    help="antithetic ES over whole runs, or persistent ES over truncations",
+  )
+  p.add_argument(
+    "--horizon",
+    type=int,
+    default=None,
+    help="PES: inner steps before a pair of runs restarts (multiple of --unroll)",
+  )
+  p.add_argument(
+    "--families",
+    nargs="*",
+    default=None,
+    help="names of the training families to use (default: all)",
+  )
   p.add_argument("--sigma", type=float, default=0.05, help="ES perturbation scale")
   p.add_argument("--meta-lr", type=float, default=0.02, help="Adam learning rate")
   p.add_argument("--min-lr", type=float, default=1e-3)
@@ -88,20 +123,132 @@ def _family_step(family, pairs, unroll, config):
   return step
 
 
-def _save_checkpoint(path, controller, opt_state, step, history):
+@functools.cache
+def _family_pes_step(family, pairs, unroll, truncations, config):
+  """The jitted PES gradient of one truncation of one family's persistent runs.
+
+  ``state`` holds, per pair, the problem's key, the starting learning rate,
+  the truncations left before a restart (a pair with none left restarts on a
+  fresh problem first; a negative count is a first run that many truncations
+  short) and the :class:`estimators.PESState`.
+  """
+
+  @jax.jit
+  def step(controller, state, key, sigma, min_lr, max_lr):
+    task_key, run_key, lr_key, es_key = jax.random.split(key, 4)
+    restart = state["left"] <= 0
+    task_keys = jnp.where(
+      restart[:, None],
+      jax.random.key_data(jax.random.split(task_key, pairs)),
+      state["task_key"],
+    )
+    task = jax.vmap(family.sample)(jax.random.wrap_key_data(task_keys))
+    fresh_lr = jnp.exp(
+      jax.random.uniform(
+        lr_key, (pairs,), minval=jnp.log(min_lr), maxval=jnp.log(max_lr)
+      )
+    )
+    learning_rate = jnp.where(restart, fresh_lr, state["learning_rate"])
+    fresh = estimators.pes_init(
+      controller, task, jax.random.split(run_key, pairs), learning_rate, config
+    )
+
+    def pick(new, old):
+      return jnp.where(restart.reshape((pairs,) + (1,) * (old.ndim - 1)), new, old)
+
+    def pick_tree(new, old):
+      if jax.dtypes.issubdtype(old.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(
+          pick(jax.random.key_data(new), jax.random.key_data(old))
+        )
+      return pick(new, old)
+
+    pes_state = jax.tree.map(pick_tree, fresh, state["pes"])
+    loss, grad, pes_state = estimators.pes_gradient(
+      controller,
+      task,
+      pes_state,
+      learning_rate,
+      unroll,
+      es_key,
+      sigma=sigma,
+      config=config,
+    )
+    left = jnp.where(restart, truncations + state["left"], state["left"]) - 1
+    new_state = {
+      "task_key": task_keys,
+      "learning_rate": learning_rate,
+      "left": left,
+      "pes": pes_state,
+    }
+    return loss, grad, new_state
+
+  return step
+
+
+def _initial_pes_state(family, index, controller, pairs, truncations, config):
+  """Placeholder runs of one family, all due for a (staggered) restart."""
+  key = jax.random.key(0)
+  task = jax.eval_shape(jax.vmap(family.sample), jax.random.split(key, pairs))
+  shapes = jax.eval_shape(
+    lambda c, t, k, lr: estimators.pes_init(c, t, k, lr, config),
+    controller,
+    task,
+    jax.random.split(key, pairs),
+    jnp.ones((pairs,)),
+  )
+
+  def zeros(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(
+        jnp.zeros(x.shape + jax.random.key_data(key).shape, jnp.uint32)
+      )
+    return jnp.zeros(x.shape, x.dtype)
+
+  offsets = (index * pairs + np.arange(pairs)) % truncations
+  return {
+    "task_key": jnp.zeros((pairs, *jax.random.key_data(key).shape), jnp.uint32),
+    "learning_rate": jnp.ones((pairs,), jnp.float32),
+    "left": jnp.asarray(-offsets, jnp.int32),
+    "pes": jax.tree.map(zeros, shapes),
+  }
+
+
+def _to_numpy(x):
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  return np.asarray(x)
+
+
+def _save_checkpoint(path, controller, opt_state, step, history, pes=None):
   leaves = jax.tree.leaves((controller, opt_state))
   arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}
+  if pes is not None:
+    arrays.update(
+      {f"pes_{i}": _to_numpy(x) for i, x in enumerate(jax.tree.leaves(pes))}
+    )
   tmp = f"{path}.tmp.npz"
   np.savez(tmp, step=np.array(step), history=np.asarray(history, np.float64), **arrays)
   os.replace(tmp, path)
 
 
-def _load_checkpoint(path, controller, opt_state):
+def _load_checkpoint(path, controller, opt_state, pes=None):
   with np.load(path, allow_pickle=False) as data:
     treedef = jax.tree.structure((controller, opt_state))
     leaves = [jnp.asarray(data[f"leaf_{i}"]) for i in range(treedef.num_leaves)]
     controller, opt_state = treedef.unflatten(leaves)
-    return controller, opt_state, int(data["step"]), data["history"].tolist()
+    if pes is not None:
+      if "pes_0" not in data:
+        raise ValueError(f"{path} is not a checkpoint of a PES run")
+      template, treedef = jax.tree.flatten(pes)
+      leaves = []
+      for i, like in enumerate(template):
+        x = jnp.asarray(data[f"pes_{i}"])
+        if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
+          x = jax.random.wrap_key_data(x, impl=jax.random.key_impl(like))
+        leaves.append(x)
+      pes = treedef.unflatten(leaves)
+    return controller, opt_state, int(data["step"]), data["history"].tolist(), pes
 
 
 def _plot(path, history, families):
@@ -126,11 +273,27 @@ def _plot(path, history, families):
   plt.close(fig)
 
 
+# Cached: the jitted steps are cached per family, and a fresh family (a new
+# closure) would miss that cache in every call of `train` in one process.
+_training_families = functools.cache(tasks_lib.training_families)
+
+
 def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
   """Runs meta-training as the command line describes; returns the weights."""
   from tqdm import tqdm
 
-  families = tasks_lib.training_families()
+  families = _training_families()
+  if args.families:
+    unknown = set(args.families) - {f.name for f in families}
+    if unknown:
+      raise ValueError(f"unknown families: {sorted(unknown)}")
+    families = tuple(f for f in families if f.name in args.families)
+  if args.estimator == "pes":
+    if not args.horizon or args.horizon % args.unroll:
+      raise ValueError("--horizon must be a positive multiple of --unroll")
+    truncations = args.horizon // args.unroll
+  elif args.horizon is not None:
+    raise ValueError("--horizon is for --estimator pes")
   config = estimators.InnerConfig(args.max_effective_lr)
   seed_key = jax.random.key(args.seed)
   controller = garo_optax.init_controller(
@@ -138,10 +301,16 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
   )
   meta_opt = optax.adam(args.meta_lr)
   opt_state = meta_opt.init(controller)
+  pes = None
+  if args.estimator == "pes":
+    pes = [
+      _initial_pes_state(f, i, controller, args.pairs, truncations, config)
+      for i, f in enumerate(families)
+    ]
   start, history = 0, []
   if args.checkpoint and os.path.exists(args.checkpoint):
-    controller, opt_state, start, history = _load_checkpoint(
-      args.checkpoint, controller, opt_state
+    controller, opt_state, start, history, pes = _load_checkpoint(
+      args.checkpoint, controller, opt_state, pes
     )
 
   @jax.jit
@@ -157,14 +326,25 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
     step_key = jax.random.fold_in(seed_key, step)
     losses, grads = [], []
     for i in sorted(chosen):
-      fn = _family_step(families[i], args.pairs, args.unroll, config)
-      loss, grad = fn(
-        controller,
-        jax.random.fold_in(step_key, i),
-        args.sigma,
-        args.min_lr,
-        args.max_lr,
-      )
+      if pes is None:
+        fn = _family_step(families[i], args.pairs, args.unroll, config)
+        loss, grad = fn(
+          controller,
+          jax.random.fold_in(step_key, i),
+          args.sigma,
+          args.min_lr,
+          args.max_lr,
+        )
+      else:
+        fn = _family_pes_step(families[i], args.pairs, args.unroll, truncations, config)
+        loss, grad, pes[i] = fn(
+          controller,
+          pes[i],
+          jax.random.fold_in(step_key, i),
+          args.sigma,
+          args.min_lr,
+          args.max_lr,
+        )
       losses.append(float(loss))
       grads.append(grad)
     grad = jax.tree.map(lambda *g: sum(g) / len(g), *grads)
@@ -177,10 +357,11 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
       # written exactly what `--meta-steps <its last checkpoint>` writes.
       garo_optax.save_controller(args.out, controller)
       if args.checkpoint:
-        _save_checkpoint(args.checkpoint, controller, opt_state, step + 1, history)
+        _save_checkpoint(args.checkpoint, controller, opt_state, step + 1, history, pes)
       if args.plot:
         _plot(args.plot, history, len(families))
   summary = {
+    "estimator": args.estimator,
     "meta_steps": args.meta_steps,
     "final_meta_loss_mean20": float(np.mean(history[-20:])) if history else None,
     "seconds_this_session": round(time.time() - began, 1),
