@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from garo_optax import _controller, _features, _groups
+from garo_optax import _controller, _features, _groups, _statistics
 
 
 class GaroState(NamedTuple):
@@ -257,7 +257,7 @@ def garo(
     groups, bias = setup(params)
     num_groups = len(groups.names)
 
-    stats = _features.tree_statistics(updates, state.mu)
+    stats = _statistics.tree_statistics(updates, state.mu)
     group_stats = _groups.group_sums(stats, groups)
     skip = ~jnp.isfinite(jnp.sum(stats[:, 0]))
     if value is not None:

@@ -20,7 +20,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import garo_optax
-from garo_optax import _features
+from garo_optax import _statistics
 
 STEPS = 50
 BATCH = 64
@@ -287,12 +287,12 @@ def measure_explicit(granularity: str, mesh, params, rng) -> dict:
     # Momentum replicated while the gradients are sharded: the statistics line
     # the shards up by slicing, without moving any buffer between devices.
     mu = jax.tree.map(lambda g: 0.5 * g + 0.1, grads[0])
-    statistics = jax.jit(_features.tree_statistics)
+    statistics = jax.jit(_statistics.tree_statistics)
     sharded_grads = jax.device_put(grads[0], shardings)
     replicated_mu = jax.device_put(mu, NamedSharding(explicit_mesh, P()))
     mixed = statistics(sharded_grads, replicated_mu)
     mixed_hlo = statistics.lower(sharded_grads, replicated_mu).compile().as_text()
-  one = _features.tree_statistics(grads[0], mu, partitionable=False)
+  one = _statistics.tree_statistics(grads[0], mu, partitionable=False)
   return {
     "params_difference": max_relative_difference(sharded_params, one_params),
     "hyperparams_difference": max_relative_difference(hyper, one_hyper),

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import garo_optax
-from garo_optax import _controller, _features
+from garo_optax import _controller, _features, _statistics
 
 HIDDEN_SIZE = 8
 
@@ -115,7 +115,7 @@ def test_leaf_statistics_match_reference(shape, dtype, partitionable):
     optax.tree.vdot(m32, m32),
     optax.tree.vdot(g32, m32),
   ]
-  statistics = jnp.stack(_features.leaf_statistics(g, m, partitionable=partitionable))
+  statistics = jnp.stack(_statistics.leaf_statistics(g, m, partitionable=partitionable))
   assert statistics.dtype == jnp.float32
   np.testing.assert_allclose(statistics, expected, rtol=1e-4)
 
@@ -124,16 +124,16 @@ def test_leaf_statistics_match_reference(shape, dtype, partitionable):
 @pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
 def test_leaf_statistics_flag_nonfinite_gradients(bad, partitionable):
   g, m = _grad_and_mu()
-  grad_sq, mu_sq, _ = _features.leaf_statistics(
+  grad_sq, mu_sq, _ = _statistics.leaf_statistics(
     g.at[1, 2].set(bad), m, partitionable=partitionable
   )
   assert not np.isfinite(grad_sq) and np.isfinite(mu_sq)
 
 
-def _statistics(num_groups, mu_scale):
+def _group_statistics(num_groups, mu_scale):
   """Statistics of ``num_groups`` random groups; ``mu_scale=0``: step 0."""
   g, m = _grad_and_mu()
-  statistics = jnp.stack(_features.leaf_statistics(g, mu_scale * m))
+  statistics = jnp.stack(_statistics.leaf_statistics(g, mu_scale * m))
   return jnp.arange(1.0, num_groups + 1)[:, None] * statistics
 
 
@@ -145,7 +145,7 @@ def test_features_are_zero_at_step_zero(value):
     lambda x: x + 4.0, _features.init_feature_state(num_groups)
   )
   features, new_state = _features.compute_features(
-    _statistics(num_groups, mu_scale=0.0),
+    _group_statistics(num_groups, mu_scale=0.0),
     feature_state,
     jnp.array(0),
     jnp.zeros((num_groups,)),
@@ -158,7 +158,7 @@ def test_features_are_zero_at_step_zero(value):
 
 
 def test_features_are_finite_and_clipped():
-  statistics = _statistics(4, mu_scale=1.0)
+  statistics = _group_statistics(4, mu_scale=1.0)
   # Overflowed, vanishing and zero sums of squares.
   statistics = statistics.at[0].set(jnp.inf).at[1].set(1e-45).at[2].set(0.0)
   state = _features.init_feature_state(4)

@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import garo_optax
-from garo_optax import _features
+from garo_optax import _features, _statistics
 
 CLIP = _features.FEATURE_CLIP
 FAST, SLOW = _features.EMA_DECAY, _features.SLOW_EMA_DECAY
@@ -123,8 +123,8 @@ def test_statistics_match_tree_reductions():
   big = (512, 64)
   grads = {"x": jax.random.normal(keys[0], big), "y": jnp.arange(4.0)}
   mu = {"x": jax.random.normal(keys[1], big), "y": -jnp.ones(4)}
-  stats = _features.tree_statistics(grads, mu)
-  assert stats.shape == (2, _features.NUM_STATISTICS)
+  stats = _statistics.tree_statistics(grads, mu)
+  assert stats.shape == (2, _statistics.NUM_STATISTICS)
   total = stats.sum(0)
   np.testing.assert_allclose(total[0], optax.tree.norm(grads, squared=True), rtol=1e-5)
   np.testing.assert_allclose(total[1], optax.tree.norm(mu, squared=True), rtol=1e-5)
@@ -136,8 +136,8 @@ def test_statistics_flag_non_finite_gradients(size):
   mu = {"x": jnp.zeros(size)}
   for bad in (jnp.nan, jnp.inf, -jnp.inf):
     grads = {"x": jnp.ones(size).at[1].set(bad)}
-    assert not jnp.isfinite(_features.tree_statistics(grads, mu)[0, 0])
-  assert jnp.isfinite(_features.tree_statistics({"x": jnp.ones(size)}, mu)[0, 0])
+    assert not jnp.isfinite(_statistics.tree_statistics(grads, mu)[0, 0])
+  assert jnp.isfinite(_statistics.tree_statistics({"x": jnp.ones(size)}, mu)[0, 0])
 
 
 def test_state_is_one_buffer_per_param_and_does_not_recompile():
@@ -188,3 +188,33 @@ def test_explicit_one_device_mesh_matches_plain_arrays():
     )
     assert jax.typeof(got[0]["w"]).sharding.spec == P("x", None)
   chex.assert_trees_all_close(got, want, rtol=1e-6)
+
+
+def test_partitioned_sums_transform_like_plain_sums():
+  """The sums for auto-sharded programs support jit, vmap, grad and jvp.
+
+  ``custom_partitioning`` has no batching or differentiation rules of its own;
+  the wrappers around it must give what plain ``jnp.sum``s give.
+  """
+  keys = jax.random.split(jax.random.key(3), 3)
+  g, m = (jax.random.normal(k, (3, 16, 8)) for k in keys[:2])
+  weights = jax.random.normal(keys[2], (_statistics.NUM_STATISTICS,))
+
+  def partitioned(g, m):
+    return jnp.stack(_statistics.leaf_statistics(g, m, partitionable=True))
+
+  def plain(g, m):
+    return _statistics._plain_tree_sums(g, m)[0]
+
+  def both(transform):
+    return transform(partitioned), transform(plain)
+
+  for got, want in [
+    both(lambda f: jax.jit(f)(g[0], m[0])),
+    both(lambda f: jax.vmap(f)(g, m)),
+    both(lambda f: jax.vmap(f, in_axes=(0, None))(g, m[0])),
+    both(lambda f: jax.grad(lambda g, m: f(g, m) @ weights, (0, 1))(g[0], m[0])),
+    both(lambda f: jax.jvp(f, (g[0], m[0]), (m[0], g[0]))),
+    both(lambda f: jax.vmap(jax.grad(lambda g, m: f(g, m) @ weights))(g, m)),
+  ]:
+    chex.assert_trees_all_close(got, want, rtol=1e-5)
