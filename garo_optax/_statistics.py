@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 NUM_STATISTICS = 3
-# Leaves from this many entries on are summed in two halves (leaf_statistics).
+# Leaves from this many entries on are summed in two halves (_local_sums).
 _SPLIT_SIZE = 1 << 16
 
 
