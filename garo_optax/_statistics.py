@@ -9,7 +9,7 @@ skipped too).
 How the sums are written depends on where the leaves live:
 
 - one device: one variadic ``lax.reduce`` per leaf, a single pass over its
-  gradient and momentum (:func:`leaf_statistics`);
+  gradient and momentum (:func:`_local_sums`);
 - a mesh with explicit axes: each device sums its shards in that way inside
   ``shard_map``, and one all-reduce covers all leaves
   (:func:`_sharded_tree_statistics`);
@@ -37,32 +37,6 @@ _SPLIT_SIZE = 1 << 16
 
 def _add(a, b):
   return tuple(x + y for x, y in zip(a, b, strict=True))
-
-
-def leaf_statistics(
-  grad: jax.Array, mu: jax.Array, *, partitionable: bool | None = None
-) -> tuple[jax.Array, ...]:
-  """The three sums of one leaf, in float32.
-
-  Args:
-    grad: the leaf's gradient.
-    mu: its momentum buffer (same shape).
-    partitionable: whether XLA may still partition the program with shardings
-      not known while tracing: the sums then go through a partitioning rule
-      that sums each device's shards and all-reduces them
-      (:func:`_partitioned_statistics`). ``None`` (the default) chooses so when JAX
-      sees more than one device: a program on one device is never
-      partitioned.
-
-  Returns:
-    ``Σg²`` (not finite if any entry of ``grad`` is not), ``Σm²`` and ``Σg·m``.
-  """
-  if partitionable is None:
-    partitionable = jax.device_count() > 1
-  if partitionable:
-    sums = _partitioned_statistics([grad], [mu])[0]
-    return tuple(sums[i] for i in range(NUM_STATISTICS))
-  return _local_sums(grad, mu)
 
 
 def _local_sums(grad: jax.Array, mu: jax.Array) -> tuple[jax.Array, ...]:
@@ -236,10 +210,21 @@ def tree_statistics(
   each device then sums its own shards with the one-pass variadic reduction,
   and a single all-reduce of the ``(L, 3)`` partial sums finishes the job for
   all leaves at once (:func:`_sharded_tree_statistics`). Otherwise, with
-  ``partitionable`` (as in :func:`leaf_statistics`), a partitioning rule does
-  the same once XLA's partitioner knows the shardings
-  (:func:`_partitioned_statistics`); on one device each leaf is summed in one
-  pass.
+  ``partitionable``, a partitioning rule does the same once XLA's partitioner
+  knows the shardings (:func:`_partitioned_statistics`); without it each leaf
+  is summed in one pass on its device.
+
+  Args:
+    grads: the gradients.
+    mu: the momentum buffers (same structure and shapes).
+    partitionable: whether XLA may still partition the program with shardings
+      not known while tracing. ``None`` (the default) chooses so when JAX
+      sees more than one device: a program on one device is never
+      partitioned.
+
+  Returns:
+    Per leaf ``Σg²`` (not finite if any entry of the gradient is not),
+    ``Σm²`` and ``Σg·m``.
 
   The per-leaf scalars go into a single ``stack`` rather than one small stack
   per leaf: on XLA:CPU each small stack is a kernel of its own.

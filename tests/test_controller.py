@@ -103,7 +103,7 @@ def _grad_and_mu(shape=(3, 4), dtype=jnp.float32):
 
 # The large leaves check float32 accumulation over many entries (hence rtol);
 # (512, 256) is summed in two halves, (257, 257) (odd) in one pass. Both ways
-# of writing the sums (see ``leaf_statistics``) give the same values.
+# of writing the sums (see ``_statistics.tree_statistics``) give the same values.
 @pytest.mark.parametrize("partitionable", [False, True])
 @pytest.mark.parametrize("shape", [(3, 4), (256, 128), (512, 256), (257, 257)])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -115,7 +115,7 @@ def test_leaf_statistics_match_reference(shape, dtype, partitionable):
     optax.tree.vdot(m32, m32),
     optax.tree.vdot(g32, m32),
   ]
-  statistics = jnp.stack(_statistics.leaf_statistics(g, m, partitionable=partitionable))
+  statistics = _statistics.tree_statistics(g, m, partitionable=partitionable)[0]
   assert statistics.dtype == jnp.float32
   np.testing.assert_allclose(statistics, expected, rtol=1e-4)
 
@@ -124,16 +124,16 @@ def test_leaf_statistics_match_reference(shape, dtype, partitionable):
 @pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
 def test_leaf_statistics_flag_nonfinite_gradients(bad, partitionable):
   g, m = _grad_and_mu()
-  grad_sq, mu_sq, _ = _statistics.leaf_statistics(
+  grad_sq, mu_sq, _ = _statistics.tree_statistics(
     g.at[1, 2].set(bad), m, partitionable=partitionable
-  )
+  )[0]
   assert not np.isfinite(grad_sq) and np.isfinite(mu_sq)
 
 
 def _group_statistics(num_groups, mu_scale):
   """Statistics of ``num_groups`` random groups; ``mu_scale=0``: step 0."""
   g, m = _grad_and_mu()
-  statistics = jnp.stack(_statistics.leaf_statistics(g, mu_scale * m))
+  statistics = _statistics.tree_statistics(g, mu_scale * m)[0]
   return jnp.arange(1.0, num_groups + 1)[:, None] * statistics
 
 

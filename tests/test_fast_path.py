@@ -201,7 +201,7 @@ def test_partitioned_sums_transform_like_plain_sums():
   weights = jax.random.normal(keys[2], (_statistics.NUM_STATISTICS,))
 
   def partitioned(g, m):
-    return jnp.stack(_statistics.leaf_statistics(g, m, partitionable=True))
+    return _statistics.tree_statistics(g, m, partitionable=True)[0]
 
   def plain(g, m):
     return _statistics._plain_tree_sums(g, m)[0]

@@ -100,36 +100,28 @@ def test_update_moves_no_buffer_between_devices(sharded, granularity):
     assert collective["elements"] <= bound, collective
 
 
+@pytest.mark.parametrize("axes", ["granularity", "explicit"])
 @pytest.mark.parametrize("granularity", GRANULARITIES)
-def test_update_statistics_are_one_all_reduce(sharded, granularity):
+def test_update_statistics_are_one_all_reduce(report, axes, granularity):
   """Each device sums its shards; one all-reduce of 3 floats per leaf follows.
 
-  With auto axes the shardings are known only to XLA's partitioner; GARO's
-  partitioning rule does what the explicit path does in ``shard_map``.
+  ``axes``: the report's section for auto axes (``granularity``), where only
+  XLA's partitioner knows the shardings and GARO's partitioning rule does the
+  work, or for explicit ones, where GARO does it in ``shard_map``.
   """
-  (collective,) = sharded[granularity]["update_collectives"]
+  (collective,) = report[axes][granularity]["update_collectives"]
   assert collective == {
     "op": "all-reduce",
-    "elements": 3 * sharded[granularity]["num_leaves"],
+    "elements": 3 * report["granularity"][granularity]["num_leaves"],
   }
 
 
 @pytest.mark.parametrize("granularity", GRANULARITIES)
-def test_explicit_mesh_matches_one_device(sharded, explicit, granularity):
+def test_explicit_mesh_matches_one_device(explicit, granularity):
   r = explicit[granularity]
   assert r["params_difference"] < TOLERANCE
   assert r["hyperparams_difference"] < TOLERANCE
   assert r["mu_like_params"]
-
-
-@pytest.mark.parametrize("granularity", GRANULARITIES)
-def test_explicit_mesh_statistics_are_one_all_reduce(sharded, explicit, granularity):
-  """Each device sums its shards; one all-reduce of 3 floats per leaf follows."""
-  (collective,) = explicit[granularity]["update_collectives"]
-  assert collective == {
-    "op": "all-reduce",
-    "elements": 3 * sharded[granularity]["num_leaves"],
-  }
 
 
 def test_explicit_statistics_line_up_differently_sharded_momentum(explicit):
