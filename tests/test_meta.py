@@ -229,6 +229,21 @@ def test_es_keeps_candidate_biases_at_zero():
   np.testing.assert_array_equal(epsilon.gru.hidden_bias, 0.0)
   assert np.all(epsilon.gru.input_bias[:, :8] != 0.0)
   assert np.all(epsilon.head_kernel != 0.0)
+  assert np.all(epsilon.lr_drift_kernel != 0.0)
+
+
+def test_es_without_drift_perturbs_the_rest_alike():
+  """``learn_drift=False`` zeroes the drift's perturbation and nothing else."""
+  controller = _small_controller()
+  perturbations = jax.jit(estimators._perturbations, static_argnums=(2, 3, 4))
+  with_drift = perturbations(jax.random.key(0), controller, 3, 1.0, True)
+  without = perturbations(jax.random.key(0), controller, 3, 1.0, False)
+  np.testing.assert_array_equal(without.lr_drift_kernel, 0.0)
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    with_drift._replace(lr_drift_kernel=None),
+    without._replace(lr_drift_kernel=None),
+  )
 
 
 def test_pes_training_is_deterministic_and_resumes(tmp_path, monkeypatch):

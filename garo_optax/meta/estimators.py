@@ -37,9 +37,14 @@ DIVERGENCE_PENALTY = 4.0
 
 
 class InnerConfig(NamedTuple):
-  """How GARO is built for the inner runs (static)."""
+  """How GARO is built for the inner runs, and what ES learns (static)."""
 
   max_effective_learning_rate: float | None = None
+  # Whether ES perturbs (and so learns) the controller's lr_drift_kernel; off,
+  # the drift keeps its starting value.
+  learn_drift: bool = True
+  # log(loss_t / loss_0) is floored at -log_floor in the meta-loss.
+  log_floor: float = LOG_FLOOR
 
 
 DEFAULT_CONFIG = InnerConfig()
@@ -108,16 +113,20 @@ def inner_unroll(
   return state, losses, hyper
 
 
-def log_loss_ratio(losses: jax.Array, initial_loss: jax.Array) -> jax.Array:
+def log_loss_ratio(
+  losses: jax.Array, initial_loss: jax.Array, log_floor: float = LOG_FLOOR
+) -> jax.Array:
   """``log(loss / initial_loss)``, clipped, with non-finite values at the cap."""
   ratio = jnp.log(losses) - jnp.log(initial_loss)
   ratio = jnp.where(jnp.isfinite(ratio), ratio, LOG_CAP)
-  return jnp.clip(ratio, -LOG_FLOOR, LOG_CAP)
+  return jnp.clip(ratio, -log_floor, LOG_CAP)
 
 
-def meta_loss(losses: jax.Array, initial_loss: jax.Array) -> jax.Array:
+def meta_loss(
+  losses: jax.Array, initial_loss: jax.Array, log_floor: float = LOG_FLOOR
+) -> jax.Array:
   """Meta-loss of one run: mean clipped log loss ratio, divergence penalised."""
-  ratio = log_loss_ratio(losses, initial_loss)
+  ratio = log_loss_ratio(losses, initial_loss, log_floor)
   return jnp.mean(ratio + DIVERGENCE_PENALTY * jax.nn.relu(ratio))
 
 
@@ -132,7 +141,7 @@ def unroll_meta_loss(
   """Meta-loss of a whole inner run of ``num_steps`` steps from scratch."""
   state = inner_init(controller, task, key, learning_rate, config)
   _, losses, _ = inner_unroll(controller, task, state, learning_rate, num_steps, config)
-  return meta_loss(losses, state.initial_loss)
+  return meta_loss(losses, state.initial_loss, config.log_floor)
 
 
 def _batched_meta_loss(controller, task, state, learning_rate, num_steps, config):
@@ -142,7 +151,7 @@ def _batched_meta_loss(controller, task, state, learning_rate, num_steps, config
     state, losses, _ = inner_unroll(
       controller, task, state, learning_rate, num_steps, config
     )
-    return meta_loss(losses, state.initial_loss), state
+    return meta_loss(losses, state.initial_loss, config.log_floor), state
 
   return jax.vmap(one)(task, state, learning_rate)
 
@@ -182,14 +191,17 @@ def truncated_gradient(
   return loss, grad, jax.lax.stop_gradient(new_state)
 
 
-def _perturbations(key, controller, num_pairs, sigma):
+def _perturbations(key, controller, num_pairs, sigma, learn_drift=True):
   """``num_pairs`` Gaussian perturbations of the controller's weights.
 
   The biases of the GRU's candidate stay unperturbed (and so, under ES, at
   their initial zero): with them zero, a zero input keeps the hidden state at
   zero, which is what makes GARO's first step plain SGD for any controller.
+  The drift kernel draws from a key of its own, so the other perturbations
+  are the same with and without it (``learn_drift=False`` zeroes it).
   """
-  leaves, treedef = jax.tree.flatten(controller)
+  rest = controller._replace(lr_drift_kernel=None)
+  leaves, treedef = jax.tree.flatten(rest)
   keys = jax.random.split(key, len(leaves))
   epsilon = treedef.unflatten(
     [
@@ -197,12 +209,18 @@ def _perturbations(key, controller, num_pairs, sigma):
       for k, x in zip(keys, leaves, strict=True)
     ]
   )
+  drift = controller.lr_drift_kernel
+  drift = sigma * jax.random.normal(
+    jax.random.fold_in(key, 2**31 - 1), (num_pairs, *drift.shape), drift.dtype
+  )
+  if not learn_drift:
+    drift = jnp.zeros_like(drift)
   hidden = controller.hidden_size
   gru = epsilon.gru._replace(
     input_bias=epsilon.gru.input_bias.at[:, 2 * hidden :].set(0.0),
     hidden_bias=jnp.zeros_like(epsilon.gru.hidden_bias),
   )
-  return epsilon._replace(gru=gru)
+  return epsilon._replace(gru=gru, lr_drift_kernel=drift)
 
 
 def _es_combine(loss_plus, loss_minus, epsilon, sigma):
@@ -245,7 +263,7 @@ def es_gradient(
     estimate of the gradient of the smoothed meta-loss.
   """
   num_pairs = keys.shape[0]
-  epsilon = _perturbations(key, controller, num_pairs, sigma)
+  epsilon = _perturbations(key, controller, num_pairs, sigma, config.learn_drift)
   both = lambda x: jnp.concatenate([x, x])
   # One vmap over the 2P members (all "+" then all "-"): one compiled unroll.
   controllers = jax.tree.map(
@@ -311,7 +329,9 @@ def pes_gradient(
   Returns:
     ``(meta_loss, gradient, pes_state)``.
   """
-  epsilon = _perturbations(key, controller, learning_rate.shape[0], sigma)
+  epsilon = _perturbations(
+    key, controller, learning_rate.shape[0], sigma, config.learn_drift
+  )
   accumulated = jax.tree.map(jnp.add, pes_state.accumulated, epsilon)
 
   num_pairs = learning_rate.shape[0]
@@ -325,7 +345,7 @@ def pes_gradient(
     state, losses, _ = inner_unroll(
       controller, task, state, learning_rate, num_steps, config
     )
-    return meta_loss(losses, state.initial_loss), state
+    return meta_loss(losses, state.initial_loss, config.log_floor), state
 
   losses, states = jax.vmap(one)(
     controllers,

@@ -85,6 +85,22 @@ def _parser() -> argparse.ArgumentParser:
     default=1.0,
     help="garo's max_effective_learning_rate in the inner runs",
   )
+  p.add_argument(
+    "--no-drift",
+    action="store_true",
+    help="keep the learning-rate drift off (zero, unperturbed), as in version 1",
+  )
+  p.add_argument(
+    "--log-floor",
+    type=float,
+    default=estimators.LOG_FLOOR,
+    help="the meta-loss floors log(loss_t / loss_0) at minus this",
+  )
+  p.add_argument(
+    "--init",
+    default=None,
+    help="start from this controller .npz instead of a seeded one",
+  )
   p.add_argument("--hidden-size", type=int, default=16)
   p.add_argument("--head-scale", type=float, default=1.0)
   p.add_argument("--seed", type=int, default=0)
@@ -294,11 +310,16 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
     truncations = args.horizon // args.unroll
   elif args.horizon is not None:
     raise ValueError("--horizon is for --estimator pes")
-  config = estimators.InnerConfig(args.max_effective_lr)
-  seed_key = jax.random.key(args.seed)
-  controller = garo_optax.init_controller(
-    seed_key, hidden_size=args.hidden_size, head_scale=args.head_scale
+  config = estimators.InnerConfig(
+    args.max_effective_lr, learn_drift=not args.no_drift, log_floor=args.log_floor
   )
+  seed_key = jax.random.key(args.seed)
+  if args.init:
+    controller = garo_optax.load_controller(args.init)
+  else:
+    controller = garo_optax.init_controller(
+      seed_key, hidden_size=args.hidden_size, head_scale=args.head_scale
+    )
   meta_opt = optax.adam(args.meta_lr)
   opt_state = meta_opt.init(controller)
   pes = None
