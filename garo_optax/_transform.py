@@ -174,8 +174,11 @@ def garo(
       group is driven by the same controller weights.
     max_learning_rate: if set, the learning rate never exceeds it.
     max_effective_learning_rate: if set, the effective step size of heavy-ball
-      momentum, ``learning_rate / (1 - momentum)``, never exceeds it (the
-      learning rate is lowered to meet the bound).
+      momentum, ``learning_rate / (1 - |momentum|)``, never exceeds it (the
+      learning rate is lowered to meet the bound). For momentum ``>= 0`` this
+      is the usual ``learning_rate / (1 - momentum)``; negative momentum
+      tightens the bound instead of loosening it, as heavy ball's largest
+      stable step shrinks with ``1 + momentum``.
     mu_dtype: dtype of the momentum buffers; ``None`` uses each param's dtype.
     callback: optional host function called as ``callback(step, hyperparams)``
       from inside ``jit`` on every update, for debugging. Off (and free) by
@@ -286,7 +289,7 @@ def garo(
     if max_learning_rate is not None:
       lr = jnp.minimum(lr, max_learning_rate)
     if max_effective_learning_rate is not None:
-      lr = jnp.minimum(lr, max_effective_learning_rate * (1.0 - mom))
+      lr = jnp.minimum(lr, max_effective_learning_rate * (1.0 - jnp.abs(mom)))
 
     def leaf_update(g, m, p, group):
       dtype = jnp.promote_types(p.dtype, jnp.float32)

@@ -170,7 +170,7 @@ def test_hyperparams_invariant_to_gradient_scale(params, random_grads):
 
 def test_learning_rate_caps(params, random_grads):
   grads = random_grads(jax.random.key(0), params, 20)
-  effective = lambda hp: hp["learning_rate"] / (1.0 - hp["momentum"])
+  effective = lambda hp: hp["learning_rate"] / (1.0 - jnp.abs(hp["momentum"]))
 
   def peaks(**cap):
     tx = garo_optax.garo(0.1, 0.5, controller=_controller(3.0), **cap)
@@ -184,6 +184,17 @@ def test_learning_rate_caps(params, random_grads):
     assert uncapped[i] > 1.02 * start
     bound = float(start + uncapped[i]) / 2
     assert peaks(**{option: bound})[i] <= bound * (1 + 1e-6)
+
+
+def test_negative_momentum_tightens_effective_step_bound(params, random_grads):
+  """Momentum -0.8 allows a learning rate of 0.2 × bound, not 1.8 × bound."""
+  grads = random_grads(jax.random.key(0), params, 5)
+  tx = garo_optax.garo(
+    1.0, -0.8, controller=_controller(0.0), max_effective_learning_rate=0.5
+  )
+  trajectory = jax.jit(_hyperparams_trajectory, static_argnums=0)(tx, params, grads)
+  np.testing.assert_allclose(trajectory["momentum"], -0.8, rtol=1e-5)
+  np.testing.assert_allclose(trajectory["learning_rate"], 0.5 * 0.2, rtol=1e-5)
 
 
 def test_hyperparams_start_values_and_tree_get(params, random_grads):
