@@ -19,16 +19,8 @@ HEAD_NAMES = ("learning_rate", "momentum", "weight_decay")
 # softplus(-20) ≈ 2e-9, below float32 rounding of any gradient it is added to.
 WEIGHT_DECAY_FLOOR_BIAS = -20.0
 
-# The learning rate's drift: each step moves the offset of its pre-activation
-# by at most DRIFT_RATE (a factor of e^0.1 ≈ 1.1 while lr ≪ 1), and the
-# offset stays within ±DRIFT_LIMIT (a factor of 1e4 either way).
-DRIFT_RATE = 0.1
-DRIFT_LIMIT = float(np.log(1e4))
-
 FILE_FORMAT = "garo_optax.controller"
-# Version 2 added ``lr_drift_kernel``; version-1 files load with a zero one.
-FILE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FILE_VERSION = 1
 
 
 class ControllerParams(NamedTuple):
@@ -37,18 +29,10 @@ class ControllerParams(NamedTuple):
   The heads have no bias of their own: :func:`head_bias` derives it from the
   starting hyperparameters given to :func:`garo_optax.garo`, so any controller,
   trained or not, starts as plain SGD at those values.
-
-  Besides the three heads, ``lr_drift_kernel`` reads a drift off the hidden
-  state that accumulates into the learning rate's pre-activation (see
-  :func:`controller_step`): the heads alone can move the learning rate only
-  within a bounded factor of its start, the drift lets it travel as far as
-  the problem needs (up to ``DRIFT_LIMIT``). Zero (the seeded controller's
-  value) means no drift.
   """
 
   gru: _gru.GRUParams
   head_kernel: jax.Array  # shape=(H, 3): columns [learning_rate | momentum | wd]
-  lr_drift_kernel: jax.Array  # shape=(H,)
 
   @property
   def hidden_size(self) -> int:
@@ -87,7 +71,6 @@ def init_controller(
   return ControllerParams(
     gru=_gru.init_gru(gru_key, _features.NUM_FEATURES, hidden_size),
     head_kernel=head_kernel,
-    lr_drift_kernel=jnp.zeros((hidden_size,), jnp.float32),
   )
 
 
@@ -138,44 +121,27 @@ def controller_step(
   controller: ControllerParams,
   features: jax.Array,
   hidden: jax.Array,
-  lr_offset: jax.Array,
   bias: jax.Array,
-) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
-  r"""Advances the GRU and reads the hyperparameters off the new hidden state.
-
-  .. math::
-
-    h_t &= \mathrm{GRU}(x_t, h_{t-1}) \\
-    o_t &= \mathrm{clip}(o_{t-1} + r \tanh(d \cdot h_t), \pm o_{\max}) \\
-    (\eta_t, \mu_t, \lambda_t) &= \mathrm{heads}(W h_t + b + (o_t, 0, 0))
-
-  with ``r = DRIFT_RATE``, ``o_max = DRIFT_LIMIT`` and ``d`` the controller's
-  ``lr_drift_kernel``. A zero hidden state leaves the offset where it is.
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
+  """Advances the GRU and reads the hyperparameters off the new hidden state.
 
   Args:
     controller: the controller's weights.
     features: array ``(G, F)``, one row per group.
     hidden: array ``(G, H)``, the previous hidden state.
-    lr_offset: array ``(G,)``, the previous offset ``o_{t-1}`` of the learning
-      rate's pre-activation.
     bias: array ``(3,)`` or ``(G, 3)`` from :func:`head_bias`.
 
   Returns:
-    ``(hidden, lr_offset, (learning_rate, momentum, weight_decay))``, the
-    hyperparameters each of shape ``(G,)``.
+    ``(hidden, (learning_rate, momentum, weight_decay))``, the hyperparameters
+    each of shape ``(G,)``.
   """
   hidden = _gru.gru_cell(controller.gru, features, hidden)
-  drift = DRIFT_RATE * jnp.tanh(hidden @ controller.lr_drift_kernel)
-  lr_offset = jnp.clip(lr_offset + drift, -DRIFT_LIMIT, DRIFT_LIMIT)
-  pre_activation = hidden @ controller.head_kernel + bias
-  pre_activation = pre_activation.at[..., 0].add(lr_offset)
-  return hidden, lr_offset, heads(pre_activation)
+  return hidden, heads(hidden @ controller.head_kernel + bias)
 
 
 def _flatten(controller: ControllerParams) -> dict[str, np.ndarray]:
   arrays = {f"gru/{k}": v for k, v in controller.gru._asdict().items()}
   arrays["head_kernel"] = controller.head_kernel
-  arrays["lr_drift_kernel"] = controller.lr_drift_kernel
   return {k: np.asarray(v, np.float32) for k, v in arrays.items()}
 
 
@@ -183,10 +149,10 @@ def save_controller(path: str | os.PathLike, controller: ControllerParams) -> No
   """Writes a controller to a ``.npz`` file (no pickle).
 
   The file holds ``format`` (``"garo_optax.controller"``), ``version`` (an
-  integer, currently 2), ``num_features``, ``hidden_size``, and one float32
+  integer, currently 1), ``num_features``, ``hidden_size``, and one float32
   array per weight: ``gru/input_kernel`` ``(F, 3H)``, ``gru/input_bias``
   ``(3H,)``, ``gru/hidden_kernel`` ``(H, 3H)``, ``gru/hidden_bias`` ``(H,)``,
-  ``head_kernel`` ``(H, 3)``, ``lr_drift_kernel`` ``(H,)``.
+  ``head_kernel`` ``(H, 3)``.
 
   Args:
     path: where to write; ``numpy`` appends ``.npz`` if it is missing.
@@ -211,7 +177,6 @@ def _expected_shapes(hidden_size: int) -> dict[str, tuple[int, ...]]:
     "gru/hidden_kernel": (h, 3 * h),
     "gru/hidden_bias": (h,),
     "head_kernel": (h, len(HEAD_NAMES)),
-    "lr_drift_kernel": (h,),
   }
 
 
@@ -245,10 +210,10 @@ def load_controller(path: str | os.PathLike) -> ControllerParams:
   if arrays.get("format") != FILE_FORMAT:
     raise ValueError(f"{os.fspath(path)!r} is not a GARO controller file.")
   version = int(arrays["version"])
-  if version not in READABLE_VERSIONS:
+  if version != FILE_VERSION:
     raise ValueError(
       f"{os.fspath(path)!r} has controller format version {version}; this "
-      f"garo_optax reads versions {READABLE_VERSIONS}."
+      f"garo_optax reads version {FILE_VERSION}."
     )
   if int(arrays["num_features"]) != _features.NUM_FEATURES:
     raise ValueError(
@@ -257,14 +222,8 @@ def load_controller(path: str | os.PathLike) -> ControllerParams:
     )
   if "head_kernel" not in arrays:
     raise ValueError(f"{os.fspath(path)!r} has no array 'head_kernel'.")
-  if version == 1:  # written before the drift head existed: no drift
-    arrays["lr_drift_kernel"] = np.zeros(arrays["head_kernel"].shape[:1], np.float32)
   _check_shapes(arrays, source=repr(os.fspath(path)))
   gru = _gru.GRUParams(
     **{k: jnp.asarray(arrays[f"gru/{k}"]) for k in _gru.GRUParams._fields}
   )
-  return ControllerParams(
-    gru=gru,
-    head_kernel=jnp.asarray(arrays["head_kernel"]),
-    lr_drift_kernel=jnp.asarray(arrays["lr_drift_kernel"]),
-  )
+  return ControllerParams(gru=gru, head_kernel=jnp.asarray(arrays["head_kernel"]))

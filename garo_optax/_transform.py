@@ -15,8 +15,6 @@ class GaroState(NamedTuple):
 
   count: jax.Array  # shape=(), int32: number of steps applied
   hidden: jax.Array  # shape=(H,) or (G, H) per group, float32
-  # Accumulated drift of the learning rate's pre-activation, shape=() or (G,).
-  lr_offset: jax.Array
   mu: optax.Updates  # momentum buffers, shaped like the params
   # Values applied at the last step: float32 scalars, or ByGroup mappings.
   hyperparams: dict[str, Any]
@@ -137,18 +135,16 @@ def garo(
   .. math::
 
     h_t &= \mathrm{GRU}(x_t, h_{t-1}), \quad h_{-1} = 0 \\
-    \eta_t &= \mathrm{softplus}(W_\eta h_t + b_\eta + o_t), \quad
+    \eta_t &= \mathrm{softplus}(W_\eta h_t + b_\eta), \quad
     \mu_t = \tanh(W_\mu h_t + b_\mu), \quad
     \lambda_t = \mathrm{softplus}(W_\lambda h_t + b_\lambda) \\
     m_t &= \mu_t m_{t-1} + g_t + \lambda_t \theta_t, \quad
     u_t = -\eta_t m_t
 
-  (``torch.optim.SGD`` semantics), where :math:`o_t` accumulates the
-  controller's learning-rate drift (zero for the seeded controller). The
-  biases :math:`b` are set from ``learning_rate``, ``momentum`` and
-  ``weight_decay``, and :math:`x_0 = 0` makes :math:`h_0 = 0` and
-  :math:`o_0 = 0`, so the first step is exactly SGD with those values; from
-  there the controller adapts them.
+  (``torch.optim.SGD`` semantics). The biases :math:`b` are set from
+  ``learning_rate``, ``momentum`` and ``weight_decay``, and :math:`x_0 = 0`
+  makes :math:`h_0 = 0`, so the first step is exactly SGD with those values;
+  from there the controller adapts them.
 
   Non-finite gradients (or a non-finite ``value``) skip the step: the updates
   are zero, the state is held and ``skipped`` is incremented. So do gradients
@@ -241,7 +237,6 @@ def garo(
     return GaroState(
       count=jnp.zeros((), jnp.int32),
       hidden=jnp.zeros(hidden_shape, jnp.float32),
-      lr_offset=jnp.zeros(hidden_shape[:-1], jnp.float32),
       mu=optax.tree.zeros_like(params, dtype=mu_dtype),
       hyperparams={
         name: _by_group(value, groups)
@@ -279,12 +274,8 @@ def garo(
       jnp.log(previous_lr) - jnp.log(_controller.heads(bias)[0]),
       value,
     )
-    hidden, lr_offset, (lr, mom, wd) = _controller.controller_step(
-      params_,
-      features,
-      state.hidden.reshape(num_groups, hidden_size),
-      state.lr_offset.reshape(num_groups),
-      bias,
+    hidden, (lr, mom, wd) = _controller.controller_step(
+      params_, features, state.hidden.reshape(num_groups, hidden_size), bias
     )
     if max_learning_rate is not None:
       lr = jnp.minimum(lr, max_learning_rate)
@@ -307,7 +298,6 @@ def garo(
     new_state = GaroState(
       count=optax.safe_increment(state.count),
       hidden=hidden.reshape(state.hidden.shape),
-      lr_offset=lr_offset.reshape(state.lr_offset.shape),
       mu=mu,
       hyperparams={
         name: _by_group(x, groups)

@@ -43,8 +43,7 @@ def test_save_load_round_trip(tmp_path, controller):
     ({"head_kernel": np.zeros((HIDDEN_SIZE, 4))}, "'head_kernel' has shape"),
     ({"gru/hidden_kernel": np.zeros((3, 3))}, "'gru/hidden_kernel' has shape"),
     ({"gru/input_bias": None}, "no array 'gru/input_bias'"),
-    ({"version": np.array(3)}, "version 3"),
-    ({"lr_drift_kernel": np.zeros(3)}, "'lr_drift_kernel' has shape"),
+    ({"version": np.array(2)}, "version 2"),
     ({"num_features": np.array(3)}, "3 features"),
     ({"format": np.array("something else")}, "not a GARO controller"),
   ],
@@ -78,16 +77,13 @@ def test_zero_hidden_state_gives_starting_values(
   controller, learning_rate, momentum, weight_decay
 ):
   bias = _controller.head_bias(learning_rate, momentum, weight_decay)
-  controller = controller._replace(lr_drift_kernel=jnp.ones(HIDDEN_SIZE))
-  hidden, lr_offset, values = _controller.controller_step(
+  hidden, values = _controller.controller_step(
     controller,
     jnp.zeros((1, _features.NUM_FEATURES)),
     jnp.zeros((1, HIDDEN_SIZE)),
-    jnp.zeros((1,)),
     bias,
   )
   np.testing.assert_array_equal(hidden, 0.0)
-  np.testing.assert_array_equal(lr_offset, 0.0)
   np.testing.assert_allclose(
     [v[0] for v in values[:2]], [learning_rate, momentum], rtol=1e-6
   )
@@ -95,48 +91,6 @@ def test_zero_hidden_state_gives_starting_values(
     np.testing.assert_allclose(values[2][0], weight_decay, rtol=1e-6)
   else:
     assert 0 <= values[2][0] < 1e-8
-
-
-def test_version_1_file_loads_without_drift(tmp_path, saved_arrays, controller):
-  arrays = {k: v for k, v in saved_arrays.items() if k != "lr_drift_kernel"}
-  np.savez(tmp_path / "v1.npz", **{**arrays, "version": np.array(1)})
-  loaded = garo_optax.load_controller(tmp_path / "v1.npz")
-  np.testing.assert_array_equal(loaded.lr_drift_kernel, np.zeros(HIDDEN_SIZE))
-  np.testing.assert_array_equal(loaded.head_kernel, controller.head_kernel)
-
-
-def test_drift_accumulates_into_learning_rate(controller):
-  """The offset integrates DRIFT_RATE·tanh(d·h_t), the learning rate follows
-  it, and it stops at DRIFT_LIMIT."""
-  controller = controller._replace(
-    lr_drift_kernel=jax.random.normal(jax.random.key(1), (HIDDEN_SIZE,))
-  )
-  bias = _controller.head_bias(0.01, 0.0, 0.0)
-  hidden, offset = jnp.zeros((1, HIDDEN_SIZE)), jnp.zeros((1,))
-  for t in range(5):
-    features = jnp.full((1, _features.NUM_FEATURES), 0.5 + 0.1 * t)
-    previous = offset
-    hidden, offset, (lr, _, _) = _controller.controller_step(
-      controller, features, hidden, offset, bias
-    )
-    drift = _controller.DRIFT_RATE * jnp.tanh(hidden @ controller.lr_drift_kernel)
-    np.testing.assert_allclose(offset - previous, drift, rtol=1e-5, atol=1e-7)
-    pre = hidden @ controller.head_kernel[:, 0] + bias[0] + offset
-    np.testing.assert_allclose(lr, jax.nn.softplus(pre), rtol=1e-6)
-  assert float(jnp.max(jnp.abs(offset))) > 0.05  # the test has teeth
-
-  # A GRU whose state settles at tanh(1) > 0: the drift stays near +0.1.
-  zeros = jax.tree.map(jnp.zeros_like, controller.gru)
-  settled = controller._replace(
-    gru=zeros._replace(input_bias=zeros.input_bias.at[2 * HIDDEN_SIZE :].set(1.0)),
-    lr_drift_kernel=jnp.full(HIDDEN_SIZE, 10.0),
-  )
-  offset = jnp.zeros((1,))
-  for _ in range(200):
-    hidden, offset, _ = _controller.controller_step(
-      settled, features, hidden, offset, bias
-    )
-  np.testing.assert_allclose(offset, _controller.DRIFT_LIMIT, rtol=1e-6)
 
 
 def _grad_and_mu(shape=(3, 4), dtype=jnp.float32):

@@ -35,7 +35,6 @@ def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
     jnp.float32,
   )
   hidden = jnp.zeros(controller.hidden_size)
-  offset = 0.0
   mu = jax.tree.map(jnp.zeros_like, params)
   lr_prev = float(jax.nn.softplus(bias[0]))
   ema_g = ema_slow = ema_loss = None
@@ -63,9 +62,7 @@ def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
     ema_loss = FAST * ema_loss + (1 - FAST) * loss
     x = jnp.asarray(np.clip(features, -CLIP, CLIP), jnp.float32)
     hidden = garo_optax.gru_cell(controller.gru, x, hidden)
-    drift = 0.1 * float(jnp.tanh(hidden @ controller.lr_drift_kernel))
-    offset = float(np.clip(offset + drift, -np.log(1e4), np.log(1e4)))
-    pre = hidden @ controller.head_kernel + bias + jnp.array([offset, 0.0, 0.0])
+    pre = hidden @ controller.head_kernel + bias
     lr, mom, wd = jax.nn.softplus(pre[0]), jnp.tanh(pre[1]), jax.nn.softplus(pre[2])
     mu = jax.tree.map(
       lambda m, g, p, mom=mom, wd=wd: mom * m + g + wd * p, mu, grads, params
@@ -95,9 +92,6 @@ def test_fast_path_matches_reference(momentum, weight_decay):
   ]
   losses = [2.0 / (1 + i) + 0.1 * (i % 3) for i in range(steps)]
   controller = garo_optax.init_controller(jax.random.key(7), head_scale=1.0)
-  controller = controller._replace(
-    lr_drift_kernel=jax.random.normal(jax.random.key(8), (controller.hidden_size,))
-  )
 
   expected = reference_run(
     controller, 0.05, momentum, weight_decay, params, grads_seq, losses

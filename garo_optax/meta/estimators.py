@@ -37,12 +37,9 @@ DIVERGENCE_PENALTY = 4.0
 
 
 class InnerConfig(NamedTuple):
-  """How GARO is built for the inner runs, and what ES learns (static)."""
+  """How GARO is built for the inner runs, and how they are scored (static)."""
 
   max_effective_learning_rate: float | None = None
-  # Whether ES perturbs (and so learns) the controller's lr_drift_kernel; off,
-  # the drift keeps its starting value.
-  learn_drift: bool = True
   # log(loss_t / loss_0) is floored at -log_floor in the meta-loss.
   log_floor: float = LOG_FLOOR
 
@@ -191,17 +188,14 @@ def truncated_gradient(
   return loss, grad, jax.lax.stop_gradient(new_state)
 
 
-def _perturbations(key, controller, num_pairs, sigma, learn_drift=True):
+def _perturbations(key, controller, num_pairs, sigma):
   """``num_pairs`` Gaussian perturbations of the controller's weights.
 
   The biases of the GRU's candidate stay unperturbed (and so, under ES, at
   their initial zero): with them zero, a zero input keeps the hidden state at
   zero, which is what makes GARO's first step plain SGD for any controller.
-  The drift kernel draws from a key of its own, so the other perturbations
-  are the same with and without it (``learn_drift=False`` zeroes it).
   """
-  rest = controller._replace(lr_drift_kernel=None)
-  leaves, treedef = jax.tree.flatten(rest)
+  leaves, treedef = jax.tree.flatten(controller)
   keys = jax.random.split(key, len(leaves))
   epsilon = treedef.unflatten(
     [
@@ -209,18 +203,12 @@ def _perturbations(key, controller, num_pairs, sigma, learn_drift=True):
       for k, x in zip(keys, leaves, strict=True)
     ]
   )
-  drift = controller.lr_drift_kernel
-  drift = sigma * jax.random.normal(
-    jax.random.fold_in(key, 2**31 - 1), (num_pairs, *drift.shape), drift.dtype
-  )
-  if not learn_drift:
-    drift = jnp.zeros_like(drift)
   hidden = controller.hidden_size
   gru = epsilon.gru._replace(
     input_bias=epsilon.gru.input_bias.at[:, 2 * hidden :].set(0.0),
     hidden_bias=jnp.zeros_like(epsilon.gru.hidden_bias),
   )
-  return epsilon._replace(gru=gru, lr_drift_kernel=drift)
+  return epsilon._replace(gru=gru)
 
 
 def _es_combine(loss_plus, loss_minus, epsilon, sigma):
@@ -263,7 +251,7 @@ def es_gradient(
     estimate of the gradient of the smoothed meta-loss.
   """
   num_pairs = keys.shape[0]
-  epsilon = _perturbations(key, controller, num_pairs, sigma, config.learn_drift)
+  epsilon = _perturbations(key, controller, num_pairs, sigma)
   both = lambda x: jnp.concatenate([x, x])
   # One vmap over the 2P members (all "+" then all "-"): one compiled unroll.
   controllers = jax.tree.map(
@@ -329,9 +317,7 @@ def pes_gradient(
   Returns:
     ``(meta_loss, gradient, pes_state)``.
   """
-  epsilon = _perturbations(
-    key, controller, learning_rate.shape[0], sigma, config.learn_drift
-  )
+  epsilon = _perturbations(key, controller, learning_rate.shape[0], sigma)
   accumulated = jax.tree.map(jnp.add, pes_state.accumulated, epsilon)
 
   num_pairs = learning_rate.shape[0]

@@ -86,11 +86,6 @@ def _parser() -> argparse.ArgumentParser:
     help="garo's max_effective_learning_rate in the inner runs",
   )
   p.add_argument(
-    "--no-drift",
-    action="store_true",
-    help="keep the learning-rate drift off (zero, unperturbed), as in version 1",
-  )
-  p.add_argument(
     "--log-floor",
     type=float,
     default=estimators.LOG_FLOOR,
@@ -310,9 +305,7 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
     truncations = args.horizon // args.unroll
   elif args.horizon is not None:
     raise ValueError("--horizon is for --estimator pes")
-  config = estimators.InnerConfig(
-    args.max_effective_lr, learn_drift=not args.no_drift, log_floor=args.log_floor
-  )
+  config = estimators.InnerConfig(args.max_effective_lr, log_floor=args.log_floor)
   seed_key = jax.random.key(args.seed)
   if args.init:
     controller = garo_optax.load_controller(args.init)
