@@ -282,6 +282,7 @@ def test_training_starts_from_init_file(tmp_path, monkeypatch):
   garo_optax.save_controller(tmp_path / "start.npz", start)
   flags = ["--out", str(tmp_path / "out.npz"), "--meta-steps", "1", "--unroll", "5"]
   flags += ["--pairs", "2", "--families-per-step", "1", "--meta-lr", "1e-3"]
-  train.main(flags + ["--init", str(tmp_path / "start.npz")])
+  flags += ["--init", str(tmp_path / "start.npz")]
+  train.main(flags)
   moved = _flat(garo_optax.load_controller(tmp_path / "out.npz")) - _flat(start)
   assert 0 < np.max(np.abs(moved)) <= 1e-3 * (1 + 1e-4)

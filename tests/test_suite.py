@@ -3,6 +3,7 @@
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 
@@ -213,3 +214,16 @@ def test_cli_rejects_unknown_names(capsys):
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
   assert "adamm" in err and "garo_per_leaf" in err and "prodigy" in err
+
+
+def test_effective_step_floor_prefers_the_stable_momentum():
+  """On the bound lr = S (1 - β): β = 0.5 diverges on Rosenbrock at S = 1
+  (lr 0.5 against curvature ~15), β = 0.9 does not and is picked."""
+  from benchmarks import effective_step
+
+  task = tasks.get("rosenbrock")
+  loss, momentum = effective_step.best_on_bound(
+    task, 1.0, seeds=1, momenta=(0.5, 0.9), steps=200
+  )
+  assert momentum == 0.9
+  assert np.isfinite(loss) and loss < task.loss(task.init(jax.random.key(0)), None)
