@@ -286,3 +286,40 @@ def test_training_starts_from_init_file(tmp_path, monkeypatch):
   train.main(flags)
   moved = _flat(garo_optax.load_controller(tmp_path / "out.npz")) - _flat(start)
   assert 0 < np.max(np.abs(moved)) <= 1e-3 * (1 + 1e-4)
+
+
+def test_evaluation_summary_holds_the_issue_criteria():
+  """Closed-form check of ``evaluate.summarise`` on made-up final losses."""
+  from benchmarks.train import Curves
+  from garo_optax.meta import evaluate
+
+  def curves(final, initial=1.0):
+    losses = np.array([initial, final])
+    return Curves(np.array([0, 10]), losses, losses, {}, 0.0)
+
+  def base(sgd, adam, tuned):
+    record = lambda x: {"learning_rate": 0.1, "final": [x], "metric": [x]}
+    return {
+      "sgd": record(sgd),
+      "adam": record(adam),
+      "sgd_momentum_tuned": record(tuned),
+      "adam_tuned": record(2 * tuned),
+    }
+
+  garo = {
+    "a": {1e-3: [curves(0.4)], 1e-2: [curves(0.2)], 1e-1: [curves(0.1)]},
+    # The tuned baseline fits exactly: ratio 1 when GARO does too.
+    "b": {1e-3: [curves(0.0)], 1e-2: [curves(0.0)], 1e-1: [curves(0.0)]},
+  }
+  summary = evaluate.summarise(
+    garo, {"a": base(0.5, 0.1, 0.05), "b": base(0.5, 0.1, 0.0)}
+  )
+  assert summary["beats_sgd"] == 2 and summary["beats_adam"] == 1
+  assert summary["geomean_ratio_to_best_tuned"] == pytest.approx(np.sqrt(4.0 * 1.0))
+  assert summary["tasks"]["a"]["lr_spread"] == pytest.approx(4.0)
+  assert summary["nonfinite"] == 0 and summary["above_initial"] == 0
+  garo["b"][1e-2] = [curves(1e-3)]
+  summary = evaluate.summarise(
+    garo, {"a": base(0.5, 0.1, 0.05), "b": base(0.5, 0.1, 0.0)}
+  )
+  assert summary["geomean_ratio_to_best_tuned"] == float("inf")

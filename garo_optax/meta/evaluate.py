@@ -51,6 +51,14 @@ def _geomean(x) -> float:
   return float(np.exp(np.mean(np.log(np.asarray(x, np.float64)))))
 
 
+def _ratio(loss: float, best: float) -> float:
+  """``loss / best``; a best loss of exactly zero gives 1 if ``loss`` is zero
+  too, else infinity (instead of a ZeroDivisionError)."""
+  if loss == best:
+    return 1.0
+  return loss / best if best > 0 else float("inf")
+
+
 def _record(curves) -> dict[str, Any]:
   return {
     "initial": [float(c.train_loss[0]) for c in curves],
@@ -140,7 +148,7 @@ def summarise(garo, base) -> dict[str, Any]:
       "adam_metric": float(np.mean(b["adam"]["metric"])),
       "best_tuned_metric": float(np.mean(b[tuned]["metric"])),
       **{f"garo_lr{lr:g}": v for lr, v in finals.items()},
-      "lr_spread": max(finals.values()) / min(finals.values()),
+      "lr_spread": _ratio(max(finals.values()), min(finals.values())),
       "nonfinite": int(
         sum(np.sum(~np.isfinite(c.train_loss)) for cs in runs.values() for c in cs)
       ),
@@ -154,7 +162,7 @@ def summarise(garo, base) -> dict[str, Any]:
     "beats_adam": sum(r["garo"] < r["adam"] for r in rows.values()),
     "num_tasks": len(rows),
     "geomean_ratio_to_best_tuned": _geomean(
-      [r["garo"] / r["best_tuned"] for r in rows.values()]
+      [_ratio(r["garo"], r["best_tuned"]) for r in rows.values()]
     ),
     "max_lr_spread": max(r["lr_spread"] for r in rows.values()),
     "nonfinite": sum(r["nonfinite"] for r in rows.values()),
