@@ -63,8 +63,9 @@ def test_pretrained_uses_its_training_bound():
       out.append(garo_optax.hyperparams(state)["learning_rate"])
     return np.array(out)
 
+  bounded = run(garo_optax.garo(0.5, controller="pretrained"))
   np.testing.assert_array_equal(
-    run(garo_optax.garo(0.5, controller="pretrained")),
+    bounded,
     run(
       garo_optax.garo(
         0.5,
@@ -73,6 +74,9 @@ def test_pretrained_uses_its_training_bound():
       )
     ),
   )
+  # The bound binds here: without it the learning rates differ.
+  unbounded = run(garo_optax.garo(0.5, controller=pretrained.load()))
+  assert not np.array_equal(bounded, unbounded)
 
 
 def test_pretrained_can_first_be_built_inside_jit():

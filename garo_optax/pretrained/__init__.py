@@ -16,8 +16,8 @@ from garo_optax import _controller
 
 WEIGHTS = pathlib.Path(__file__).with_name("controller.npz")
 # garo's max_effective_learning_rate during meta-training: the learning rate
-# is lowered so that learning_rate / (1 - momentum) never exceeds it.
-MAX_EFFECTIVE_LEARNING_RATE = 0.5
+# is lowered so that learning_rate / (1 - |momentum|) never exceeds it.
+MAX_EFFECTIVE_LEARNING_RATE = 1.0
 
 
 @functools.cache
