@@ -52,8 +52,11 @@ def _geomean(x) -> float:
 
 
 def _ratio(loss: float, best: float) -> float:
-  """``loss / best``; a best loss of exactly zero gives 1 if ``loss`` is zero
-  too, else infinity (instead of a ZeroDivisionError)."""
+  """``loss / best``, where a ``best`` of exactly zero gives 1 or infinity.
+
+  Tuned Adam fits some tasks exactly (final loss 0.0): GARO's ratio is then 1
+  if it does too, else infinite.
+  """
   if loss == best:
     return 1.0
   return loss / best if best > 0 else float("inf")

@@ -15,6 +15,9 @@ written every ``--checkpoint-every`` steps with ``--out`` and ``--plot``) ends
 with the same weights as an uninterrupted one, and the weights written at
 meta-step ``n`` of a longer run are those of ``--meta-steps n``: the meta
 learning rate has no schedule. The meta-loss curve is drawn to ``--plot``.
+``--init`` starts from saved weights instead of a seeded controller, so that
+training can go on in stages with other settings (the shipped weights are
+made that way: see ``garo_optax/pretrained/README.md``).
 
 With ``--estimator pes`` (persistent ES, :func:`estimators.pes_gradient`)
 every family keeps ``--pairs`` antithetic pairs of inner runs alive across
@@ -94,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument(
     "--init",
     default=None,
-    help="start from this controller .npz instead of a seeded one",
+    help="start from this controller .npz (and its hidden size) instead of a "
+    "seeded one",
   )
   p.add_argument("--hidden-size", type=int, default=16)
   p.add_argument("--head-scale", type=float, default=1.0)
