@@ -5,7 +5,8 @@ No controller can do better under that bound than the best heavy ball that
 keeps it, so this sets a floor under GARO's final loss on a task for each
 bound. For every bound ``S`` and momentum ``β`` of a small grid it trains SGD
 with momentum ``β`` at ``lr = S (1 - β)`` (on the bound) for the task's full
-step count on ``--seeds`` seeds, and prints the best mean final train loss.
+step count on ``--seeds`` seeds, prints the best mean final train loss and
+writes it, with the machine, to ``benchmarks/results/effective_step_<task>.json``.
 
 Usage::
 
@@ -14,12 +15,13 @@ Usage::
 """
 
 import argparse
+import json
 
 import jax
 import numpy as np
 import optax
 
-from benchmarks import tasks
+from benchmarks import step_time, tasks
 from benchmarks import train as train_lib
 from benchmarks.optimizers import Optimizer
 
@@ -59,15 +61,38 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--bounds", type=float, nargs="+", default=[0.5, 1.0])
   p.add_argument("--seeds", type=int, default=3)
   p.add_argument("--steps", type=int, default=None, help="default: the task's")
+  p.add_argument("--out", default=None, help="JSON path (default: see above)")
   args = p.parse_args(argv)
   task = tasks.get(args.task)
-  print(f"{args.task}, {args.steps or task.steps} steps, jax {jax.__version__}")
+  steps = args.steps or task.steps
+  print(f"{args.task}, {steps} steps, jax {jax.__version__}")
+  rows = []
   for bound in args.bounds:
-    loss, momentum = best_on_bound(task, bound, args.seeds, steps=args.steps)
+    loss, momentum = best_on_bound(task, bound, args.seeds, steps=steps)
+    rows.append(
+      {
+        "bound": bound,
+        "final_train_loss": loss,
+        "momentum": momentum,
+        "learning_rate": bound * (1 - momentum),
+      }
+    )
     print(
       f"effective step <= {bound:g}: best mean final train loss {loss:.3g} "
       f"(momentum {momentum:g}, lr {bound * (1 - momentum):.3g})"
     )
+  path = args.out or step_time.RESULTS / f"effective_step_{args.task}.json"
+  result = {
+    "task": args.task,
+    "steps": steps,
+    "seeds": args.seeds,
+    "momenta": list(MOMENTA),
+    "machine": step_time._machine(),
+    "results": rows,
+  }
+  with open(path, "w") as f:
+    json.dump(result, f, indent=1)
+  print(f"Wrote {path}")
 
 
 if __name__ == "__main__":
