@@ -121,8 +121,8 @@ TUNED: tuple[str, ...] = tuple(opt.name for opt in _ALL if opt.grid)
 def unavailable_reason(optimizer: Optimizer) -> str | None:
   """Why ``optimizer`` cannot be built here (None when it can).
 
-  ``garo(controller="pretrained")`` raises until pretrained weights ship; the
-  suite then skips it with this note, and includes it once it builds.
+  An optimizer that raises when it is built (``garo(controller="pretrained")``
+  without its weights file, say) is skipped by the suite with this note.
   """
   try:
     tx = optimizer.make(optimizer.learning_rate)
