@@ -141,16 +141,20 @@ def unroll_meta_loss(
   return meta_loss(losses, state.initial_loss, config.log_floor)
 
 
+def _truncation_meta_loss(controller, task, state, learning_rate, num_steps, config):
+  """Meta-loss of one truncation of one run (scored against the run's start)
+  and the run's new state."""
+  state, losses, _ = inner_unroll(
+    controller, task, state, learning_rate, num_steps, config
+  )
+  return meta_loss(losses, state.initial_loss, config.log_floor), state
+
+
 def _batched_meta_loss(controller, task, state, learning_rate, num_steps, config):
   """Meta-loss of a truncation for each run of a batch; new states."""
-
-  def one(task, state, learning_rate):
-    state, losses, _ = inner_unroll(
-      controller, task, state, learning_rate, num_steps, config
-    )
-    return meta_loss(losses, state.initial_loss, config.log_floor), state
-
-  return jax.vmap(one)(task, state, learning_rate)
+  return jax.vmap(_truncation_meta_loss, in_axes=(None, 0, 0, 0, None, None))(
+    controller, task, state, learning_rate, num_steps, config
+  )
 
 
 def truncated_gradient(
@@ -211,6 +215,17 @@ def _perturbations(key, controller, num_pairs, sigma):
   return epsilon._replace(gru=gru)
 
 
+def _antithetic(controller, epsilon):
+  """The ``2P`` controllers ``θ + ε_i`` then ``θ - ε_i``, stacked: one vmap
+  over all of them is one compiled unroll."""
+  return jax.tree.map(lambda c, e: jnp.concatenate([c + e, c - e]), controller, epsilon)
+
+
+def _twice(x):
+  """``x`` stacked after itself, for the ``+`` and ``-`` members of each pair."""
+  return jnp.concatenate([x, x])
+
+
 def _es_combine(loss_plus, loss_minus, epsilon, sigma):
   """``mean_i (L⁺_i − L⁻_i) ε_i / (2σ²)``, the antithetic ES gradient."""
   weight = (loss_plus - loss_minus) / (2.0 * sigma**2)
@@ -252,16 +267,11 @@ def es_gradient(
   """
   num_pairs = keys.shape[0]
   epsilon = _perturbations(key, controller, num_pairs, sigma)
-  both = lambda x: jnp.concatenate([x, x])
-  # One vmap over the 2P members (all "+" then all "-"): one compiled unroll.
-  controllers = jax.tree.map(
-    lambda c, e: jnp.concatenate([c + e, c - e]), controller, epsilon
-  )
   losses = jax.vmap(unroll_meta_loss, in_axes=(0, 0, 0, 0, None, None))(
-    controllers,
-    jax.tree.map(both, task),
-    both(keys),
-    both(learning_rate),
+    _antithetic(controller, epsilon),
+    jax.tree.map(_twice, task),
+    _twice(keys),
+    _twice(learning_rate),
     num_steps,
     config,
   )
@@ -321,23 +331,13 @@ def pes_gradient(
   accumulated = jax.tree.map(jnp.add, pes_state.accumulated, epsilon)
 
   num_pairs = learning_rate.shape[0]
-  both = lambda x: jnp.concatenate([x, x])
-  # One vmap over the 2P members (all "+" then all "-"): one compiled unroll.
-  controllers = jax.tree.map(
-    lambda c, e: jnp.concatenate([c + e, c - e]), controller, epsilon
-  )
-
-  def one(controller, task, state, learning_rate):
-    state, losses, _ = inner_unroll(
-      controller, task, state, learning_rate, num_steps, config
-    )
-    return meta_loss(losses, state.initial_loss, config.log_floor), state
-
-  losses, states = jax.vmap(one)(
-    controllers,
-    jax.tree.map(both, task),
+  losses, states = jax.vmap(_truncation_meta_loss, in_axes=(0, 0, 0, 0, None, None))(
+    _antithetic(controller, epsilon),
+    jax.tree.map(_twice, task),
     jax.tree.map(lambda a, b: jnp.concatenate([a, b]), pes_state.plus, pes_state.minus),
-    both(learning_rate),
+    _twice(learning_rate),
+    num_steps,
+    config,
   )
   loss_plus, loss_minus = losses[:num_pairs], losses[num_pairs:]
   plus = jax.tree.map(lambda x: x[:num_pairs], states)

@@ -111,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
+def _starting_learning_rates(key, pairs, min_lr, max_lr):
+  """``pairs`` starting learning rates, log-uniform in ``[min_lr, max_lr]``."""
+  log_lr = jax.random.uniform(
+    key, (pairs,), minval=jnp.log(min_lr), maxval=jnp.log(max_lr)
+  )
+  return jnp.exp(log_lr)
+
+
 @functools.cache
 def _family_step(family, pairs, unroll, config):
   """The jitted ES gradient on fresh problems of one family."""
@@ -119,11 +127,7 @@ def _family_step(family, pairs, unroll, config):
   def step(controller, key, sigma, min_lr, max_lr):
     task_key, run_key, lr_key, es_key = jax.random.split(key, 4)
     task = jax.vmap(family.sample)(jax.random.split(task_key, pairs))
-    learning_rate = jnp.exp(
-      jax.random.uniform(
-        lr_key, (pairs,), minval=jnp.log(min_lr), maxval=jnp.log(max_lr)
-      )
-    )
+    learning_rate = _starting_learning_rates(lr_key, pairs, min_lr, max_lr)
     return estimators.es_gradient(
       controller,
       task,
@@ -158,11 +162,7 @@ def _family_pes_step(family, pairs, unroll, truncations, config):
       state["task_key"],
     )
     task = jax.vmap(family.sample)(jax.random.wrap_key_data(task_keys))
-    fresh_lr = jnp.exp(
-      jax.random.uniform(
-        lr_key, (pairs,), minval=jnp.log(min_lr), maxval=jnp.log(max_lr)
-      )
-    )
+    fresh_lr = _starting_learning_rates(lr_key, pairs, min_lr, max_lr)
     learning_rate = jnp.where(restart, fresh_lr, state["learning_rate"])
     fresh = estimators.pes_init(
       controller, task, jax.random.split(run_key, pairs), learning_rate, config
