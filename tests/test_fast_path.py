@@ -131,6 +131,21 @@ def test_statistics_match_tree_reductions():
   np.testing.assert_allclose(total[2], optax.tree.vdot(grads, mu), rtol=1e-5)
 
 
+def test_statistics_per_leaf_with_halved_leaves_interleaved():
+  # Leaves from _SPLIT_SIZE on are summed in halves and stacked apart from the
+  # others: each row must still be its own leaf's, in the order of the leaves.
+  shapes = [(3,), (2**17,), (5, 7), (300, 512), (), (2**16 + 2,), (1,)]
+  keys = jax.random.split(jax.random.key(2), 2 * len(shapes))
+  grads = [jax.random.normal(k, s) for k, s in zip(keys[::2], shapes, strict=True)]
+  mu = [jax.random.normal(k, s) for k, s in zip(keys[1::2], shapes, strict=True)]
+  stats = jax.jit(_statistics.tree_statistics)(grads, mu)
+  g64, m64 = ([np.asarray(x, np.float64) for x in t] for t in (grads, mu))
+  want = [
+    [np.sum(g * g), np.sum(m * m), np.sum(g * m)] for g, m in zip(g64, m64, strict=True)
+  ]
+  np.testing.assert_allclose(stats, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("size", [3, 40_000, 2**17])
 def test_statistics_flag_non_finite_gradients(size):
   mu = {"x": jnp.zeros(size)}
