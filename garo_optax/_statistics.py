@@ -9,7 +9,8 @@ skipped too).
 How the sums are written depends on where the leaves live:
 
 - one device: one variadic ``lax.reduce`` per leaf, a single pass over its
-  gradient and momentum (:func:`_local_sums`);
+  gradient and momentum (:func:`_local_sums`), or per few leaves of the same
+  size (:func:`_same_size_sums`);
 - a mesh with explicit axes: each device sums its shards in that way inside
   ``shard_map``, and one all-reduce covers all leaves
   (:func:`_sharded_tree_statistics`);
@@ -32,7 +33,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 NUM_STATISTICS = 3
-# Leaves from this many entries on are summed in two halves (_local_sums).
+# On one device, leaves of the same size are summed together, up to
+# _GROUP_SIZE in one reduction, or _LARGE_GROUP_SIZE from _SPLIT_SIZE entries
+# on; a leaf from _SPLIT_SIZE entries on with none of its size to share a
+# reduction with is summed in two halves (_partial_sums).
+_GROUP_SIZE = 4
+_LARGE_GROUP_SIZE = 2
 _SPLIT_SIZE = 1 << 16
 
 
@@ -76,6 +82,39 @@ def _partial_sums(grad: jax.Array, mu: jax.Array) -> tuple[jax.Array, ...]:
       operands += [g_i * g_i, m_i * m_i, g_i * m_i]
     return _variadic_sum(tuple(operands))
   return _variadic_sum((g * g, m * m, g * m))
+
+
+def _same_size_sums(
+  grads: list[jax.Array], mus: list[jax.Array]
+) -> tuple[jax.Array, ...]:
+  """The sums of several leaves of the same size, in one reduction.
+
+  Three running sums per leaf in one loop: independent chains of additions,
+  which XLA:CPU runs in parallel where one leaf's three wait on each other.
+  Inside a training loop, four leaves of 1e4 entries or two of 1e5 summed
+  together took 35-40% less time than one at a time (and no longer to
+  compile).
+  """
+  shape = grads[0].shape
+  if any(g.shape != shape for g in grads):  # same size, other shapes
+    grads, mus = [g.reshape(-1) for g in grads], [m.reshape(-1) for m in mus]
+  operands = []
+  for g, m in zip(grads, mus, strict=True):
+    g, m = g.astype(jnp.float32), m.astype(jnp.float32)
+    operands += [g * g, m * m, g * m]
+  return _variadic_sum(tuple(operands))
+
+
+def _batches_of_same_size(leaves: list[jax.Array]) -> list[list[int]]:
+  """Indices of the leaves to sum together: the same size, a few at a time."""
+  by_size: dict[int, list[int]] = {}
+  for i, leaf in enumerate(leaves):
+    by_size.setdefault(leaf.size, []).append(i)
+  batches = []
+  for size, indices in by_size.items():
+    step = _GROUP_SIZE if size < _SPLIT_SIZE else _LARGE_GROUP_SIZE
+    batches += [indices[i : i + step] for i in range(0, len(indices), step)]
+  return batches
 
 
 def _variadic_sum(operands: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
@@ -264,22 +303,34 @@ def tree_statistics(
     partitionable = jax.device_count() > 1
   if partitionable:
     return _partitioned_statistics(grad_leaves, mu_leaves)
-  # One stack for the leaves summed whole and one for those summed in halves,
+  # Leaves of the same size are summed a few at a time (_same_size_sums). One
+  # stack for the leaves summed whole and one for those summed in halves,
   # whose halves are then added in one op: one small kernel per leaf to add
   # them took a third of the compile time of a model with large leaves.
   whole, halves = {}, {}  # leaf index -> its sums
-  for i, (g, m) in enumerate(zip(grad_leaves, mu_leaves, strict=True)):
-    sums = _partial_sums(g, m)
-    (whole if len(sums) == NUM_STATISTICS else halves)[i] = sums
+  for batch in _batches_of_same_size(grad_leaves):
+    if len(batch) == 1:
+      (i,) = batch
+      sums = _partial_sums(grad_leaves[i], mu_leaves[i])
+      (whole if len(sums) == NUM_STATISTICS else halves)[i] = sums
+      continue
+    sums = _same_size_sums(
+      [grad_leaves[i] for i in batch], [mu_leaves[i] for i in batch]
+    )
+    for k, i in enumerate(batch):
+      whole[i] = sums[k * NUM_STATISTICS : (k + 1) * NUM_STATISTICS]
+  whole, halves = dict(sorted(whole.items())), dict(sorted(halves.items()))
   parts = [jnp.zeros((0, NUM_STATISTICS), jnp.float32)] if not grad_leaves else []
   if whole:
     parts.append(_stack(whole.values()).reshape(-1, NUM_STATISTICS))
   if halves:
     parts.append(_stack(halves.values()).reshape(-1, 2, NUM_STATISTICS).sum(axis=1))
-  if len(parts) == 1:
-    return parts[0]
+  order = [*whole, *halves]
+  stats = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+  if order == sorted(order):
+    return stats
   # Back into the order of the leaves (one small gather).
-  return jnp.concatenate(parts)[np.argsort([*whole, *halves])]
+  return stats[np.argsort(order)]
 
 
 def _stack(sums) -> jax.Array:

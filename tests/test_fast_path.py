@@ -131,10 +131,14 @@ def test_statistics_match_tree_reductions():
   np.testing.assert_allclose(total[2], optax.tree.vdot(grads, mu), rtol=1e-5)
 
 
-def test_statistics_per_leaf_with_halved_leaves_interleaved():
-  # Leaves from _SPLIT_SIZE on are summed in halves and stacked apart from the
+def test_statistics_per_leaf_with_grouped_and_halved_leaves_interleaved():
+  # Leaves of the same size are summed several in one reduction (shapes may
+  # differ), a lone one from _SPLIT_SIZE on in halves, stacked apart from the
   # others: each row must still be its own leaf's, in the order of the leaves.
-  shapes = [(3,), (2**17,), (5, 7), (300, 512), (), (2**16 + 2,), (1,)]
+  shapes = [
+    (3,), (2**17,), (8, 16), (5, 7), (300, 512), (16, 8), (), (2**16 + 2,),
+    (128,), (1,), (2**17,), (4, 32), (2**17,), (7, 5), (128,), (8, 16), (2,),
+  ]  # fmt: skip
   keys = jax.random.split(jax.random.key(2), 2 * len(shapes))
   grads = [jax.random.normal(k, s) for k, s in zip(keys[::2], shapes, strict=True)]
   mu = [jax.random.normal(k, s) for k, s in zip(keys[1::2], shapes, strict=True)]
