@@ -2,9 +2,11 @@
 
 Times update + apply **in-graph**: ``K`` steps in a ``lax.fori_loop`` inside one
 ``jit`` with donated params and state, warmed up, median over repeats, so the
-numbers are the device's, not Python's. Also reports the first-call compile
-time and the optimizer-state bytes read off the state pytree, and, as a
-bandwidth yardstick, the time of a device copy of the params.
+numbers are the device's, not Python's. The repeats of all optimizers are
+interleaved, so that a busy spell of a shared machine slows them alike. Also
+reports the first-call compile time and the optimizer-state bytes read off the
+state pytree, and, as a bandwidth yardstick, the time of a device copy of the
+params.
 
 The gradients are one fixed buffer per leaf multiplied by a per-step scalar and
 materialised (as a backward pass leaves them), so every step reads a fresh
@@ -88,25 +90,32 @@ def _tree_bytes(tree) -> int:
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def _time(fn, args_fn, repeats: int) -> tuple[float, float]:
-  """Median wall and process-CPU seconds of ``fn(*args_fn())``.
+def _time_once(fn, args_fn) -> tuple[float, float]:
+  """Wall and process-CPU seconds of one call ``fn(*args_fn())``.
 
   The CPU time (all threads of this process) is steadier than the wall time
   on a shared machine, where other processes take cores away.
   """
-  wall, cpu = [], []
-  for _ in range(repeats):
-    args = args_fn()
-    jax.block_until_ready(args)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    jax.block_until_ready(fn(*args))
-    wall.append(time.perf_counter() - start)
-    cpu.append(time.process_time() - start_cpu)
-  return statistics.median(wall), statistics.median(cpu)
+  args = args_fn()
+  jax.block_until_ready(args)
+  start, start_cpu = time.perf_counter(), time.process_time()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def time_optimizer(tx, params, grads, steps: int, repeats: int) -> dict[str, float]:
-  """Compile time, per-step time and state bytes of ``tx`` on ``params``."""
+def _time(fn, args_fn, repeats: int) -> tuple[float, float]:
+  """Median wall and process-CPU seconds of ``fn(*args_fn())``."""
+  times = [_time_once(fn, args_fn) for _ in range(repeats)]
+  return tuple(statistics.median(t) for t in zip(*times, strict=True))
+
+
+def compile_optimizer(tx, params, grads, steps: int):
+  """``steps`` in-graph steps of ``tx``, compiled, and its compile time.
+
+  Returns ``(compiled, fresh, row)``: ``compiled(*fresh())`` runs the steps
+  from a fresh copy of the params and state; ``row`` has the compile time and
+  the state bytes.
+  """
 
   def run(params, state, grads):
     def body(i, carry):
@@ -124,7 +133,6 @@ def time_optimizer(tx, params, grads, steps: int, repeats: int) -> dict[str, flo
 
   run = jax.jit(run, donate_argnums=(0, 1))
   state = tx.init(params)
-  state_bytes = _tree_bytes(state)
   start = time.perf_counter()
   compiled = run.lower(params, state, grads).compile()
   compile_s = time.perf_counter() - start
@@ -133,13 +141,32 @@ def time_optimizer(tx, params, grads, steps: int, repeats: int) -> dict[str, flo
     return jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state), grads
 
   compiled(*fresh())  # warm-up
-  wall_s, cpu_s = _time(compiled, fresh, repeats)
-  return {
-    "step_ms": 1e3 * wall_s / steps,
-    "cpu_ms": 1e3 * cpu_s / steps,
-    "compile_s": compile_s,
-    "state_bytes": state_bytes,
+  return compiled, fresh, {"compile_s": compile_s, "state_bytes": _tree_bytes(state)}
+
+
+def time_optimizers(
+  txs: dict[str, optax.GradientTransformation], params, grads, steps, repeats
+) -> dict[str, dict[str, float]]:
+  """Compile time, per-step time and state bytes of each optimizer.
+
+  The repeats are interleaved (each round times every optimizer once, in a
+  rotating order), so that a slow spell of a shared machine falls on all of
+  them alike rather than on whichever ran then; the medians are over rounds.
+  """
+  prepared = {
+    name: compile_optimizer(tx, params, grads, steps) for name, tx in txs.items()
   }
+  times = {name: [] for name in txs}
+  names = list(txs)
+  for r in range(repeats):
+    for name in names[r % len(names) :] + names[: r % len(names)]:
+      compiled, fresh, _ = prepared[name]
+      times[name].append(_time_once(compiled, fresh))
+  rows = {}
+  for name, (_, _, row) in prepared.items():
+    wall, cpu = (statistics.median(t) for t in zip(*times[name], strict=True))
+    rows[name] = {"step_ms": 1e3 * wall / steps, "cpu_ms": 1e3 * cpu / steps, **row}
+  return rows
 
 
 def time_copy(params, repeats: int) -> float:
@@ -155,10 +182,10 @@ def benchmark(num_params, num_leaves, dtype, steps, repeats, names):
   params = make_params(num_params, num_leaves, dtype)
   grads = jax.tree.map(lambda p: jnp.ones_like(p) * 1e-3, params)
   param_bytes = _tree_bytes(params)
-  rows = {}
-  for name in names:
-    rows[name] = time_optimizer(OPTIMIZERS[name](), params, grads, steps, repeats)
-    rows[name]["state_over_param_bytes"] = rows[name]["state_bytes"] / param_bytes
+  txs = {name: OPTIMIZERS[name]() for name in names}
+  rows = time_optimizers(txs, params, grads, steps, repeats)
+  for row in rows.values():
+    row["state_over_param_bytes"] = row["state_bytes"] / param_bytes
   copy_s = time_copy(params, repeats)
   return {
     "num_params": num_params,
@@ -204,7 +231,8 @@ def to_markdown(results: list[dict], machine: dict[str, str]) -> str:
     f"optax {machine['optax']}, garo_optax {machine['garo_optax']}.",
     "",
     "Update + apply, in-graph (`lax.fori_loop` inside one `jit`, donated "
-    "buffers), median over repeats: wall time, and on CPU also the "
+    "buffers), median over repeats interleaved across the optimizers: wall "
+    "time, and on CPU also the "
     "process's CPU time (all threads), which other processes on a shared "
     "machine disturb less. `bandwidth` is the bytes the optimizer must move "
     "(parameter buffers listed in `benchmarks/step_time.py`) per step time, "
@@ -255,7 +283,7 @@ def main(argv=None):
   parser.add_argument("--leaves", type=int, nargs="+", default=[100, 1000])
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--steps", type=int, default=20)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument(
     "--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS)
   )
