@@ -356,11 +356,17 @@ def hyperparams(state: Any) -> dict[str, Any]:
     raise ValueError(
       f"Expected one GaroState inside the optimizer state, found {len(found)}."
     )
-  # Flax NNX wraps each array of an optimizer state in a Variable: unwrap it.
-  plain = lambda x: getattr(x, "value", x)
   return {
-    name: {group: plain(x) for group, x in value.items()}
+    name: {group: _unwrap(x) for group, x in value.items()}
     if isinstance(value, _groups.ByGroup)
-    else plain(value)
+    else _unwrap(value)
     for name, value in found[0].hyperparams.items()
   }
+
+
+def _unwrap(x: Any) -> Any:
+  """The array in a Flax NNX ``Variable`` (an NNX optimizer state wraps each
+  of its arrays in one); anything else as it is."""
+  if hasattr(x, "get_value"):  # Flax 0.12 deprecates `.value`
+    return x.get_value()
+  return getattr(x, "value", x)
