@@ -89,11 +89,12 @@ def _same_size_sums(
 ) -> tuple[jax.Array, ...]:
   """The sums of several leaves of the same size, in one reduction.
 
-  Three running sums per leaf in one loop: independent chains of additions,
-  which XLA:CPU runs in parallel where one leaf's three wait on each other.
-  Inside a training loop, four leaves of 1e4 entries or two of 1e5 summed
-  together took 35-40% less time than one at a time (and no longer to
-  compile).
+  Each running sum is a chain of additions that waits on itself (XLA:CPU
+  does not reorder them), so one loop with the three sums of ``k`` leaves
+  keeps ``k`` times as many additions in flight as a leaf alone. Inside a
+  training loop, four leaves of 1e4 entries summed together took 40% less
+  time than one at a time, two of 1e5 entries 28% less, and neither took
+  longer to compile.
   """
   shape = grads[0].shape
   if any(g.shape != shape for g in grads):  # same size, other shapes
