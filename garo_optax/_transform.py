@@ -123,6 +123,8 @@ def garo(
   granularity: _groups.Granularity = "global",
   max_learning_rate: float | None = None,
   max_effective_learning_rate: float | None = None,
+  home_learning_rate: float | None = None,
+  home_steps: float | None = None,
   mu_dtype: Any | None = None,
   callback: Callable[[jax.Array, dict[str, Any]], Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -175,6 +177,15 @@ def garo(
       is the usual ``learning_rate / (1 - momentum)``; negative momentum
       tightens the bound instead of loosening it, as heavy ball's largest
       stable step shrinks with ``1 + momentum``.
+    home_learning_rate: if set (with ``home_steps``), the learning rate the
+      controller works around: the learning-rate head's bias moves from that
+      of ``learning_rate`` to that of ``home_learning_rate`` as
+      :math:`1 - e^{-t / \text{home\_steps}}`, so ``learning_rate`` is where
+      GARO starts (step 0 is still SGD at it) and matters less and less after
+      ``home_steps`` steps. ``controller="pretrained"`` uses
+      ``pretrained.HOME_LEARNING_RATE`` and ``pretrained.HOME_STEPS`` unless
+      given; ``home_steps=0`` turns this off.
+    home_steps: the time constant of that move, in steps.
     mu_dtype: dtype of the momentum buffers; ``None`` uses each param's dtype.
     callback: optional host function called as ``callback(step, hyperparams)``
       from inside ``jit`` on every update, for debugging. Off (and free) by
@@ -220,6 +231,15 @@ def garo(
 
     if max_effective_learning_rate is None:
       max_effective_learning_rate = pretrained.MAX_EFFECTIVE_LEARNING_RATE
+    if home_learning_rate is None:
+      home_learning_rate = pretrained.HOME_LEARNING_RATE
+    if home_steps is None:
+      home_steps = pretrained.HOME_STEPS
+  if home_learning_rate is not None and not home_learning_rate > 0:
+    raise ValueError(f"home_learning_rate must be > 0, got {home_learning_rate}.")
+  if home_steps is not None and not home_steps >= 0:
+    raise ValueError(f"home_steps must be >= 0, got {home_steps}.")
+  relaxes = bool(home_learning_rate is not None and home_steps)
 
   def setup(params):
     """Groups of ``params`` and the heads' biases, ``(G, 3)``."""
@@ -259,6 +279,14 @@ def garo(
     _check_like("params", params, state.mu)
     groups, bias = setup(params)
     num_groups = len(groups.names)
+    if relaxes:
+      bias = _relaxed_bias(
+        bias,
+        state.count,
+        _per_group("learning_rate", learning_rate, groups),
+        home_learning_rate,
+        home_steps,
+      )
 
     stats = _statistics.tree_statistics(updates, state.mu)
     group_stats = _groups.group_sums(stats, groups)
@@ -313,6 +341,24 @@ def garo(
     return new_updates, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _relaxed_bias(
+  bias: jax.Array,
+  count: jax.Array,
+  start: jax.Array,
+  home: float,
+  steps: float,
+) -> jax.Array:
+  """The heads' biases ``(G, 3)`` at step ``count``, the learning rate's moved
+  from that of ``start`` (its values at step 0) towards that of ``home``."""
+  gap = _controller.head_bias(home, 0.0, 0.0)[0] - bias[:, 0]
+  # Exactly none where the start is the home rate, however the two biases
+  # round: such a run is the run without a home rate (up to how XLA fuses,
+  # and so rounds, the rest of the step).
+  gap = jnp.where(start == home, 0.0, gap)
+  moved = -jnp.expm1(-count.astype(jnp.float32) / steps)  # 1 - e^{-t/steps}
+  return bias.at[:, 0].add(gap * moved)
 
 
 def _unzip(pairs: Any, like: Any) -> tuple[Any, Any]:

@@ -71,12 +71,24 @@ def test_pretrained_uses_its_training_bound():
         0.5,
         controller=pretrained.load(),
         max_effective_learning_rate=pretrained.MAX_EFFECTIVE_LEARNING_RATE,
+        home_learning_rate=pretrained.HOME_LEARNING_RATE,
+        home_steps=pretrained.HOME_STEPS,
       )
     ),
   )
   # The bound binds here: without it the learning rates differ.
-  unbounded = run(garo_optax.garo(0.5, controller=pretrained.load()))
+  unbounded = run(
+    garo_optax.garo(
+      0.5,
+      controller=pretrained.load(),
+      home_learning_rate=pretrained.HOME_LEARNING_RATE,
+      home_steps=pretrained.HOME_STEPS,
+    )
+  )
   assert not np.array_equal(bounded, unbounded)
+  # So does the home rate: without it the learning rates differ too.
+  at_start = run(garo_optax.garo(0.5, controller="pretrained", home_steps=0))
+  assert not np.array_equal(bounded, at_start)
 
 
 def test_pretrained_can_first_be_built_inside_jit():

@@ -197,6 +197,44 @@ def test_negative_momentum_tightens_effective_step_bound(params, random_grads):
   np.testing.assert_allclose(trajectory["learning_rate"], 0.5 * 0.2, rtol=1e-5)
 
 
+def test_learning_rate_moves_home_in_closed_form(params, random_grads):
+  """With zeroed heads the learning rate is softplus of its bias, which moves
+  from softplus⁻¹(lr0) to softplus⁻¹(home) as 1 - exp(-t / home_steps)."""
+  controller = _controller(1.0)
+  controller = controller._replace(head_kernel=jnp.zeros_like(controller.head_kernel))
+  grads = random_grads(jax.random.key(0), params, 30)
+  inverse = lambda x: x + np.log(-np.expm1(-x))  # softplus⁻¹
+  for lr0, home in [(1e-3, 0.01), (0.1, 0.01), (0.05, 0.2)]:
+    tx = garo_optax.garo(
+      lr0, 0.9, controller=controller, home_learning_rate=home, home_steps=7.0
+    )
+    trajectory = jax.jit(_hyperparams_trajectory, static_argnums=0)(tx, params, grads)
+    t = np.arange(30)
+    bias = inverse(lr0) + (inverse(home) - inverse(lr0)) * -np.expm1(-t / 7.0)
+    np.testing.assert_allclose(
+      trajectory["learning_rate"], np.logaddexp(0, bias), rtol=2e-5
+    )
+    np.testing.assert_allclose(trajectory["momentum"], 0.9, rtol=1e-6)
+
+
+def test_starting_at_home_is_the_run_without(params, random_grads):
+  grads = random_grads(jax.random.key(0), params, 20)
+
+  def trajectory(lr0, **home):
+    tx = garo_optax.garo(lr0, 0.5, controller=_controller(1.0), **home)
+    return jax.jit(_hyperparams_trajectory, static_argnums=0)(tx, params, grads)
+
+  home = {"home_learning_rate": 0.05, "home_steps": 5.0}
+  chex.assert_trees_all_close(trajectory(0.05, **home), trajectory(0.05), rtol=1e-6)
+  # Elsewhere the home rate pulls: the comparison above has teeth.
+  away = trajectory(0.2, **home)["learning_rate"]
+  assert not np.allclose(away, trajectory(0.2)["learning_rate"], rtol=1e-3)
+  # home_steps=0 turns it off.
+  chex.assert_trees_all_equal(
+    trajectory(0.2, home_learning_rate=0.05, home_steps=0.0), trajectory(0.2)
+  )
+
+
 def test_hyperparams_start_values_and_tree_get(params, random_grads):
   tx = optax.chain(
     optax.clip_by_global_norm(1.0),
@@ -324,6 +362,8 @@ def test_integer_params_are_a_type_error(params):
     ({"momentum": 1.0}, "momentum"),
     ({"controller": "pretrained-typo"}, "controller"),
     ({"granularity": "per_layer"}, "granularity"),
+    ({"home_learning_rate": 0.0, "home_steps": 10.0}, "home_learning_rate"),
+    ({"home_learning_rate": 0.1, "home_steps": -1.0}, "home_steps"),
   ],
 )
 def test_bad_options_are_value_errors(params, kwargs, match):

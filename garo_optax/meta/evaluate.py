@@ -98,7 +98,13 @@ def baselines(task_names, seeds, path) -> dict[str, Any]:
 
 
 def garo_runs(
-  controller, task_names, seeds, robustness_seeds, max_effective_learning_rate
+  controller,
+  task_names,
+  seeds,
+  robustness_seeds,
+  max_effective_learning_rate,
+  home_learning_rate=None,
+  home_steps=None,
 ):
   """GARO's runs on each task: 0.01 over ``seeds``, the other starting
   learning rates over ``robustness_seeds``."""
@@ -111,6 +117,8 @@ def garo_runs(
       lr,
       controller=controller,
       max_effective_learning_rate=max_effective_learning_rate,
+      home_learning_rate=home_learning_rate,
+      home_steps=home_steps,
     ),
     0.01,
     is_garo=True,
@@ -222,6 +230,15 @@ def main(argv=None) -> None:
     "--controller", default="pretrained", help="'pretrained', 'init' or a .npz"
   )
   p.add_argument("--max-effective-lr", type=float, default=None)
+  p.add_argument(
+    "--home-lr",
+    type=float,
+    default=None,
+    help="garo's home_learning_rate (default: the pretrained one's, or none)",
+  )
+  p.add_argument(
+    "--home-steps", type=float, default=None, help="garo's home_steps (0: off)"
+  )
   p.add_argument("--seeds", type=int, default=3)
   p.add_argument(
     "--robustness-seeds",
@@ -251,6 +268,8 @@ def main(argv=None) -> None:
     seeds,
     list(range(args.robustness_seeds)),
     args.max_effective_lr,
+    args.home_lr,
+    args.home_steps,
   )
   summary = summarise(garo, base)
   print(table(summary))

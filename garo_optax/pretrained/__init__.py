@@ -2,7 +2,8 @@
 
 ``garo_optax.garo(controller="pretrained")`` uses it, with the bound on the
 effective step it was meta-trained under (``MAX_EFFECTIVE_LEARNING_RATE``,
-unless ``max_effective_learning_rate`` is given). How it was trained, the
+unless ``max_effective_learning_rate`` is given) and its home learning rate
+(``HOME_LEARNING_RATE`` and ``HOME_STEPS``, unless given). How it was trained, the
 command that regenerates it and its evaluation are in ``README.md`` here.
 """
 
@@ -18,6 +19,14 @@ WEIGHTS = pathlib.Path(__file__).with_name("controller.npz")
 # garo's max_effective_learning_rate during meta-training: the learning rate
 # is lowered so that learning_rate / (1 - |momentum|) never exceeds it.
 MAX_EFFECTIVE_LEARNING_RATE = 1.0
+# garo's home_learning_rate and home_steps for this controller, set after
+# meta-training (which did not use them): the learning-rate head's bias moves
+# from the starting rate's to 0.01's (garo's default rate) with a time
+# constant of 100 steps, so that the starting rate matters less after a few
+# hundred steps. A run that starts at 0.01 is the same as without them, up to
+# float rounding.
+HOME_LEARNING_RATE = 0.01
+HOME_STEPS = 100.0
 
 
 @functools.cache
