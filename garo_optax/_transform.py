@@ -235,6 +235,10 @@ def garo(
       home_learning_rate = pretrained.HOME_LEARNING_RATE
     if home_steps is None:
       home_steps = pretrained.HOME_STEPS
+  if (home_learning_rate is None) != (home_steps is None):
+    raise ValueError(
+      "home_learning_rate and home_steps go together: give both (or neither)."
+    )
   if home_learning_rate is not None and not home_learning_rate > 0:
     raise ValueError(f"home_learning_rate must be > 0, got {home_learning_rate}.")
   if home_steps is not None and not home_steps >= 0:
