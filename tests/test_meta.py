@@ -288,6 +288,33 @@ def test_training_starts_from_init_file(tmp_path, monkeypatch):
   assert 0 < np.max(np.abs(moved)) <= 1e-3 * (1 + 1e-4)
 
 
+def test_inner_runs_use_the_home_rate_and_the_flags_go_together(tmp_path):
+  """With zeroed heads the inner optimizer's learning rate is softplus of its
+  bias, which the home rate moves from lr0's towards the home rate's."""
+  from garo_optax.meta import train
+
+  controller = _small_controller()
+  controller = controller._replace(head_kernel=jnp.zeros_like(controller.head_kernel))
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.array([0.1, -0.2, 0.3])}
+
+  def learning_rates(config):
+    tx = estimators._optimizer(controller, 0.1, config)
+    state, out = tx.init(params), []
+    for _ in range(20):
+      _, state = tx.update(grads, state, params)
+      out.append(float(garo_optax.hyperparams(state)["learning_rate"]))
+    return np.array(out)
+
+  np.testing.assert_allclose(learning_rates(estimators.InnerConfig()), 0.1, rtol=1e-5)
+  home = estimators.InnerConfig(home_learning_rate=0.01, home_steps=5.0)
+  moving = learning_rates(home)
+  assert moving[0] == pytest.approx(0.1, rel=1e-5)
+  assert np.all(np.diff(moving) < 0) and moving[-1] < 0.012
+  with pytest.raises(ValueError, match="go together"):
+    train.main(["--out", str(tmp_path / "x.npz"), "--home-lr", "0.01"])
+
+
 def test_evaluation_summary_holds_the_issue_criteria():
   """Closed-form check of ``evaluate.summarise`` on made-up final losses."""
   from benchmarks.train import Curves

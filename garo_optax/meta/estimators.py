@@ -42,6 +42,9 @@ class InnerConfig(NamedTuple):
   max_effective_learning_rate: float | None = None
   # log(loss_t / loss_0) is floored at -log_floor in the meta-loss.
   log_floor: float = LOG_FLOOR
+  # garo's home_learning_rate and home_steps (both or neither).
+  home_learning_rate: float | None = None
+  home_steps: float | None = None
 
 
 DEFAULT_CONFIG = InnerConfig()
@@ -62,6 +65,8 @@ def _optimizer(controller, learning_rate, config: InnerConfig):
     learning_rate,
     controller=controller,
     max_effective_learning_rate=config.max_effective_learning_rate,
+    home_learning_rate=config.home_learning_rate,
+    home_steps=config.home_steps,
   )
 
 

@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     help="garo's max_effective_learning_rate in the inner runs",
   )
   p.add_argument(
+    "--home-lr",
+    type=float,
+    default=None,
+    help="garo's home_learning_rate in the inner runs (with --home-steps)",
+  )
+  p.add_argument("--home-steps", type=float, default=None, help="garo's home_steps")
+  p.add_argument(
     "--log-floor",
     type=float,
     default=estimators.LOG_FLOOR,
@@ -309,7 +316,14 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
     truncations = args.horizon // args.unroll
   elif args.horizon is not None:
     raise ValueError("--horizon is for --estimator pes")
-  config = estimators.InnerConfig(args.max_effective_lr, log_floor=args.log_floor)
+  if (args.home_lr is None) != (args.home_steps is None):
+    raise ValueError("--home-lr and --home-steps go together")
+  config = estimators.InnerConfig(
+    args.max_effective_lr,
+    log_floor=args.log_floor,
+    home_learning_rate=args.home_lr,
+    home_steps=args.home_steps,
+  )
   seed_key = jax.random.key(args.seed)
   if args.init:
     controller = garo_optax.load_controller(args.init)
