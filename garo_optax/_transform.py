@@ -246,16 +246,17 @@ def garo(
   relaxes = bool(home_learning_rate is not None and home_steps)
 
   def setup(params):
-    """Groups of ``params`` and the heads' biases, ``(G, 3)``."""
+    """Groups of ``params``, the starting learning rates ``(G,)`` and the
+    heads' biases ``(G, 3)``."""
     groups = _groups.make_groups(params, granularity)
-    bias = _controller.head_bias(
-      *(_per_group(name, starting[name], groups) for name in _controller.HEAD_NAMES)
-    )
-    return groups, bias
+    start = [
+      _per_group(name, starting[name], groups) for name in _controller.HEAD_NAMES
+    ]
+    return groups, start[0], _controller.head_bias(*start)
 
   def init_fn(params):
     _check_params(params)
-    groups, bias = setup(params)
+    groups, _, bias = setup(params)
     num_groups = len(groups.names)
     hidden_shape = (hidden_size,) if groups.is_global else (num_groups, hidden_size)
     return GaroState(
@@ -281,16 +282,10 @@ def garo(
       )
     _check_like("grads", updates, state.mu)
     _check_like("params", params, state.mu)
-    groups, bias = setup(params)
+    groups, start_lr, bias = setup(params)
     num_groups = len(groups.names)
     if relaxes:
-      bias = _relaxed_bias(
-        bias,
-        state.count,
-        _per_group("learning_rate", learning_rate, groups),
-        home_learning_rate,
-        home_steps,
-      )
+      bias = _relaxed_bias(bias, state.count, start_lr, home_learning_rate, home_steps)
 
     stats = _statistics.tree_statistics(updates, state.mu)
     group_stats = _groups.group_sums(stats, groups)
