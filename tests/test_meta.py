@@ -288,6 +288,43 @@ def test_training_starts_from_init_file(tmp_path, monkeypatch):
   assert 0 < np.max(np.abs(moved)) <= 1e-3 * (1 + 1e-4)
 
 
+def test_dropped_features_are_zeroed_and_stay_zero(tmp_path, monkeypatch):
+  """``--drop-features`` zeroes the features' input weights of the ``--init``
+  controller, ES never perturbs them, and every other input weight trains."""
+  from garo_optax import _features
+  from garo_optax.meta import train
+
+  families = (tasks.quadratic_family(4, 2),)
+  monkeypatch.setattr(train, "_training_families", lambda: families)
+  start = garo_optax.init_controller(jax.random.key(5), hidden_size=4, head_scale=1.0)
+  garo_optax.save_controller(tmp_path / "start.npz", start)
+  dropped = ["time", "log_grad_norm_change"]
+  rows = [_features.FEATURE_NAMES.index(name) for name in dropped]
+  kept = [i for i in range(_features.NUM_FEATURES) if i not in rows]
+  flags = ["--init", str(tmp_path / "start.npz"), "--drop-features", *dropped]
+  flags += ["--unroll", "5", "--pairs", "2", "--families-per-step", "1"]
+
+  def input_kernel(controller):
+    return np.asarray(controller.gru.input_kernel)
+
+  train.main(["--out", str(tmp_path / "zero.npz"), "--meta-steps", "0", *flags])
+  pruned = garo_optax.load_controller(tmp_path / "zero.npz")
+  np.testing.assert_array_equal(input_kernel(pruned)[rows], 0.0)
+  np.testing.assert_array_equal(input_kernel(pruned)[kept], input_kernel(start)[kept])
+  np.testing.assert_array_equal(pruned.head_kernel, start.head_kernel)
+
+  train.main(["--out", str(tmp_path / "trained.npz"), "--meta-steps", "2", *flags])
+  trained = garo_optax.load_controller(tmp_path / "trained.npz")
+  np.testing.assert_array_equal(input_kernel(trained)[rows], 0.0)
+  assert np.all(input_kernel(trained)[kept] != input_kernel(start)[kept])
+  epsilon = estimators._perturbations(jax.random.key(0), start, 2, 1.0, tuple(rows))
+  epsilon = np.asarray(epsilon.gru.input_kernel)
+  np.testing.assert_array_equal(epsilon[:, rows], 0.0)
+  assert np.all(epsilon[:, kept] != 0.0)
+  with pytest.raises(SystemExit):  # argparse: not a feature's name
+    train.main(["--out", str(tmp_path / "x.npz"), "--drop-features", "momentum"])
+
+
 def test_inner_runs_use_the_home_rate_and_the_flags_go_together(tmp_path):
   """With zeroed heads the inner optimizer's learning rate is softplus of its
   bias, which the home rate moves from lr0's towards the home rate's."""

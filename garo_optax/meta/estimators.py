@@ -45,6 +45,10 @@ class InnerConfig(NamedTuple):
   # garo's home_learning_rate and home_steps (both or neither).
   home_learning_rate: float | None = None
   home_steps: float | None = None
+  # Indices of features the controller does not read: their rows of the
+  # GRU's input kernel are never perturbed (so stay as they are, zero when
+  # the trainer drops them).
+  dropped_features: tuple[int, ...] = ()
 
 
 DEFAULT_CONFIG = InnerConfig()
@@ -197,12 +201,14 @@ def truncated_gradient(
   return loss, grad, jax.lax.stop_gradient(new_state)
 
 
-def _perturbations(key, controller, num_pairs, sigma):
+def _perturbations(key, controller, num_pairs, sigma, dropped_features=()):
   """``num_pairs`` Gaussian perturbations of the controller's weights.
 
   The biases of the GRU's candidate stay unperturbed (and so, under ES, at
   their initial zero): with them zero, a zero input keeps the hidden state at
   zero, which is what makes GARO's first step plain SGD for any controller.
+  Nor are the input weights of ``dropped_features``, so their ES gradient is
+  exactly zero.
   """
   leaves, treedef = jax.tree.flatten(controller)
   keys = jax.random.split(key, len(leaves))
@@ -214,6 +220,9 @@ def _perturbations(key, controller, num_pairs, sigma):
   )
   hidden = controller.hidden_size
   gru = epsilon.gru._replace(
+    input_kernel=epsilon.gru.input_kernel.at[
+      :, jnp.asarray(dropped_features, jnp.int32)
+    ].set(0.0),
     input_bias=epsilon.gru.input_bias.at[:, 2 * hidden :].set(0.0),
     hidden_bias=jnp.zeros_like(epsilon.gru.hidden_bias),
   )
@@ -271,7 +280,7 @@ def es_gradient(
     estimate of the gradient of the smoothed meta-loss.
   """
   num_pairs = keys.shape[0]
-  epsilon = _perturbations(key, controller, num_pairs, sigma)
+  epsilon = _perturbations(key, controller, num_pairs, sigma, config.dropped_features)
   losses = jax.vmap(unroll_meta_loss, in_axes=(0, 0, 0, 0, None, None))(
     _antithetic(controller, epsilon),
     jax.tree.map(_twice, task),
@@ -332,7 +341,9 @@ def pes_gradient(
   Returns:
     ``(meta_loss, gradient, pes_state)``.
   """
-  epsilon = _perturbations(key, controller, learning_rate.shape[0], sigma)
+  epsilon = _perturbations(
+    key, controller, learning_rate.shape[0], sigma, config.dropped_features
+  )
   accumulated = jax.tree.map(jnp.add, pes_state.accumulated, epsilon)
 
   num_pairs = learning_rate.shape[0]

@@ -17,7 +17,10 @@ meta-step ``n`` of a longer run are those of ``--meta-steps n``: the meta
 learning rate has no schedule. The meta-loss curve is drawn to ``--plot``.
 ``--init`` starts from saved weights instead of a seeded controller, so that
 training can go on in stages with other settings (the shipped weights are
-made that way: see ``garo_optax/pretrained/README.md``).
+made that way: see ``garo_optax/pretrained/README.md``). ``--drop-features``
+zeroes the input weights of the named features and keeps them at zero (ES
+never perturbs them): the controller trains without reading those features,
+and with ``--meta-steps 0`` the command only removes them from ``--init``.
 
 With ``--estimator pes`` (persistent ES, :func:`estimators.pes_gradient`)
 every family keeps ``--pairs`` antithetic pairs of inner runs alive across
@@ -47,6 +50,7 @@ import numpy as np
 import optax
 
 import garo_optax
+from garo_optax import _features
 from garo_optax.meta import estimators
 from garo_optax.meta import tasks as tasks_lib
 
@@ -95,6 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     help="garo's home_learning_rate in the inner runs (with --home-steps)",
   )
   p.add_argument("--home-steps", type=float, default=None, help="garo's home_steps")
+  p.add_argument(
+    "--drop-features",
+    nargs="+",
+    default=(),
+    choices=_features.FEATURE_NAMES,
+    metavar="FEATURE",
+    help="features the controller does not read: their input weights are "
+    f"zeroed and never trained (any of {', '.join(_features.FEATURE_NAMES)})",
+  )
   p.add_argument(
     "--log-floor",
     type=float,
@@ -236,6 +249,12 @@ def _initial_pes_state(family, index, controller, pairs, truncations, config):
   }
 
 
+def _drop_features(controller, indices):
+  """The controller with zero input weights for the features ``indices``."""
+  kernel = controller.gru.input_kernel.at[np.asarray(indices, np.int32)].set(0.0)
+  return controller._replace(gru=controller.gru._replace(input_kernel=kernel))
+
+
 def _to_numpy(x):
   if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
     x = jax.random.key_data(x)
@@ -323,6 +342,9 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
     log_floor=args.log_floor,
     home_learning_rate=args.home_lr,
     home_steps=args.home_steps,
+    dropped_features=tuple(
+      sorted(_features.FEATURE_NAMES.index(name) for name in set(args.drop_features))
+    ),
   )
   seed_key = jax.random.key(args.seed)
   if args.init:
@@ -331,6 +353,7 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
     controller = garo_optax.init_controller(
       seed_key, hidden_size=args.hidden_size, head_scale=args.head_scale
     )
+  controller = _drop_features(controller, config.dropped_features)
   meta_opt = optax.adam(args.meta_lr)
   opt_state = meta_opt.init(controller)
   pes = None
@@ -392,6 +415,8 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
         _save_checkpoint(args.checkpoint, controller, opt_state, step + 1, history, pes)
       if args.plot:
         _plot(args.plot, history, len(families))
+  # Written here too for --meta-steps 0 (a controller with features dropped).
+  garo_optax.save_controller(args.out, controller)
   summary = {
     "estimator": args.estimator,
     "meta_steps": args.meta_steps,
