@@ -381,9 +381,23 @@ def test_evaluation_summary_holds_the_issue_criteria():
   assert summary["beats_sgd"] == 2 and summary["beats_adam"] == 1
   assert summary["geomean_ratio_to_best_tuned"] == pytest.approx(np.sqrt(4.0 * 1.0))
   assert summary["tasks"]["a"]["lr_spread"] == pytest.approx(4.0)
+  assert summary["lr_spread_within_2x"] == 1
   assert summary["nonfinite"] == 0 and summary["above_initial"] == 0
+  # Losses are floored at 1e-6 of the initial loss (1.0 here), as the suite's
+  # report floors them: 1e-3 against an exact fit is 1e3 times the floor.
   garo["b"][1e-2] = [curves(1e-3)]
   summary = evaluate.summarise(
     garo, {"a": base(0.5, 0.1, 0.05), "b": base(0.5, 0.1, 0.0)}
   )
-  assert summary["geomean_ratio_to_best_tuned"] == float("inf")
+  assert summary["geomean_ratio_to_best_tuned"] == pytest.approx(np.sqrt(4e3))
+  assert summary["geomean_ratio_unfloored"] == float("inf")
+  assert summary["tasks"]["b"]["lr_spread"] == pytest.approx(1e3)
+  # Both below the floor: solved alike, whatever their unfloored ratio.
+  garo["b"][1e-2] = [curves(1e-9)]
+  summary = evaluate.summarise(
+    garo, {"a": base(0.5, 0.1, 0.05), "b": base(0.5, 0.1, 1e-12)}
+  )
+  assert summary["tasks"]["b"]["ratio"] == 1.0
+  assert summary["tasks"]["b"]["ratio_unfloored"] == pytest.approx(1e3)
+  assert summary["max_lr_spread"] == pytest.approx(4.0)
+  assert summary["max_lr_spread_unfloored"] == float("inf")
