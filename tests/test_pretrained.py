@@ -30,6 +30,16 @@ def test_weights_file_loads_with_expected_version_and_shapes():
   assert pretrained.WEIGHTS.stat().st_size < 100_000
 
 
+def test_dropped_features_are_not_read():
+  """The shipped controller's input weights for its dropped features are zero,
+  so those features cannot change its hyperparameters."""
+  kernel = np.asarray(pretrained.load().gru.input_kernel)
+  rows = [_features.FEATURE_NAMES.index(name) for name in pretrained.DROPPED_FEATURES]
+  assert rows
+  np.testing.assert_array_equal(kernel[rows], 0.0)
+  assert np.all(np.any(np.delete(kernel, rows, axis=0) != 0.0, axis=1))
+
+
 def test_other_version_is_rejected(tmp_path):
   with np.load(pretrained.WEIGHTS, allow_pickle=False) as data:
     arrays = dict(data)

@@ -27,6 +27,11 @@ MAX_EFFECTIVE_LEARNING_RATE = 1.0
 # float rounding.
 HOME_LEARNING_RATE = 0.01
 HOME_STEPS = 100.0
+# Features the controller does not read: their input weights were zeroed after
+# meta-training (``python -m garo_optax.meta.train --meta-steps 0
+# --drop-features ...``). The step-to-step change of the gradient norm is
+# mostly minibatch noise, to which the trained controller reacted by braking.
+DROPPED_FEATURES = ("log_grad_norm_change",)
 
 
 @functools.cache
