@@ -1,7 +1,8 @@
 """Trains a Flax NNX MLP on scikit-learn's digits with GARO and with plain SGD.
 
-GARO runs twice: with ``garo()``'s default (seeded) controller and with the
-meta-trained one (``controller="pretrained"``).
+GARO runs twice: with ``garo()``'s default, the meta-trained controller
+shipped in ``garo_optax/pretrained``, and with the seeded, untrained one
+(``controller="init"``), which shows what the training of the controller adds.
 
 The project's main job: it runs offline on bundled data, prints a short table
 of loss, accuracy and GARO's hyperparameters, and saves a plot of the loss and
@@ -103,10 +104,11 @@ def main():
 
   data = load_data(args.seed)
   optimizers = {
-    # garo()'s default, the seeded controller: SGD at 0.01 that drifts a little.
+    # garo()'s default: the meta-trained controller shipped in
+    # garo_optax/pretrained, starting as SGD at 0.01.
     "GARO": garo_optax.garo(),
-    # The meta-trained controller shipped in garo_optax/pretrained.
-    "GARO pretrained": garo_optax.garo(controller="pretrained"),
+    # The seeded, untrained controller: SGD at 0.01 that drifts a little.
+    "GARO seeded": garo_optax.garo(controller="init"),
     "SGD(0.01)": optax.sgd(0.01),
   }
   runs = {

@@ -22,21 +22,28 @@ class GaroState(NamedTuple):
   skipped: jax.Array  # shape=(), int32: steps skipped on non-finite input
 
 
+def _is_pretrained(controller: Any) -> bool:
+  """Whether ``controller`` asks for the shipped, meta-trained controller."""
+  return controller is None or (
+    isinstance(controller, str) and controller == "pretrained"
+  )
+
+
 def _resolve_controller(
   controller: Any, hidden_size: int, seed: int
 ) -> _controller.ControllerParams:
-  if controller is None or (isinstance(controller, str) and controller == "init"):
-    return _controller.init_controller(jax.random.key(seed), hidden_size=hidden_size)
-  if isinstance(controller, str) and controller == "pretrained":
+  if _is_pretrained(controller):
     from garo_optax import pretrained  # imported on use: it reads a file
 
     return pretrained.load()
+  if isinstance(controller, str) and controller == "init":
+    return _controller.init_controller(jax.random.key(seed), hidden_size=hidden_size)
   if isinstance(controller, _controller.ControllerParams):
     return controller
   raise ValueError(
-    f"Unknown controller {controller!r}: use None or 'init' (a seeded "
-    "near-SGD controller), 'pretrained' (the meta-trained one shipped with "
-    "garo_optax) or a ControllerParams (e.g. from load_controller)."
+    f"Unknown controller {controller!r}: use None or 'pretrained' (the "
+    "meta-trained one shipped with garo_optax), 'init' (a seeded, untrained "
+    "near-SGD controller) or a ControllerParams (e.g. from load_controller)."
   )
 
 
@@ -158,14 +165,16 @@ def garo(
     weight_decay: weight decay at the first step (coupled, as in SGD).
       Each of these three may also be a ``{group name: value}`` mapping when
       ``granularity`` is not ``"global"`` (e.g. no weight decay for biases).
-    controller: the controller's weights: ``None`` or ``"init"`` for a seeded,
-      untrained controller that stays near SGD, ``"pretrained"`` for the
-      meta-trained one shipped in :mod:`garo_optax.pretrained` (which also
-      sets ``max_effective_learning_rate`` to the bound it was trained with,
-      unless given), or a :class:`~garo_optax.ControllerParams` (e.g. from
+    controller: the controller's weights: ``None`` (the default) or
+      ``"pretrained"`` for the meta-trained one shipped in
+      :mod:`garo_optax.pretrained` (which also sets
+      ``max_effective_learning_rate``, ``home_learning_rate`` and
+      ``home_steps`` to its values, unless given), ``"init"`` for a seeded,
+      untrained controller that stays near SGD, or a
+      :class:`~garo_optax.ControllerParams` (e.g. from
       :func:`~garo_optax.load_controller`).
-    hidden_size: GRU width of the seeded controller.
-    seed: seed of the seeded controller.
+    hidden_size: GRU width of the seeded controller (``"init"``).
+    seed: seed of the seeded controller (``"init"``).
     granularity: ``"global"`` (one set of hyperparameters), ``"per_leaf"``, or
       group labels (a pytree of strings shaped like the params, or a function
       of the params returning one, as in :func:`optax.multi_transform`); every
@@ -182,7 +191,7 @@ def garo(
       of ``learning_rate`` to that of ``home_learning_rate`` as
       :math:`1 - e^{-t / \text{home\_steps}}`, so ``learning_rate`` is where
       GARO starts (step 0 is still SGD at it) and matters less and less after
-      ``home_steps`` steps. ``controller="pretrained"`` uses
+      ``home_steps`` steps. The pretrained controller (the default) uses
       ``pretrained.HOME_LEARNING_RATE`` and ``pretrained.HOME_STEPS`` unless
       given; ``home_steps=0`` turns this off.
     home_steps: the time constant of that move, in steps.
@@ -226,7 +235,7 @@ def garo(
       _check_value(name, x)
   params_ = _resolve_controller(controller, hidden_size, seed)
   hidden_size = params_.hidden_size
-  if isinstance(controller, str) and controller == "pretrained":
+  if _is_pretrained(controller):
     from garo_optax import pretrained
 
     if max_effective_learning_rate is None:

@@ -1,5 +1,6 @@
 """Tests of the shipped, meta-trained controller (garo_optax/pretrained)."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,3 +112,24 @@ def test_pretrained_can_first_be_built_inside_jit():
     return tx.update(params, tx.init(params), params)[0]
 
   np.testing.assert_allclose(first_update(0.1)["w"], -0.1, rtol=1e-6)
+
+
+def test_default_controller_is_the_pretrained_one():
+  """``garo()`` is ``garo(controller="pretrained")``, bound and home rate
+  included; ``controller="init"`` gives the seeded controller instead."""
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}
+
+  def hyperparams(tx):
+    state, out = tx.init(params), []
+    for step in range(5):
+      grads = jax.tree.map(lambda p, s=step: jnp.sin(p * (s + 1.0)), params)
+      _, state = tx.update(grads, state, params, value=jnp.array(1.0 / (step + 1)))
+      out.append(jax.tree.map(np.asarray, garo_optax.hyperparams(state)))
+    return out
+
+  default = hyperparams(garo_optax.garo(0.5))
+  pretrained_ = hyperparams(garo_optax.garo(0.5, controller="pretrained"))
+  seeded = hyperparams(garo_optax.garo(0.5, controller="init"))
+  for a, b in zip(default, pretrained_, strict=True):
+    chex.assert_trees_all_equal(a, b)
+  assert not np.allclose(default[-1]["learning_rate"], seeded[-1]["learning_rate"])

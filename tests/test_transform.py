@@ -378,7 +378,8 @@ def test_integer_params_are_a_type_error(params):
     ({"granularity": "per_layer"}, "granularity"),
     ({"home_learning_rate": 0.0, "home_steps": 10.0}, "home_learning_rate"),
     ({"home_learning_rate": 0.1, "home_steps": -1.0}, "home_steps"),
-    ({"home_learning_rate": 0.1}, "home_steps"),
+    # (The pretrained controller, the default, fills in its own home_steps.)
+    ({"home_learning_rate": 0.1, "controller": "init"}, "home_steps"),
   ],
 )
 def test_bad_options_are_value_errors(params, kwargs, match):
