@@ -1,10 +1,11 @@
 """The meta-trained GARO controller shipped with the package.
 
-``garo_optax.garo(controller="pretrained")`` uses it, with the bound on the
-effective step it was meta-trained under (``MAX_EFFECTIVE_LEARNING_RATE``,
-unless ``max_effective_learning_rate`` is given) and its home learning rate
-(``HOME_LEARNING_RATE`` and ``HOME_STEPS``, unless given). How it was trained, the
-command that regenerates it and its evaluation are in ``README.md`` here.
+``garo_optax.garo()`` uses it by default (as ``controller="pretrained"`` does),
+with the bound on the effective step it was meta-trained under
+(``MAX_EFFECTIVE_LEARNING_RATE``, unless ``max_effective_learning_rate`` is
+given) and its home learning rate (``HOME_LEARNING_RATE`` and ``HOME_STEPS``,
+unless given). How it was trained, the command that regenerates it and its
+evaluation are in ``README.md`` here.
 """
 
 import functools
