@@ -415,8 +415,8 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
         _save_checkpoint(args.checkpoint, controller, opt_state, step + 1, history, pes)
       if args.plot:
         _plot(args.plot, history, len(families))
-  # Written here too for --meta-steps 0 (a controller with features dropped).
-  garo_optax.save_controller(args.out, controller)
+  if start >= args.meta_steps:  # no step ran (--meta-steps 0: only the edit)
+    garo_optax.save_controller(args.out, controller)
   summary = {
     "estimator": args.estimator,
     "meta_steps": args.meta_steps,
