@@ -89,7 +89,9 @@ def group_sums(per_leaf: jax.Array, groups: Groups) -> jax.Array:
   if groups.is_global:
     return jnp.sum(per_leaf, axis=0, keepdims=True)
   leaf_groups = np.asarray(groups.leaf_groups)
-  if len(groups.names) == len(leaf_groups):
+  if len(groups.names) == len(leaf_groups):  # one leaf per group
+    if np.array_equal(leaf_groups, np.arange(len(leaf_groups))):
+      return per_leaf
     return per_leaf[np.argsort(leaf_groups)]
   one_hot = np.arange(len(groups.names))[:, None] == leaf_groups[None, :]
   return jnp.asarray(one_hot, per_leaf.dtype) @ per_leaf

@@ -1,17 +1,18 @@
-"""The gradient statistics: three sums per leaf, on one device or many.
+"""The gradient statistics: three sums per group of leaves, on one device or many.
 
-For each leaf GARO needs ``[Σg², Σm², Σg·m]`` of its gradient ``g`` and
-momentum ``m``. A non-finite gradient entry makes ``Σg²`` non-finite, which is
+For each group of leaves (one for GARO's global granularity, one per leaf for
+``per_leaf``) GARO needs ``[Σg², Σm², Σg·m]`` of its gradients ``g`` and
+momenta ``m``. A non-finite gradient entry makes ``Σg²`` non-finite, which is
 how GARO detects the steps it must skip without a reduction of its own
 (gradients so large that ``Σg²`` overflows float32, ``‖g‖ > 1.8e19``, are
 skipped too).
 
 How the sums are written depends on where the leaves live:
 
-- one device: one variadic ``lax.reduce`` per leaf, a single pass over its
-  gradient and momentum (:func:`_local_sums`), or per few leaves of the same
-  size (:func:`_same_size_sums`);
-- a mesh with explicit axes: each device sums its shards in that way inside
+- one device: one variadic ``lax.reduce`` per few leaves of the same size, a
+  single pass over their gradients and momenta, with the leaves of one group
+  added entry by entry first (:func:`_batch_sums`);
+- a mesh with explicit axes: each device sums its shards of every leaf inside
   ``shard_map``, and one all-reduce covers all leaves
   (:func:`_sharded_tree_statistics`);
 - several devices with auto axes, where the shardings are not known while
@@ -26,19 +27,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.custom_batching import custom_vmap
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from garo_optax import _groups
+
 NUM_STATISTICS = 3
-# On one device, leaves of the same size are summed together, up to
-# _GROUP_SIZE in one reduction, or _LARGE_GROUP_SIZE from _SPLIT_SIZE entries
-# on; a leaf from _SPLIT_SIZE entries on with none of its size to share a
-# reduction with is summed in two halves (_partial_sums).
-_GROUP_SIZE = 4
-_LARGE_GROUP_SIZE = 2
+# On one device, leaves of the same size are summed a few in one reduction:
+# _BATCH_SIZE of them, or _LARGE_BATCH_SIZE from _SPLIT_SIZE entries on, where
+# each leaf is also summed as its two halves (_batch_sums).
+_BATCH_SIZE = 4
+_LARGE_BATCH_SIZE = 2
 _SPLIT_SIZE = 1 << 16
 
 
@@ -47,63 +48,74 @@ def _add(a, b):
 
 
 def _local_sums(grad: jax.Array, mu: jax.Array) -> tuple[jax.Array, ...]:
-  """The sums of one leaf on one device, in one pass over its buffers.
-
-  One variadic ``lax.reduce`` is one kernel per leaf that reads ``grad`` and
-  ``mu`` once. Three ``jnp.sum`` calls measured about twice as slow inside a
-  training loop on one XLA:CPU device (``benchmarks/step_time.py``).
-  """
-  sums = _partial_sums(grad, mu)
-  return (
-    _add(sums[:NUM_STATISTICS], sums[NUM_STATISTICS:])
-    if len(sums) > NUM_STATISTICS
-    else sums
-  )
+  """The three sums of one leaf on one device, in one pass over its buffers."""
+  ((_, sums),) = _batch_sums([grad], [mu], [0])
+  return sums
 
 
-def _partial_sums(grad: jax.Array, mu: jax.Array) -> tuple[jax.Array, ...]:
-  """:func:`_local_sums` before its halves are added: three sums or six.
+def _batch_sums(
+  grads: list[jax.Array], mus: list[jax.Array], groups: list[int]
+) -> list[tuple[int, tuple[jax.Array, ...]]]:
+  """The sums of leaves of one size, per group, in one reduction.
+
+  One variadic ``lax.reduce`` is one kernel that reads every ``grad`` and
+  ``mu`` once; three ``jnp.sum`` calls per leaf measured about twice as slow
+  inside a training loop on XLA:CPU (``benchmarks/step_time.py``). The leaves
+  of one group are added entry by entry before the reduction, so the
+  reduction carries three running sums per group rather than per leaf.
 
   XLA:CPU emits the reduction as a scalar loop bound by the latency of its
-  additions; summing a large leaf in two halves, six running sums in one loop,
-  takes about 20% off the step of a model with large leaves. The halves are
-  left for the caller to add, so that a tree's halves are added in one op
-  rather than in small kernels of their own for each leaf.
+  running sums, so each step of the loop should do more than one entry's work:
+  here one entry of every leaf of the batch, and of both halves of a large
+  leaf (which took about 20% off the step of a model with large leaves and
+  halves the length of each chain of float32 additions). And the fewer sums
+  come out, the smaller the one ``stack`` that gathers them all
+  (:func:`_local_group_statistics`): at 1000 leaves, a stack of three scalars
+  per leaf was 1.8 MB of LLVM IR, most of GARO's compile time.
+
+  Returns:
+    ``(group, (Σg², Σm², Σg·m))`` for each group among ``groups`` (the group of
+    each leaf), in order of first appearance.
   """
-  g = grad.astype(jnp.float32)
-  m = mu.astype(jnp.float32)
-  if g.size >= _SPLIT_SIZE and g.size % 2 == 0:
-    g, m, half = g.reshape(-1), m.reshape(-1), g.size // 2
-    operands = []
-    for start in (0, half):
-      # lax.slice_in_dim, not indexing: it traces several times faster, which
-      # matters for models with thousands of leaves.
-      g_i, m_i = (jax.lax.slice_in_dim(x, start, start + half) for x in (g, m))
-      operands += [g_i * g_i, m_i * m_i, g_i * m_i]
-    return _variadic_sum(tuple(operands))
-  return _variadic_sum((g * g, m * m, g * m))
-
-
-def _same_size_sums(
-  grads: list[jax.Array], mus: list[jax.Array]
-) -> tuple[jax.Array, ...]:
-  """The sums of several leaves of the same size, in one reduction.
-
-  Each running sum is a chain of additions that waits on itself (XLA:CPU
-  does not reorder them), so one loop with the three sums of ``k`` leaves
-  keeps ``k`` times as many additions in flight as a leaf alone. Inside a
-  training loop, four leaves of 1e4 entries summed together took 40% less
-  time than one at a time, two of 1e5 entries 28% less, and neither took
-  longer to compile.
-  """
-  shape = grads[0].shape
-  if any(g.shape != shape for g in grads):  # same size, other shapes
+  grads = [g.astype(jnp.float32) for g in grads]
+  mus = [m.astype(jnp.float32) for m in mus]
+  size = grads[0].size
+  if size >= _SPLIT_SIZE and size % 2 == 0:
+    half = size // 2
+    # lax.slice_in_dim, not indexing: it traces several times faster, which
+    # matters for models with thousands of leaves.
+    grads, mus = (
+      [
+        jax.lax.slice_in_dim(x.reshape(-1), i, i + half)
+        for x in leaves
+        for i in (0, half)
+      ]
+      for leaves in (grads, mus)
+    )
+    groups = [group for group in groups for _ in range(2)]
+  elif any(g.shape != grads[0].shape for g in grads):  # same size, other shapes
     grads, mus = [g.reshape(-1) for g in grads], [m.reshape(-1) for m in mus]
+  members: dict[int, list[int]] = {}
+  for i, group in enumerate(groups):
+    members.setdefault(group, []).append(i)
   operands = []
-  for g, m in zip(grads, mus, strict=True):
-    g, m = g.astype(jnp.float32), m.astype(jnp.float32)
-    operands += [g * g, m * m, g * m]
-  return _variadic_sum(tuple(operands))
+  for indices in members.values():
+    g, m = [grads[i] for i in indices], [mus[i] for i in indices]
+    operands += [
+      _total(x * x for x in g),
+      _total(y * y for y in m),
+      _total(x * y for x, y in zip(g, m, strict=True)),
+    ]
+  sums = _variadic_sum(tuple(operands))
+  return [
+    (group, sums[k * NUM_STATISTICS : (k + 1) * NUM_STATISTICS])
+    for k, group in enumerate(members)
+  ]
+
+
+def _total(terms) -> jax.Array:
+  """The entry-by-entry sum of some arrays (without a ``0 +`` of its own)."""
+  return functools.reduce(jnp.add, terms)
 
 
 def _batches_of_same_size(leaves: list[jax.Array]) -> list[list[int]]:
@@ -113,7 +125,7 @@ def _batches_of_same_size(leaves: list[jax.Array]) -> list[list[int]]:
     by_size.setdefault(leaf.size, []).append(i)
   batches = []
   for size, indices in by_size.items():
-    step = _GROUP_SIZE if size < _SPLIT_SIZE else _LARGE_GROUP_SIZE
+    step = _BATCH_SIZE if size < _SPLIT_SIZE else _LARGE_BATCH_SIZE
     batches += [indices[i : i + step] for i in range(0, len(indices), step)]
   return batches
 
@@ -121,6 +133,27 @@ def _batches_of_same_size(leaves: list[jax.Array]) -> list[list[int]]:
 def _variadic_sum(operands: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
   init = tuple(jnp.zeros((), jnp.float32) for _ in operands)
   return jax.lax.reduce(operands, init, _add, tuple(range(operands[0].ndim)))
+
+
+def _local_group_statistics(
+  grad_leaves: list[jax.Array], mu_leaves: list[jax.Array], groups: _groups.Groups
+) -> jax.Array:
+  """:func:`group_statistics` of leaves that all live on one device."""
+  if not grad_leaves:
+    return jnp.zeros((len(groups.names), NUM_STATISTICS), jnp.float32)
+  rows, row_groups = [], []
+  for batch in _batches_of_same_size(grad_leaves):
+    for group, sums in _batch_sums(
+      [grad_leaves[i] for i in batch],
+      [mu_leaves[i] for i in batch],
+      [groups.leaf_groups[i] for i in batch],
+    ):
+      rows += sums
+      row_groups.append(group)
+  # One stack for all the sums: on XLA:CPU each small stack is a kernel of its
+  # own.
+  stats = jnp.stack(rows).reshape(-1, NUM_STATISTICS)
+  return _groups.group_sums(stats, groups._replace(leaf_groups=tuple(row_groups)))
 
 
 # Three layers make one op, the sums of all leaves, that XLA's partitioner
@@ -256,10 +289,14 @@ def _partitioned_statistics(grad_leaves, mu_leaves) -> jax.Array:
   return _partitioned_tree_sums(*at_least_1d)
 
 
-def tree_statistics(
-  grads: Any, mu: Any, *, partitionable: bool | None = None
+def group_statistics(
+  grads: Any,
+  mu: Any,
+  groups: _groups.Groups,
+  *,
+  partitionable: bool | None = None,
 ) -> jax.Array:
-  """The sums of every leaf, as one ``(L, NUM_STATISTICS)`` array.
+  """The sums of every group of leaves, as one ``(G, NUM_STATISTICS)`` array.
 
   When the leaves are typed with a mesh whose axes are all explicit (arrays
   placed under ``jax.set_mesh`` with ``AxisType.Explicit`` axes, the default
@@ -268,24 +305,22 @@ def tree_statistics(
   and a single all-reduce of the ``(L, 3)`` partial sums finishes the job for
   all leaves at once (:func:`_sharded_tree_statistics`). Otherwise, with
   ``partitionable``, a partitioning rule does the same once XLA's partitioner
-  knows the shardings (:func:`_partitioned_statistics`); without it each leaf
-  is summed in one pass on its device.
+  knows the shardings (:func:`_partitioned_statistics`); without it the leaves
+  are summed on their device a few at a time, those of one group together
+  (:func:`_local_group_statistics`).
 
   Args:
     grads: the gradients.
     mu: the momentum buffers (same structure and shapes).
+    groups: which group each leaf belongs to (``_groups.make_groups``).
     partitionable: whether XLA may still partition the program with shardings
       not known while tracing. ``None`` (the default) chooses so when JAX
       sees more than one device: a program on one device is never
       partitioned.
 
   Returns:
-    Per leaf ``Σg²`` (not finite if any entry of the gradient is not),
+    Per group ``Σg²`` (not finite if any entry of its gradients is not),
     ``Σm²`` and ``Σg·m``.
-
-  The per-leaf scalars go into one ``stack`` (two, when some leaves are summed
-  in halves) rather than one small stack per leaf: on XLA:CPU each small stack
-  is a kernel of its own.
   """
   grad_leaves, treedef = jax.tree.flatten(grads)
   mu_leaves = treedef.flatten_up_to(mu)
@@ -299,44 +334,28 @@ def tree_statistics(
       [_reshard(x, spec) for x, spec in zip(leaves, specs, strict=True)]
       for leaves in (grad_leaves, mu_leaves)
     )
-    return _sharded_tree_statistics(grad_leaves, mu_leaves, mesh, specs)
+    stats = _sharded_tree_statistics(grad_leaves, mu_leaves, mesh, specs)
+    return _groups.group_sums(stats, groups)
   if partitionable is None:
     partitionable = jax.device_count() > 1
-  if partitionable:
-    return _partitioned_statistics(grad_leaves, mu_leaves)
-  # Leaves of the same size are summed a few at a time (_same_size_sums). One
-  # stack for the leaves summed whole and one for those summed in halves,
-  # whose halves are then added in one op: one small kernel per leaf to add
-  # them took a third of the compile time of a model with large leaves.
-  whole, halves = {}, {}  # leaf index -> its sums
-  for batch in _batches_of_same_size(grad_leaves):
-    if len(batch) == 1:
-      (i,) = batch
-      sums = _partial_sums(grad_leaves[i], mu_leaves[i])
-      (whole if len(sums) == NUM_STATISTICS else halves)[i] = sums
-      continue
-    sums = _same_size_sums(
-      [grad_leaves[i] for i in batch], [mu_leaves[i] for i in batch]
-    )
-    for k, i in enumerate(batch):
-      whole[i] = sums[k * NUM_STATISTICS : (k + 1) * NUM_STATISTICS]
-  whole, halves = dict(sorted(whole.items())), dict(sorted(halves.items()))
-  parts = [jnp.zeros((0, NUM_STATISTICS), jnp.float32)] if not grad_leaves else []
-  if whole:
-    parts.append(_stack(whole.values()).reshape(-1, NUM_STATISTICS))
-  if halves:
-    parts.append(_stack(halves.values()).reshape(-1, 2, NUM_STATISTICS).sum(axis=1))
-  order = [*whole, *halves]
-  stats = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
-  if order == sorted(order):
-    return stats
-  # Back into the order of the leaves (one small gather).
-  return stats[np.argsort(order)]
+  if partitionable and grad_leaves:
+    stats = _partitioned_statistics(grad_leaves, mu_leaves)
+    return _groups.group_sums(stats, groups)
+  return _local_group_statistics(grad_leaves, mu_leaves, groups)
 
 
-def _stack(sums) -> jax.Array:
-  """One ``(3n,)`` stack of an iterable of ``n`` tuples of three sums."""
-  return jnp.stack([x for leaf in sums for x in leaf])
+def tree_statistics(
+  grads: Any, mu: Any, *, partitionable: bool | None = None
+) -> jax.Array:
+  """The sums of every leaf, as one ``(L, NUM_STATISTICS)`` array.
+
+  :func:`group_statistics` with each leaf a group of its own.
+  """
+  num_leaves = len(jax.tree.leaves(grads))
+  each_alone = _groups.Groups(
+    tuple(map(str, range(num_leaves))), tuple(range(num_leaves)), False
+  )
+  return group_statistics(grads, mu, each_alone, partitionable=partitionable)
 
 
 def _explicit_shardings(

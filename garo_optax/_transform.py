@@ -296,9 +296,8 @@ def garo(
     if relaxes:
       bias = _relaxed_bias(bias, state.count, start_lr, home_learning_rate, home_steps)
 
-    stats = _statistics.tree_statistics(updates, state.mu)
-    group_stats = _groups.group_sums(stats, groups)
-    skip = ~jnp.isfinite(jnp.sum(stats[:, 0]))
+    group_stats = _statistics.group_statistics(updates, state.mu, groups)
+    skip = ~jnp.isfinite(jnp.sum(group_stats[:, 0]))
     if value is not None:
       skip = skip | ~jnp.isfinite(value)
 
@@ -324,7 +323,7 @@ def garo(
         mom[group] * m.astype(dtype) + g.astype(dtype) + wd[group] * p.astype(dtype)
       )
       new_m = jnp.where(skip, m, new_m.astype(m.dtype))
-      step = jnp.where(skip, 0, -lr[group] * new_m.astype(dtype))
+      step = jnp.where(skip, 0.0, -lr[group]) * new_m.astype(dtype)
       return step.astype(p.dtype), new_m
 
     leaf_groups = jax.tree.unflatten(jax.tree.structure(params), groups.leaf_groups)
