@@ -6,7 +6,7 @@ it learns live in :mod:`garo_optax.meta`.
 """
 
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -74,35 +74,47 @@ def init_controller(
   )
 
 
-def _softplus_inverse(x: jax.Array) -> jax.Array:
+def array_namespace(*values: Any) -> Any:
+  """``numpy`` if no value is a JAX array (or tracer), else ``jax.numpy``.
+
+  Derived constants (biases from starting values) are computed with NumPy
+  when they can be: they reach XLA as literals rather than as ops it would
+  first hoist out of a training loop and later fold.
+  """
+  return jnp if any(isinstance(x, jax.Array) for x in values) else np
+
+
+def _softplus_inverse(x, xp=jnp):
   # log(expm1(x)), written to stay accurate for large x.
-  return x + jnp.log(-jnp.expm1(-x))
+  return x + xp.log(-xp.expm1(-x))
 
 
 def head_bias(
   learning_rate: jax.typing.ArrayLike,
   momentum: jax.typing.ArrayLike,
   weight_decay: jax.typing.ArrayLike,
-) -> jax.Array:
+) -> jax.Array | np.ndarray:
   """Head biases that make the heads emit the given values when ``h = 0``.
 
   Returns:
     Array of shape ``(..., 3)`` (the broadcast shape of the arguments, then 3):
     ``softplus⁻¹(learning_rate)``, ``atanh(momentum)``,
     ``softplus⁻¹(weight_decay)`` (or ``WEIGHT_DECAY_FLOOR_BIAS`` when
-    ``weight_decay`` is zero).
+    ``weight_decay`` is zero). A float32 NumPy array when no argument is a
+    JAX array.
   """
-  learning_rate = jnp.asarray(learning_rate, jnp.float32)
-  momentum = jnp.asarray(momentum, jnp.float32)
-  weight_decay = jnp.asarray(weight_decay, jnp.float32)
-  wd_bias = jnp.where(
+  xp = array_namespace(learning_rate, momentum, weight_decay)
+  learning_rate = xp.asarray(learning_rate, xp.float32)
+  momentum = xp.asarray(momentum, xp.float32)
+  weight_decay = xp.asarray(weight_decay, xp.float32)
+  wd_bias = xp.where(
     weight_decay > 0,
-    _softplus_inverse(jnp.where(weight_decay > 0, weight_decay, 1.0)),
-    WEIGHT_DECAY_FLOOR_BIAS,
+    _softplus_inverse(xp.where(weight_decay > 0, weight_decay, 1.0), xp),
+    xp.float32(WEIGHT_DECAY_FLOOR_BIAS),
   )
-  return jnp.stack(
-    jnp.broadcast_arrays(
-      _softplus_inverse(learning_rate), jnp.arctanh(momentum), wd_bias
+  return xp.stack(
+    xp.broadcast_arrays(
+      _softplus_inverse(learning_rate, xp), xp.arctanh(momentum), wd_bias
     ),
     axis=-1,
   )

@@ -88,6 +88,9 @@ def compute_features(
     ``(G, NUM_FEATURES)``.
   """
   first = count == 0
+  # Exactly zero on the first step, however the starting rate rounds on its
+  # way through the learning-rate head.
+  log_learning_rate_ratio = jnp.where(first, 0.0, log_learning_rate_ratio)
   grad_sq, mu_sq, grad_dot_mu = (statistics[:, i] for i in range(NUM_STATISTICS))
   log_grad_norm = 0.5 * jnp.log(jnp.clip(grad_sq, _TINY, _MAX))
   previous_grad, running_grad = _running_mean(

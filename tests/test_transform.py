@@ -238,12 +238,13 @@ def test_starting_at_home_is_the_run_without(params, random_grads):
 def test_home_bias_leaves_a_start_at_home_exactly_as_it_is():
   """However the start's bias rounds, a start at the home rate is not moved."""
   from garo_optax import _controller
-  from garo_optax._transform import _relaxed_bias
+  from garo_optax._transform import _home_gap, _relaxed_bias
 
-  start = jnp.array([0.01, 0.1])
+  start = np.array([0.01, 0.1], np.float32)
   bias = _controller.head_bias(start, 0.0, 0.0)
-  bias = bias.at[0, 0].set(jnp.nextafter(bias[0, 0], 0.0))  # one ulp off
-  moved = _relaxed_bias(bias, jnp.array(50), start, 0.01, 10.0)
+  bias[0, 0] = np.nextafter(bias[0, 0], np.float32(0.0))  # one ulp off
+  gap = _home_gap(bias, start, 0.01)
+  moved = _relaxed_bias(bias, gap, jnp.array(50), 10.0)
   assert moved[0, 0] == bias[0, 0]
   assert moved[1, 0] < bias[1, 0]  # 0.1 moves down towards 0.01
   np.testing.assert_array_equal(moved[:, 1:], bias[:, 1:])
