@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import garo_optax
-from garo_optax import _features, _statistics
+from garo_optax import _controller, _features, _groups, _statistics, _transform
 
 CLIP = _features.FEATURE_CLIP
 FAST, SLOW = _features.EMA_DECAY, _features.SLOW_EMA_DECAY
@@ -148,6 +148,44 @@ def test_statistics_per_leaf_with_grouped_and_halved_leaves_interleaved():
     [np.sum(g * g), np.sum(m * m), np.sum(g * m)] for g, m in zip(g64, m64, strict=True)
   ]
   np.testing.assert_allclose(stats, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("granularity", ["global", "per_leaf", "labels"])
+def test_group_statistics_add_up_their_leaves(granularity):
+  # Leaves of one group are added entry by entry before the reduction, a few
+  # of one size together, large ones in halves: each group's sums must still
+  # be those of its leaves, whichever batches they fell into.
+  shapes = [
+    (3,), (2**17,), (8, 16), (5, 7), (300, 512), (16, 8), (), (2**16 + 2,),
+    (128,), (1,), (2**17,), (4, 32), (2**17,), (7, 5), (128,), (8, 16), (2,),
+  ]  # fmt: skip
+  keys = jax.random.split(jax.random.key(3), 2 * len(shapes))
+  grads = [jax.random.normal(k, s) for k, s in zip(keys[::2], shapes, strict=True)]
+  mu = [jax.random.normal(k, s) for k, s in zip(keys[1::2], shapes, strict=True)]
+  if granularity == "labels":
+    granularity = ["ab"[i % 3 == 0] for i in range(len(shapes))]
+  groups = _groups.make_groups(grads, granularity)
+  stats = jax.jit(lambda g, m: _statistics.group_statistics(g, m, groups))(grads, mu)
+  g64, m64 = ([np.asarray(x, np.float64) for x in t] for t in (grads, mu))
+  want = np.zeros((len(groups.names), _statistics.NUM_STATISTICS))
+  for group, g, m in zip(groups.leaf_groups, g64, m64, strict=True):
+    want[group] += [np.sum(g * g), np.sum(m * m), np.sum(g * m)]
+  np.testing.assert_allclose(stats, want, rtol=1e-4, atol=1e-3)
+
+
+def test_head_biases_of_concrete_values_are_numpy_and_match_traced_ones():
+  args = (np.array([0.01, 0.3], np.float32), 0.9, np.array([0.0, 1e-4], np.float32))
+  concrete = _controller.head_bias(*args)
+  assert isinstance(concrete, np.ndarray) and concrete.dtype == np.float32
+  traced = jax.jit(_controller.head_bias)(*args)
+  np.testing.assert_allclose(concrete, traced, rtol=1e-6)
+
+
+def test_hyperparameters_computed_once_are_unchanged():
+  scales = jnp.array([[1e-30], [1.0], [1e30]])
+  values = jax.random.normal(jax.random.key(4), (3, 5)) * scales
+  out = jax.jit(lambda v: _transform._computed_once(*v))(values)
+  np.testing.assert_array_equal(jnp.stack(out), values)
 
 
 @pytest.mark.parametrize("size", [3, 40_000, 2**17])
