@@ -15,7 +15,7 @@ def test_step_time_writes_every_optimizer_and_garo_keeps_one_buffer(tmp_path):
     rows = result["optimizers"]
     assert set(rows) == {"garo", "sgd", "adamw"}
     for row in rows.values():
-      assert row["step_ms"] > 0 and row["compile_s"] > 0
+      assert row["step_ms"] > 0 and row["compile_s"] > 0 and row["compile_step_s"] > 0
     # One momentum buffer shaped like the params, plus a few scalars.
     assert 1.0 <= rows["garo"]["state_over_param_bytes"] < 1.05
     assert rows["adamw"]["state_over_param_bytes"] >= 2.0
