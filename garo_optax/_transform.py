@@ -322,13 +322,17 @@ def garo(
       lr = jnp.minimum(lr, max_effective_learning_rate * (1.0 - jnp.abs(mom)))
     lr, mom, wd = _computed_once(lr, mom, wd)
 
+    # Each group's scalars, indexed once rather than once per leaf (tracing a
+    # model with many leaves is part of its compile time).
+    step_size = jnp.where(skip, 0.0, -lr)
+    per_group = [(step_size[k], mom[k], wd[k]) for k in range(num_groups)]
+
     def leaf_update(g, m, p, group):
+      step_size, mom, wd = per_group[group]
       dtype = jnp.promote_types(p.dtype, jnp.float32)
-      new_m = (
-        mom[group] * m.astype(dtype) + g.astype(dtype) + wd[group] * p.astype(dtype)
-      )
+      new_m = mom * m.astype(dtype) + g.astype(dtype) + wd * p.astype(dtype)
       new_m = jnp.where(skip, m, new_m.astype(m.dtype))
-      step = jnp.where(skip, 0.0, -lr[group]) * new_m.astype(dtype)
+      step = step_size * new_m.astype(dtype)
       return step.astype(p.dtype), new_m
 
     leaf_groups = jax.tree.unflatten(jax.tree.structure(params), groups.leaf_groups)
