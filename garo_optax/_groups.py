@@ -81,9 +81,11 @@ def make_groups(params: Any, granularity: Granularity) -> Groups:
 
 
 def group_sums(per_leaf: jax.Array, groups: Groups) -> jax.Array:
-  """Adds up per-leaf rows ``(L, K)`` into per-group rows ``(G, K)``.
+  """Adds up rows ``(R, K)`` into per-group rows ``(G, K)``.
 
-  The grouping is static, so this is a sum, a fixed permutation (one leaf per
+  Row ``i`` belongs to group ``groups.leaf_groups[i]``: one row per leaf, or
+  any rows so labelled (``_statistics`` has a row per batch of leaves). The
+  grouping is static, so this is a sum, a fixed permutation (one row per
   group) or a product with a constant 0/1 matrix: no scatter.
   """
   if groups.is_global:

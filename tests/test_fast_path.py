@@ -133,8 +133,8 @@ def test_statistics_match_tree_reductions():
 
 def test_statistics_per_leaf_with_grouped_and_halved_leaves_interleaved():
   # Leaves of the same size are summed several in one reduction (shapes may
-  # differ), a lone one from _SPLIT_SIZE on in halves, stacked apart from the
-  # others: each row must still be its own leaf's, in the order of the leaves.
+  # differ), those from _SPLIT_SIZE on in halves: each row must still be its
+  # own leaf's, in the order of the leaves.
   shapes = [
     (3,), (2**17,), (8, 16), (5, 7), (300, 512), (16, 8), (), (2**16 + 2,),
     (128,), (1,), (2**17,), (4, 32), (2**17,), (7, 5), (128,), (8, 16), (2,),
