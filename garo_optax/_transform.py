@@ -374,7 +374,7 @@ def _relaxed_bias(
   bias: jax.Array, gap: jax.Array, count: jax.Array, steps: float
 ) -> jax.Array:
   """The heads' biases ``(G, 3)`` at step ``count``, the learning rate's moved
-  by ``gap`` (:func:`_home_gap`) as :math:`1 - e^{-t / \text{steps}}`."""
+  by ``gap`` (:func:`_home_gap`) times ``1 - exp(-count / steps)``."""
   moved = -jnp.expm1(-count.astype(jnp.float32) / steps)
   # A concatenation, not `bias.at[:, 0].add`: XLA:CPU expands a scatter into a
   # while loop nested in the training loop's body, and simplifying that loop
