@@ -132,7 +132,7 @@ def test_statistics_match_tree_reductions():
 
 
 # Leaves of one size in several shapes, sizes from _SPLIT_SIZE on (summed in
-# halves), odd sizes and a scalar, interleaved.
+# pairs, or in halves when alone), odd sizes and a scalar, interleaved.
 MIXED_SHAPES = [
   (3,), (2**17,), (8, 16), (5, 7), (300, 512), (16, 8), (), (2**16 + 2,),
   (128,), (1,), (2**17,), (4, 32), (2**17,), (7, 5), (128,), (8, 16), (2,),
@@ -163,7 +163,7 @@ def _assert_float32_sums_close(actual, sums):
 
 def test_statistics_per_leaf_with_grouped_and_halved_leaves_interleaved():
   # Leaves of the same size are summed several in one reduction (shapes may
-  # differ), those from _SPLIT_SIZE on in halves: each row must still be its
+  # differ), a large one alone in halves: each row must still be its
   # own leaf's, in the order of the leaves.
   grads, mu, want = _mixed_leaves(2)
   stats = jax.jit(_statistics.tree_statistics)(grads, mu)
@@ -173,7 +173,7 @@ def test_statistics_per_leaf_with_grouped_and_halved_leaves_interleaved():
 @pytest.mark.parametrize("granularity", ["global", "per_leaf", "labels"])
 def test_group_statistics_add_up_their_leaves(granularity):
   # Leaves of one group are added entry by entry before the reduction, a few
-  # of one size together, large ones in halves: each group's sums must still
+  # of one size together, a large one alone in halves: each group's sums must still
   # be those of its leaves, whichever batches they fell into.
   grads, mu, per_leaf = _mixed_leaves(3)
   if granularity == "labels":
