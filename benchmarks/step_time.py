@@ -30,6 +30,7 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -333,7 +334,8 @@ def main(argv=None):
   payload = {
     "machine": machine,
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-    "command": "python -m benchmarks.step_time " + " ".join(argv or []),
+    "command": "python -m benchmarks.step_time "
+    + " ".join(sys.argv[1:] if argv is None else argv),
     "results": results,
   }
   stem.with_suffix(".json").write_text(json.dumps(payload, indent=2))
