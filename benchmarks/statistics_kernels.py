@@ -11,8 +11,9 @@ times the sums alone, written in the ways one would try:
 - ``tree_sums``: ``optax.tree.norm`` and ``optax.tree.vdot``, three separate
   reductions per leaf;
 - ``dots``: ``jnp.vdot`` three times per leaf;
-- ``rows``: one variadic reduction per leaf into two rows, which XLA:CPU may
-  split across threads;
+- ``rows``: one variadic reduction per leaf into two rows, which XLA:CPU
+  shares among threads (``garo`` does so with the leaves from
+  ``_statistics._ROWS_SIZE`` entries on, in eight rows);
 
 and, as a yardstick, ``elementwise``: one fused elementwise pass over the same
 two buffers that writes one (``0.9 m + g``), what a momentum update costs.

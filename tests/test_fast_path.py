@@ -132,10 +132,12 @@ def test_statistics_match_tree_reductions():
 
 
 # Leaves of one size in several shapes, sizes from _SPLIT_SIZE on (summed in
-# pairs, or in halves when alone), odd sizes and a scalar, interleaved.
+# pairs, or in halves when alone), from _ROWS_SIZE on (in rows too, if they
+# divide into them), odd sizes and a scalar, interleaved.
 MIXED_SHAPES = [
   (3,), (2**17,), (8, 16), (5, 7), (300, 512), (16, 8), (), (2**16 + 2,),
   (128,), (1,), (2**17,), (4, 32), (2**17,), (7, 5), (128,), (8, 16), (2,),
+  (1024, 512), (2**19 + 8,), (2**19 + 2,), (2**19 + 8,),
 ]  # fmt: skip
 
 
