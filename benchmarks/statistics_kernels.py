@@ -25,8 +25,8 @@ kernel that reads them), median over rounds that interleave the formulations.
 
 Usage::
 
-  python -m benchmarks.statistics_kernels              # 1e7 params, 100 and 1000 leaves
-  python -m benchmarks.statistics_kernels --leaves 1   # one large leaf
+  python -m benchmarks.statistics_kernels     # 1e7 params in 1, 100 and 1000 leaves
+  python -m benchmarks.statistics_kernels --params 1e8 --formulations garo elementwise
 """
 
 import argparse
@@ -205,7 +205,7 @@ def main(argv=None):
   names = [*FORMULATIONS, YARDSTICK]
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--params", type=float, default=1e7)
-  parser.add_argument("--leaves", type=int, nargs="+", default=[100, 1000])
+  parser.add_argument("--leaves", type=int, nargs="+", default=[1, 100, 1000])
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=15)
