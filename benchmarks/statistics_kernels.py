@@ -30,11 +30,8 @@ Usage::
 """
 
 import argparse
-import datetime
-import json
 import pathlib
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
@@ -231,17 +228,9 @@ def main(argv=None):
     results.append(result)
     print(to_markdown([result], machine).split("\n", 6)[-1])
   stem = pathlib.Path(args.out or RESULTS / f"statistics_kernels_{machine['platform']}")
-  stem.parent.mkdir(parents=True, exist_ok=True)
-  payload = {
-    "machine": machine,
-    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-    "command": "python -m benchmarks.statistics_kernels "
-    + " ".join(sys.argv[1:] if argv is None else argv),
-    "results": results,
-  }
-  stem.with_suffix(".json").write_text(json.dumps(payload, indent=2))
-  stem.with_suffix(".md").write_text(to_markdown(results, machine))
-  print(f"Wrote {stem}.json and .md")
+  step_time.save(
+    stem, "benchmarks.statistics_kernels", argv, machine, results, to_markdown
+  )
 
 
 if __name__ == "__main__":

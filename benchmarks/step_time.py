@@ -344,11 +344,16 @@ def main(argv=None):
     results.append(result)
     print(to_markdown([result], machine).split("\n", 4)[-1])
   stem = pathlib.Path(args.out or RESULTS / f"step_time_{machine['platform']}")
+  save(stem, "benchmarks.step_time", argv, machine, results, to_markdown)
+
+
+def save(stem, module: str, argv, machine, results, to_markdown) -> None:
+  """Writes ``stem.json`` (machine, date, command line, results) and ``stem.md``."""
   stem.parent.mkdir(parents=True, exist_ok=True)
   payload = {
     "machine": machine,
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-    "command": "python -m benchmarks.step_time "
+    "command": f"python -m {module} "
     + " ".join(sys.argv[1:] if argv is None else argv),
     "results": results,
   }
