@@ -30,7 +30,6 @@ Usage::
 """
 
 import argparse
-import pathlib
 import statistics
 import time
 from collections.abc import Callable
@@ -41,8 +40,6 @@ import optax
 
 from benchmarks import step_time
 from garo_optax import _groups, _statistics
-
-RESULTS = pathlib.Path(__file__).parent / "results"
 
 Sums = Callable[[list[jax.Array], list[jax.Array]], jax.Array]
 
@@ -213,23 +210,8 @@ def main(argv=None):
     help="output path without suffix (default: results/statistics_kernels_<platform>)",
   )
   args = parser.parse_args(argv)
-
-  machine = step_time._machine()
-  results = []
-  for num_leaves in args.leaves:
-    result = benchmark(
-      int(args.params),
-      num_leaves,
-      jnp.dtype(args.dtype),
-      args.steps,
-      args.repeats,
-      args.formulations,
-    )
-    results.append(result)
-    print(to_markdown([result], machine).split("\n", 6)[-1])
-  stem = pathlib.Path(args.out or RESULTS / f"statistics_kernels_{machine['platform']}")
-  step_time.save(
-    stem, "benchmarks.statistics_kernels", argv, machine, results, to_markdown
+  step_time.run_and_save(
+    benchmark, args, args.formulations, "statistics_kernels", to_markdown, argv
   )
 
 

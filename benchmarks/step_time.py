@@ -329,31 +329,29 @@ def main(argv=None):
     help="output path without suffix (default: results/step_time_<platform>)",
   )
   args = parser.parse_args(argv)
+  run_and_save(benchmark, args, args.optimizers, "step_time", to_markdown, argv)
 
+
+def run_and_save(benchmark, args, names, name: str, to_markdown, argv) -> None:
+  """Runs ``benchmark`` for each of ``args.leaves``, printing each table, and
+  writes ``results/<name>_<platform>.json`` (machine, date, command line,
+  results) and ``.md``, or ``args.out`` with those suffixes."""
   machine = _machine()
   results = []
   for num_leaves in args.leaves:
+    dtype = jnp.dtype(args.dtype)
     result = benchmark(
-      int(args.params),
-      num_leaves,
-      jnp.dtype(args.dtype),
-      args.steps,
-      args.repeats,
-      args.optimizers,
+      int(args.params), num_leaves, dtype, args.steps, args.repeats, names
     )
     results.append(result)
-    print(to_markdown([result], machine).split("\n", 4)[-1])
-  stem = pathlib.Path(args.out or RESULTS / f"step_time_{machine['platform']}")
-  save(stem, "benchmarks.step_time", argv, machine, results, to_markdown)
-
-
-def save(stem, module: str, argv, machine, results, to_markdown) -> None:
-  """Writes ``stem.json`` (machine, date, command line, results) and ``stem.md``."""
+    table = to_markdown([result], machine)
+    print(table[table.index("\n## ") + 1 :])  # without the title and machine
+  stem = pathlib.Path(args.out or RESULTS / f"{name}_{machine['platform']}")
   stem.parent.mkdir(parents=True, exist_ok=True)
   payload = {
     "machine": machine,
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-    "command": f"python -m {module} "
+    "command": f"python -m benchmarks.{name} "
     + " ".join(sys.argv[1:] if argv is None else argv),
     "results": results,
   }
