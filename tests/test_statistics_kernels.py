@@ -1,6 +1,10 @@
-"""The statistics-formulation benchmark: every formulation gives GARO's sums."""
+"""The statistics benchmark gives GARO's sums every way; the GPU script runs."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -37,3 +41,27 @@ def test_benchmark_writes_every_formulation_and_the_yardstick(tmp_path):
     assert all(row["step_ms"] > 0 and row["compile_s"] > 0 for row in rows.values())
   assert "| garo | " in out.with_suffix(".md").read_text()
   assert payload["command"].endswith(str(out))
+
+
+def test_gpu_checks_script_runs_small(tmp_path):
+  # The script meant for a GPU machine, on this one and tiny: it must not rot.
+  small = "--params 3000 --leaves 3 --steps 2 --repeats 2".split()
+  script = pathlib.Path(__file__).parents[1] / "benchmarks" / "gpu_checks.sh"
+  env = {
+    **os.environ,
+    "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}",
+  }
+  subprocess.run(
+    ["bash", str(script), str(tmp_path), *small],
+    check=True,
+    cwd=script.parents[1],
+    env=env,
+    capture_output=True,
+  )
+  written = sorted(p.name for p in tmp_path.iterdir())
+  stems = [
+    "statistics_kernels_gpu",
+    "step_time_gpu_1000_leaves",
+    "step_time_gpu_100_leaves",
+  ]
+  assert written == sorted(f"{s}.{ext}" for s in stems for ext in ("json", "md"))
