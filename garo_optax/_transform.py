@@ -428,7 +428,9 @@ def _group_indices(count: jax.Array, num_groups: int) -> list[jax.Array]:
 
   Each index is its own buffer, an output of a small variadic reduction of a
   zero XLA cannot see as one (``count < 0``), ``_INDEX_CHUNK`` indices per
-  reduction: one reduction with 1000 outputs took 1.6 s to compile.
+  reduction: one reduction with 1000 outputs took 1.6 s to compile. Should a
+  later XLA see through the zero, the results stay the same and only the
+  compile-time gain is lost.
   """
   zero = (count < 0).astype(jnp.int32)
   indices = []
