@@ -130,7 +130,7 @@ def _batch_sums(
       _total(mul(y, y) for y in m),
       _total(mul(x, y) for x, y in zip(g, m, strict=True)),
     ]
-  sums = _variadic_sum(tuple(operands), keep_rows=rows > 1)
+  sums = _variadic_sum(tuple(operands), rows > 1)
   if rows > 1:  # each sum is a row's
     sums = _variadic_sum(sums)
   return [
@@ -160,13 +160,31 @@ def _batches_of_same_size(leaves: list[jax.Array]) -> list[list[int]]:
   return batches
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _variadic_sum(
-  operands: tuple[jax.Array, ...], *, keep_rows: bool = False
+  operands: tuple[jax.Array, ...], keep_rows: bool = False
 ) -> tuple[jax.Array, ...]:
-  """Each operand's sum, in one reduction; with ``keep_rows``, of each row."""
+  """Each operand's sum, in one reduction; with ``keep_rows``, of each row.
+
+  Its derivatives are plain sums (it is linear): JAX's rule for a variadic
+  ``lax.reduce`` fails when only some operands have tangents, as when a
+  controller is differentiated through steps on given gradients.
+  """
   init = tuple(jnp.zeros((), jnp.float32) for _ in operands)
-  dims = tuple(range(int(keep_rows), operands[0].ndim))
-  return jax.lax.reduce(operands, init, _add, dims)
+  return jax.lax.reduce(operands, init, _add, _summed_dims(operands, keep_rows))
+
+
+@_variadic_sum.defjvp
+def _variadic_sum_jvp(keep_rows, primals, tangents):
+  (operands,), (operand_tangents,) = primals, tangents
+  dims = _summed_dims(operands, keep_rows)
+  return _variadic_sum(operands, keep_rows), tuple(
+    jnp.sum(t, axis=dims) for t in operand_tangents
+  )
+
+
+def _summed_dims(operands: tuple[jax.Array, ...], keep_rows: bool) -> tuple[int, ...]:
+  return tuple(range(int(keep_rows), operands[0].ndim))
 
 
 def _local_group_statistics(
