@@ -30,7 +30,6 @@ Usage::
 """
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
@@ -133,25 +132,20 @@ def benchmark(num_params, num_leaves, dtype, steps, repeats, names):
     jax.random.normal(k, g.shape, g.dtype) for k, g in zip(keys, grads, strict=True)
   ]
   prepared = {n: compile_formulation(n, grads, mus, steps) for n in names}
-  times = {n: [] for n in names}
-  for r in range(repeats):
-    for n in names[r % len(names) :] + names[: r % len(names)]:
-      compiled, _ = prepared[n]
-      times[n].append(step_time._time_once(compiled, lambda: (grads, mus)))
+  times = step_time.time_interleaved(
+    {n: (compiled, lambda: (grads, mus)) for n, (compiled, _) in prepared.items()},
+    repeats,
+  )
   rows = {}
   for n, (_, compile_s) in prepared.items():
-    wall, cpu = (statistics.median(t) for t in zip(*times[n], strict=True))
+    wall, cpu = times[n]
     rows[n] = {
       "step_ms": 1e3 * wall / steps,
       "cpu_ms": 1e3 * cpu / steps,
       "compile_s": compile_s,
     }
   return {
-    "num_params": num_params,
-    "num_leaves": num_leaves,
-    "dtype": jnp.dtype(dtype).name,
-    "steps": steps,
-    "repeats": repeats,
+    **step_time.run_config(num_params, num_leaves, dtype, steps, repeats),
     "formulations": rows,
   }
 

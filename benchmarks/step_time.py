@@ -167,26 +167,37 @@ def _compiled(fn, params, state, grads):
 def time_optimizers(
   txs: dict[str, optax.GradientTransformation], params, grads, steps, repeats
 ) -> dict[str, dict[str, float]]:
-  """Compile time, per-step time and state bytes of each optimizer.
-
-  The repeats are interleaved (each round times every optimizer once, in a
-  rotating order), so that a slow spell of a shared machine falls on all of
-  them alike rather than on whichever ran then; the medians are over rounds.
-  """
+  """Compile time, per-step time and state bytes of each optimizer."""
   prepared = {
     name: compile_optimizer(tx, params, grads, steps) for name, tx in txs.items()
   }
-  times = {name: [] for name in txs}
-  names = list(txs)
-  for r in range(repeats):
-    for name in names[r % len(names) :] + names[: r % len(names)]:
-      compiled, fresh, _ = prepared[name]
-      times[name].append(_time_once(compiled, fresh))
+  times = time_interleaved(
+    {name: (compiled, fresh) for name, (compiled, fresh, _) in prepared.items()},
+    repeats,
+  )
   rows = {}
   for name, (_, _, row) in prepared.items():
-    wall, cpu = (statistics.median(t) for t in zip(*times[name], strict=True))
+    wall, cpu = times[name]
     rows[name] = {"step_ms": 1e3 * wall / steps, "cpu_ms": 1e3 * cpu / steps, **row}
   return rows
+
+
+def time_interleaved(runs: dict[str, tuple], repeats: int) -> dict[str, tuple]:
+  """Median wall and process-CPU seconds of each ``fn(*args_fn())`` in ``runs``.
+
+  The repeats are interleaved (each round times every run once, in a rotating
+  order), so that a slow spell of a shared machine falls on all of them alike
+  rather than on whichever ran then; the medians are over rounds.
+  """
+  times = {name: [] for name in runs}
+  names = list(runs)
+  for r in range(repeats):
+    for name in names[r % len(names) :] + names[: r % len(names)]:
+      times[name].append(_time_once(*runs[name]))
+  return {
+    name: tuple(statistics.median(t) for t in zip(*ts, strict=True))
+    for name, ts in times.items()
+  }
 
 
 def time_copy(params, steps: int, repeats: int) -> float:
@@ -222,15 +233,22 @@ def benchmark(num_params, num_leaves, dtype, steps, repeats, names):
     row["state_over_param_bytes"] = row["state_bytes"] / param_bytes
   copy_s = time_copy(params, steps, repeats)
   return {
+    **run_config(num_params, num_leaves, dtype, steps, repeats),
+    "param_bytes": param_bytes,
+    "copy_ms": 1e3 * copy_s,
+    "copy_bandwidth_gbs": 2 * param_bytes / copy_s / 1e9,
+    "optimizers": rows,
+  }
+
+
+def run_config(num_params, num_leaves, dtype, steps, repeats) -> dict:
+  """What a result was measured on, as its JSON records it."""
+  return {
     "num_params": num_params,
     "num_leaves": num_leaves,
     "dtype": jnp.dtype(dtype).name,
     "steps": steps,
     "repeats": repeats,
-    "param_bytes": param_bytes,
-    "copy_ms": 1e3 * copy_s,
-    "copy_bandwidth_gbs": 2 * param_bytes / copy_s / 1e9,
-    "optimizers": rows,
   }
 
 
