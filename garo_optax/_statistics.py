@@ -86,10 +86,9 @@ def _batch_sums(
   one thread. With few leaves, a few large reductions left cores idle, so a
   leaf from ``_ROWS_SIZE`` entries on is summed into ``_ROWS`` rows, which
   XLA:CPU shares among its threads, and the rows are added afterwards. The
-  sums of one leaf of 1e7 entries took 3.6 ms instead of 6.9
-  (``benchmarks/statistics_kernels.py``), and GARO's step with 1e7 params in
-  10 leaves 1.49x AdamW's instead of 1.99x (``benchmarks/step_time.py
-  --leaves 10``, one run each).
+  sums of one leaf of 1e7 entries took 3.62 ms instead of 6.90, and GARO's
+  step with 1e7 params in 10 leaves 1.07x AdamW's instead of 1.51x
+  (``benchmarks/results/rows_before_after/``).
 
   Returns:
     ``(group, (Σg², Σm², Σg·m))`` for each group among ``groups`` (the group of

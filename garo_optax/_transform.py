@@ -424,11 +424,14 @@ def _group_indices(count: jax.Array, num_groups: int) -> list[jax.Array]:
   modules, 20 s, for 1000 leaves). Read at these indices, the kernels of
   leaves of one shape are one kernel: one step of
   ``benchmarks/step_time.py``'s 1000 leaves with ``granularity="per_leaf"``
-  compiled in 10 s instead of 27 s (one run each).
+  compiled in 13.8 s instead of 27.6 s (``garo_per_leaf`` in
+  ``benchmarks/results/step_time_cpu.md``, now and before).
 
   Each index is its own buffer, an output of a small variadic reduction of a
-  zero XLA cannot see as one (``count < 0``), ``_INDEX_CHUNK`` indices per
-  reduction: one reduction with 1000 outputs took 1.6 s to compile. Should a
+  zero XLA cannot see as one (``count < 0``): ``[k + zero, zero]`` for index
+  ``k`` (a reduction of one entry XLA folds away, index and all), and
+  ``_INDEX_CHUNK`` indices per reduction (one with 1000 outputs took 1.6 s to
+  compile). Should a
   later XLA see through the zero, the results stay the same and only the
   compile-time gain is lost.
   """

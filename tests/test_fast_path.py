@@ -175,8 +175,8 @@ def test_statistics_per_leaf_with_grouped_and_halved_leaves_interleaved():
 @pytest.mark.parametrize("granularity", ["global", "per_leaf", "labels"])
 def test_group_statistics_add_up_their_leaves(granularity):
   # Leaves of one group are added entry by entry before the reduction, a few
-  # of one size together, a large one alone in halves: each group's sums must still
-  # be those of its leaves, whichever batches they fell into.
+  # of one size together, a large one alone in halves: each group's sums must
+  # still be those of its leaves, whichever batches they fell into.
   grads, mu, per_leaf = _mixed_leaves(3)
   if granularity == "labels":
     granularity = ["ab"[i % 3 == 0] for i in range(len(MIXED_SHAPES))]
