@@ -1,6 +1,5 @@
 """One training run of a (task, optimizer) pair as a single jitted scan."""
 
-import functools
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -11,7 +10,6 @@ import numpy as np
 import optax
 
 import garo_optax
-from benchmarks import tasks
 from benchmarks.optimizers import Optimizer
 from benchmarks.tasks import Task
 
@@ -37,14 +35,23 @@ class _TaskPrograms(NamedTuple):
   data: dict[str, Any]  # the data argument of the programs
 
 
-@functools.cache
-def _task_programs(task_name: str, num_records: int) -> _TaskPrograms:
+_PROGRAMS: dict[tuple[str, int], _TaskPrograms] = {}
+
+
+def _task_programs(task: Task, num_records: int) -> _TaskPrograms:
   """Compiles the task's initialization and evaluation of ``num_records`` params.
 
-  Keeping them out of the training run means they are compiled once per task,
-  not once per (task, optimizer), and the run's time is training alone.
+  Keeping them out of the training run means they are compiled once per task
+  (by name), not once per (task, optimizer), and the run's time is training
+  alone.
   """
-  task = tasks.get(task_name)
+  key = (task.name, num_records)
+  if key not in _PROGRAMS:
+    _PROGRAMS[key] = _compile_task_programs(task, num_records)
+  return _PROGRAMS[key]
+
+
+def _compile_task_programs(task: Task, num_records: int) -> _TaskPrograms:
 
   def init(seed):
     return task.init(jax.random.fold_in(jax.random.key(seed), 0))
@@ -89,7 +96,7 @@ def compile_run(
   """
   if steps % every:
     raise ValueError(f"steps ({steps}) must be a multiple of every ({every}).")
-  programs = _task_programs(task.name, steps // every + 1)
+  programs = _task_programs(task, steps // every + 1)
 
   def run(learning_rate, seed, params, data):
     tx = optax.with_extra_args_support(optimizer.make(learning_rate))

@@ -29,10 +29,10 @@ FEATURE_CLIP = 5.0
 EMA_DECAY = 0.9
 SLOW_EMA_DECAY = 0.99
 
-_TINY = float(jnp.finfo(jnp.float32).tiny)
+TINY = float(jnp.finfo(jnp.float32).tiny)
 # Sums of squares of huge gradients overflow float32; clipping them to the
 # largest float keeps inf out of the running means, where it would stay.
-_MAX = float(jnp.finfo(jnp.float32).max)
+MAX = float(jnp.finfo(jnp.float32).max)
 
 
 class FeatureState(NamedTuple):
@@ -55,7 +55,7 @@ def _finite_clip(x: jax.Array) -> jax.Array:
   return jnp.clip(x, -FEATURE_CLIP, FEATURE_CLIP)
 
 
-def _running_mean(
+def running_mean(
   current: jax.Array, running: jax.Array, first: jax.Array, decay: float = EMA_DECAY
 ):
   """The running mean before and after seeing ``current``.
@@ -92,25 +92,25 @@ def compute_features(
   # way through the learning-rate head.
   log_learning_rate_ratio = jnp.where(first, 0.0, log_learning_rate_ratio)
   grad_sq, mu_sq, grad_dot_mu = (statistics[:, i] for i in range(NUM_STATISTICS))
-  log_grad_norm = 0.5 * jnp.log(jnp.clip(grad_sq, _TINY, _MAX))
-  previous_grad, running_grad = _running_mean(
+  log_grad_norm = 0.5 * jnp.log(jnp.clip(grad_sq, TINY, MAX))
+  previous_grad, running_grad = running_mean(
     log_grad_norm, feature_state.log_grad_norm, first
   )
-  previous_slow, running_slow = _running_mean(
+  previous_slow, running_slow = running_mean(
     log_grad_norm, feature_state.slow_log_grad_norm, first, SLOW_EMA_DECAY
   )
   grad_change = log_grad_norm - previous_grad
   grad_trend = log_grad_norm - previous_slow
   # A zero momentum buffer (step 0) gives 0 / tiny = 0.
-  cos = grad_dot_mu / jnp.maximum(jnp.sqrt(grad_sq) * jnp.sqrt(mu_sq), _TINY)
+  cos = grad_dot_mu / jnp.maximum(jnp.sqrt(grad_sq) * jnp.sqrt(mu_sq), TINY)
 
   if value is None:
     loss_change = jnp.zeros_like(grad_change)
     running_loss = feature_state.loss
   else:
     value = jnp.asarray(value, jnp.float32)
-    previous_loss, running_loss = _running_mean(value, feature_state.loss, first)
-    relative = (value - previous_loss) / jnp.maximum(jnp.abs(previous_loss), _TINY)
+    previous_loss, running_loss = running_mean(value, feature_state.loss, first)
+    relative = (value - previous_loss) / jnp.maximum(jnp.abs(previous_loss), TINY)
     loss_change = jnp.broadcast_to(relative, grad_change.shape)
 
   time = jnp.broadcast_to(

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from garo_optax import _controller, _features, _groups, _statistics
+from garo_optax import _controller, _features, _groups, _safeguard, _statistics
 
 # Group indices per reduction in _group_indices.
 _INDEX_CHUNK = 16
@@ -22,7 +22,11 @@ class GaroState(NamedTuple):
   # Values applied at the last step: float32 scalars, or ByGroup mappings.
   hyperparams: dict[str, Any]
   feature_state: _features.FeatureState  # running statistics for the features
+  safeguard: _safeguard.SafeguardState  # learning-rate cap and what sets it
   skipped: jax.Array  # shape=(), int32: steps skipped on non-finite input
+  # shape=(), bool: the last step was skipped and the params are not finite
+  # (or their squared norm overflows float32): the run is dead.
+  diverged: jax.Array
 
 
 def _is_pretrained(controller: Any) -> bool:
@@ -81,8 +85,8 @@ def _check_value(name: str, x: Any) -> None:
   """Checks a concrete starting hyperparameter (traced ones pass unchecked)."""
   if not isinstance(x, int | float):
     return
-  if name == "momentum" and not -1 < x < 1:
-    raise ValueError(f"momentum must be in (-1, 1), got {x}.")
+  if name == "momentum" and not 0 <= x < 1:
+    raise ValueError(f"momentum must be in [0, 1), got {x}.")
   if name == "learning_rate" and x <= 0:
     raise ValueError(f"learning_rate must be > 0, got {x}.")
   if name == "weight_decay" and x < 0:
@@ -161,13 +165,25 @@ def garo(
   makes :math:`h_0 = 0`, so the first step is exactly SGD with those values;
   from there the controller adapts them.
 
+  **Safeguard.** The momentum is never negative, and when the loss (if
+  ``value`` is given) or the gradient norm blows up while the gradient turns
+  against the last step, GARO backs off: that step is taken without momentum
+  and the learning rate is capped, for the rest of the run, at a fraction of
+  the rate applied before (half, or less the faster the blow-up grew). A run
+  that does not blow up is never capped; ``state.safeguard.backoffs`` counts
+  the back-offs.
+
   Non-finite gradients (or a non-finite ``value``) skip the step: the updates
   are zero, the state is held and ``skipped`` is incremented. So do gradients
-  whose squared norm overflows float32 (``‖g‖ > 1.8e19``).
+  whose squared norm overflows float32 (``‖g‖ > 1.8e19``). A skipped step also
+  checks the params: if they are not finite, ``diverged`` is set in the state
+  (``optax.tree.get(state, "diverged")``): the run is dead and every further
+  step will be skipped, so restore a checkpoint and restart with a lower
+  ``learning_rate`` or a ``max_learning_rate``.
 
   Args:
     learning_rate: learning rate at the first step.
-    momentum: momentum at the first step, in ``(-1, 1)``.
+    momentum: momentum at the first step, in ``[0, 1)``.
     weight_decay: weight decay at the first step (coupled, as in SGD).
       Each of these three may also be a ``{group name: value}`` mapping when
       ``granularity`` is not ``"global"`` (e.g. no weight decay for biases).
@@ -187,11 +203,8 @@ def garo(
       group is driven by the same controller weights.
     max_learning_rate: if set, the learning rate never exceeds it.
     max_effective_learning_rate: if set, the effective step size of heavy-ball
-      momentum, ``learning_rate / (1 - |momentum|)``, never exceeds it (the
-      learning rate is lowered to meet the bound). For momentum ``>= 0`` this
-      is the usual ``learning_rate / (1 - momentum)``; negative momentum
-      tightens the bound instead of loosening it, as heavy ball's largest
-      stable step shrinks with ``1 + momentum``.
+      momentum, ``learning_rate / (1 - momentum)``, never exceeds it (the
+      learning rate is lowered to meet the bound).
     home_learning_rate: if set (with ``home_steps``), the learning rate the
       controller works around: the learning-rate head's bias moves from that
       of ``learning_rate`` to that of ``home_learning_rate`` as
@@ -202,9 +215,10 @@ def garo(
       given; ``home_steps=0`` turns this off.
     home_steps: the time constant of that move, in steps.
     mu_dtype: dtype of the momentum buffers; ``None`` uses each param's dtype.
-    callback: optional host function called as ``callback(step, hyperparams)``
-      from inside ``jit`` on every update, for debugging. Off (and free) by
-      default.
+    callback: optional host function called as ``callback(step, info)`` from
+      inside ``jit`` on every update, for logging: ``info`` holds the applied
+      ``learning_rate``, ``momentum`` and ``weight_decay``, and ``skipped``,
+      ``backoffs`` and ``diverged`` (see above). Off (and free) by default.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`; its ``update`` requires
@@ -285,7 +299,9 @@ def garo(
         )
       },
       feature_state=_features.init_feature_state(num_groups),
+      safeguard=_safeguard.init_safeguard_state(num_groups),
       skipped=jnp.zeros((), jnp.int32),
+      diverged=jnp.zeros((), jnp.bool_),
     )
 
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
@@ -319,10 +335,22 @@ def garo(
     hidden, (lr, mom, wd) = _controller.controller_step(
       params_, features, state.hidden.reshape(num_groups, hidden_size), bias
     )
+    # Negative momentum amplifies the oscillation of the stiffest directions,
+    # the ones that diverge first (part of the safeguard).
+    mom = jnp.maximum(mom, 0.0)
     if max_learning_rate is not None:
       lr = jnp.minimum(lr, max_learning_rate)
     if max_effective_learning_rate is not None:
-      lr = jnp.minimum(lr, max_effective_learning_rate * (1.0 - jnp.abs(mom)))
+      lr = jnp.minimum(lr, max_effective_learning_rate * (1.0 - mom))
+    backoff, safeguard = _safeguard.safeguard(
+      state.safeguard,
+      state.count,
+      group_stats,
+      value,
+      previous_lr,
+    )
+    lr = jnp.minimum(lr, safeguard.max_learning_rate)
+    mom = jnp.where(backoff, 0.0, mom)
     lr, mom, wd = _computed_once(lr, mom, wd)
 
     # Each group's scalars, indexed once rather than once per leaf (tracing a
@@ -357,12 +385,29 @@ def garo(
         for name, x in zip(_controller.HEAD_NAMES, (lr, mom, wd), strict=True)
       },
       feature_state=feature_state,
+      safeguard=safeguard,
       skipped=state.skipped,
+      diverged=jnp.zeros((), jnp.bool_),
     )
-    held = state._replace(mu=mu, skipped=optax.safe_increment(state.skipped))
+    # Only a skipped step looks at the params (no pass over them otherwise).
+    params_finite = jax.lax.cond(
+      skip, _is_finite, lambda _: jnp.ones((), jnp.bool_), params
+    )
+    held = state._replace(
+      mu=mu, skipped=optax.safe_increment(state.skipped), diverged=~params_finite
+    )
     new_state = optax.tree.where(skip, held, new_state)
     if callback is not None:
-      jax.debug.callback(callback, new_state.count, new_state.hyperparams)
+      jax.debug.callback(
+        callback,
+        new_state.count,
+        {
+          **new_state.hyperparams,
+          "skipped": new_state.skipped,
+          "backoffs": new_state.safeguard.backoffs,
+          "diverged": new_state.diverged,
+        },
+      )
     return new_updates, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -443,6 +488,13 @@ def _group_indices(count: jax.Array, num_groups: int) -> list[jax.Array]:
     init = (jnp.zeros((), jnp.int32),) * len(pairs)
     indices += jax.lax.reduce(pairs, init, _statistics._add, (0,))
   return indices
+
+
+def _is_finite(params: Any) -> jax.Array:
+  """Whether every entry of ``params`` is finite and their squared norm fits
+  in float32 (one statistics pass over them)."""
+  groups = _groups.make_groups(params, "global")
+  return jnp.all(jnp.isfinite(_statistics.group_statistics(params, params, groups)))
 
 
 def _take(values: jax.Array, index: jax.Array) -> jax.Array:

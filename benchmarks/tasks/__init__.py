@@ -23,6 +23,7 @@ from benchmarks.tasks import (
   mlp_mnist1d,
   quadratic,
   rosenbrock,
+  stiff,
 )
 from benchmarks.tasks._task import Task as Task
 
@@ -35,6 +36,7 @@ _FACTORIES: dict[str, Callable[[], Task]] = {
   "mlp_mnist1d": mlp_mnist1d.task,
   "conv_digits": conv_digits.task,
   "char_lm": char_lm.task,
+  "diabetes_raw": stiff.diabetes_raw,
 }
 
 TASK_NAMES: tuple[str, ...] = tuple(_FACTORIES)

@@ -1,0 +1,165 @@
+"""The safeguard: GARO backs off when the loss or the gradients blow up.
+
+A controller that raises the learning rate or swings the momentum can turn a
+problem on which SGD at the starting rate is stable (large curvature,
+regression targets that are not standardised, badly scaled inputs) into a
+diverging one. The safeguard watches for that, as the guard of Prémont-Schwarz
+et al. (2022) falls back to a hand-designed step when the learned one does
+worse, and works like a backtracking line search:
+
+- **Blow-up.** The running mean of the loss (when ``value`` is given) rises
+  above ``LOSS_FACTOR`` times its lowest value so far, or the running mean of
+  the global gradient norm (in log) above ``GRAD_NORM_FACTOR`` times its
+  lowest. The gradient norm comes from the one statistics pass and the loss's
+  running mean is the features' own, so the safeguard reads nothing more.
+- **Back-off.** Every group's learning rate is capped, for the rest of the
+  run, at ``BACKOFF`` times the rate applied at the previous step, and the
+  step is taken without momentum (the buffer restarts from the gradient). The
+  lowest values are reset to the current running means, so the next back-off
+  needs another rise by the same factor.
+
+A run whose rates never blow up is untouched (it is never capped), and the
+first step, which cannot see a rise, is always plain SGD. A problem on which
+SGD at the starting rate is stable is therefore left with a rate at most that
+stable rate's order after a few back-offs at worst, and each back-off halves
+it again while the blow-up goes on.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from garo_optax import _features
+
+# The cap before any back-off: finite, so that a state stays finite.
+NO_CAP = float(jnp.finfo(jnp.float32).max)
+# Decay of the running means the safeguard watches: slow enough that minibatch
+# noise does not look like a blow-up (a one-step spike of the loss to k times
+# its mean moves the running mean by 2% of k).
+DECAY = 0.9
+# A rise of the loss's running mean to LOSS_FACTOR times its lowest value
+# (its lowest plus LOSS_FACTOR - 1 times its magnitude, for negative losses).
+LOSS_FACTOR = 2.0
+# A rise of the running mean of log‖g‖ above its lowest by log(GRAD_NORM_FACTOR).
+GRAD_NORM_FACTOR = 10.0
+# Rises that stay below RELEVANT times the first step's loss, or gradient norms
+# below RELEVANT times the first one, are noise near a minimum, not a blow-up.
+RELEVANT = 0.01
+# The cap after a back-off, as a fraction of the learning rate applied before:
+# at most BACKOFF, less the faster the loss or gradients grew (see safeguard),
+# but not below MIN_BACKOFF.
+BACKOFF = 0.5
+MIN_BACKOFF = 0.01
+
+
+class SafeguardState(NamedTuple):
+  """What the safeguard remembers between steps."""
+
+  max_learning_rate: jax.Array  # shape=(G,), float32: cap; NO_CAP until a back-off
+  log_grad_norm: jax.Array  # shape=(), float32: the last step's global log‖g‖
+  running_log_grad_norm: jax.Array  # shape=(), float32: its running mean
+  lowest_log_grad_norm: jax.Array  # shape=(), float32: lowest running mean
+  loss: jax.Array  # shape=(), float32: the last step's loss
+  running_loss: jax.Array  # shape=(), float32: running mean of the loss
+  lowest_loss: jax.Array  # shape=(), float32: its lowest value
+  first_log_grad_norm: jax.Array  # shape=(), float32: log‖g‖ at the first step
+  first_loss: jax.Array  # shape=(), float32: the loss at the first step
+  backoffs: jax.Array  # shape=(), int32: number of back-offs so far
+
+
+def init_safeguard_state(num_groups: int) -> SafeguardState:
+  zero = jnp.zeros((), jnp.float32)
+  return SafeguardState(
+    max_learning_rate=jnp.full((num_groups,), NO_CAP, jnp.float32),
+    log_grad_norm=zero,
+    running_log_grad_norm=zero,
+    lowest_log_grad_norm=zero,
+    loss=zero,
+    running_loss=zero,
+    lowest_loss=zero,
+    first_log_grad_norm=zero,
+    first_loss=zero,
+    backoffs=jnp.zeros((), jnp.int32),
+  )
+
+
+def _lowest(first, lowest, running):
+  return jnp.where(first, running, jnp.minimum(lowest, running))
+
+
+def safeguard(
+  state: SafeguardState,
+  count: jax.Array,
+  statistics: jax.Array,
+  loss: jax.Array | None,
+  previous_learning_rate: jax.Array,
+) -> tuple[jax.Array, SafeguardState]:
+  """Whether this step backs off, and the safeguard's next state.
+
+  Args:
+    state: the safeguard's state.
+    count: steps taken so far (0 on the first step, which never backs off).
+    statistics: ``(G, 3)``, the groups' sums (``_statistics``).
+    loss: this step's loss, or ``None`` when no loss is given.
+    previous_learning_rate: ``(G,)``, the learning rates applied at the last
+      step.
+
+  Returns:
+    ``(backoff, new_state)``: ``backoff`` a boolean scalar; the new state's
+    ``max_learning_rate`` is the cap to apply at this step.
+  """
+  first = count == 0
+  grad_sq = jnp.clip(jnp.sum(statistics[:, 0]), _features.TINY, _features.MAX)
+  log_grad_norm = 0.5 * jnp.log(grad_sq)
+  _, running_grad = _features.running_mean(
+    log_grad_norm, state.running_log_grad_norm, first, DECAY
+  )
+  lowest_grad = _lowest(first, state.lowest_log_grad_norm, running_grad)
+  first_grad = jnp.where(first, log_grad_norm, state.first_log_grad_norm)
+  backoff = (running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) & (
+    running_grad > first_grad + jnp.log(RELEVANT)
+  )
+  # How far past a stable step size the last one was: on a quadratic, the
+  # gradient along its stiffest direction grows by |ηλ - 1| per step of
+  # gradient descent at rate η (the loss by its square), and
+  # η / (1 + |ηλ - 1|) ≤ 1 / λ is stable.
+  growth = jnp.exp(log_grad_norm - state.log_grad_norm)
+  new_loss, running_loss = state.loss, state.running_loss
+  lowest_loss, first_loss = state.lowest_loss, state.first_loss
+  if loss is not None:
+    new_loss = jnp.asarray(loss, jnp.float32)
+    _, running_loss = _features.running_mean(new_loss, running_loss, first, DECAY)
+    first_loss = jnp.where(first, new_loss, first_loss)
+    lowest_loss = _lowest(first, lowest_loss, running_loss)
+    scale = jnp.maximum(jnp.abs(lowest_loss), RELEVANT * jnp.abs(first_loss))
+    limit = lowest_loss + (LOSS_FACTOR - 1.0) * scale
+    backoff = backoff | (running_loss > limit)
+    rise = (new_loss - state.loss) / jnp.maximum(jnp.abs(state.loss), _features.TINY)
+    growth = jnp.maximum(growth, jnp.sqrt(jnp.maximum(1.0 + rise, 0.0)))
+    # The next back-off needs another rise by LOSS_FACTOR from here.
+    lowest_loss = jnp.where(backoff, jnp.maximum(running_loss, new_loss), lowest_loss)
+  # Past a stable step the gradient turns against the last step's direction
+  # (the stiffest direction overshoots); a noisy minibatch does not.
+  total = jnp.sum(statistics, axis=0)
+  backoff = backoff & ~first & (total[2] < 0)
+  cut = jnp.clip(1.0 / (1.0 + growth), MIN_BACKOFF, BACKOFF)
+  new_state = SafeguardState(
+    max_learning_rate=jnp.where(
+      backoff,
+      jnp.minimum(state.max_learning_rate, cut * previous_learning_rate),
+      state.max_learning_rate,
+    ),
+    log_grad_norm=log_grad_norm,
+    running_log_grad_norm=running_grad,
+    lowest_log_grad_norm=jnp.where(
+      backoff, jnp.maximum(running_grad, log_grad_norm), lowest_grad
+    ),
+    loss=new_loss,
+    running_loss=running_loss,
+    lowest_loss=lowest_loss,
+    first_log_grad_norm=first_grad,
+    first_loss=first_loss,
+    backoffs=state.backoffs + backoff.astype(jnp.int32),
+  )
+  return backoff, new_state
