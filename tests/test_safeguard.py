@@ -205,3 +205,29 @@ def test_callback_reports_safeguard(params):
     "backoffs",
     "diverged",
   }
+
+
+def test_stiff_benchmark_flags_failures_where_sgd_trains():
+  """``benchmarks.stiff`` counts a GARO run as failed only where SGD at the
+  same rate and seed ends below its initial loss."""
+  from benchmarks import stiff as stiff_benchmark
+
+  rows = {
+    "sgd": {"0.001": [0.5, 0.5], "0.1": [np.inf, 0.2]},
+    "garo": {"0.001": [0.4, 1.2], "0.1": [3.0, np.inf]},
+  }
+  results = {
+    "steps": 10,
+    "seeds": [0, 1],
+    "optimizers": {"sgd": "", "garo": ""},
+    "tasks": {"t": {"description": "", "final_over_initial": rows}},
+    "machine": {"cpu": "cpu", "cores": 2, "jax": jax.__version__},
+    "wall_seconds": 1.0,
+  }
+  assert stiff_benchmark.failures(results) == [
+    "t garo lr=0.001 seed=1: 1.2",
+    "t garo lr=0.1 seed=1: inf",
+  ]
+  table = stiff_benchmark.markdown(results, "python -m benchmarks.stiff")
+  assert "| **0.001** | 0.5 (0.5) | 0.8 (1.2) |" in table
+  assert "| 0.1 | inf (0.2), 1 div | inf (3), 1 div |" in table
