@@ -1,10 +1,12 @@
 """GARO as an optax gradient transformation."""
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from garo_optax import _controller, _features, _groups, _safeguard, _statistics
@@ -64,6 +66,61 @@ def _check_params(params: Any) -> None:
       )
 
 
+def _check_options(granularity: Any, hidden_size: Any, seed: Any, value: Any) -> None:
+  """Checks the options that must be static, and the loss ``value``."""
+  if isinstance(granularity, str) and granularity not in ("global", "per_leaf"):
+    raise ValueError(
+      f"Unknown granularity {granularity!r}: use 'global', 'per_leaf', a "
+      "pytree of group labels shaped like the params, or a function of the "
+      "params that returns one."
+    )
+  for name, x, low in (("hidden_size", hidden_size, 1), ("seed", seed, 0)):
+    if x is None:
+      continue
+    if not isinstance(x, int | np.integer) or isinstance(x, bool):
+      raise TypeError(
+        f"{name} must be a Python int, got {x!r} (under "
+        f"optax.inject_hyperparams, list {name!r} in static_args)."
+      )
+    if x < low:
+      raise ValueError(f"{name} must be >= {low}, got {x}.")
+  if value is not None and jnp.shape(value) != ():
+    raise ValueError(
+      "value must be the loss as a scalar (e.g. the mean over the batch), "
+      f"got shape {jnp.shape(value)}."
+    )
+
+
+def _check_state(state: Any, groups: _groups.Groups, hidden_shape: tuple) -> None:
+  """Checks that ``state`` was made by this transformation's ``init``."""
+  if not isinstance(state, GaroState):
+    raise TypeError(
+      f"Expected a GaroState (from this transformation's init), got "
+      f"{type(state).__name__}."
+    )
+  per_group = isinstance(state.hyperparams["learning_rate"], _groups.ByGroup)
+  if per_group == groups.is_global or (
+    per_group and state.hyperparams["learning_rate"].names != groups.names
+  ):
+    made_for = (
+      f"groups {list(state.hyperparams['learning_rate'].names)}"
+      if per_group
+      else "granularity 'global'"
+    )
+    raise ValueError(
+      f"The optimizer state was made for {made_for}, but this transformation "
+      f"has {'granularity' if groups.is_global else 'groups'} "
+      f"{'global' if groups.is_global else list(groups.names)}: make the state "
+      "with this transformation's init."
+    )
+  if state.hidden.shape != hidden_shape:
+    raise ValueError(
+      f"The optimizer state holds a hidden state of shape {state.hidden.shape}, "
+      f"but this transformation's controller needs {hidden_shape} (hidden size "
+      f"{hidden_shape[-1]}): was the state made with another controller?"
+    )
+
+
 def _check_like(name: str, tree: Any, mu: Any) -> None:
   if jax.tree.structure(tree) != jax.tree.structure(mu):
     raise ValueError(
@@ -82,15 +139,36 @@ def _check_like(name: str, tree: Any, mu: Any) -> None:
 
 
 def _check_value(name: str, x: Any) -> None:
-  """Checks a concrete starting hyperparameter (traced ones pass unchecked)."""
-  if not isinstance(x, int | float):
+  """Checks a concrete starting hyperparameter (schedules and traced values,
+  as under ``jit`` or ``optax.inject_hyperparams``, pass unchecked)."""
+  if callable(x) or isinstance(x, jax.core.Tracer):
     return
-  if name == "momentum" and not 0 <= x < 1:
-    raise ValueError(f"momentum must be in [0, 1), got {x}.")
-  if name == "learning_rate" and x <= 0:
-    raise ValueError(f"learning_rate must be > 0, got {x}.")
-  if name == "weight_decay" and x < 0:
-    raise ValueError(f"weight_decay must be >= 0, got {x}.")
+  try:
+    array = np.asarray(x)
+  except Exception as e:
+    raise TypeError(f"{name} must be a number or a schedule, got {x!r}.") from e
+  if array.shape != () or not np.issubdtype(array.dtype, np.number):
+    raise TypeError(
+      f"{name} must be a scalar number, a {{group: number}} mapping or a "
+      f"schedule (a function of the step count), got {x!r}."
+    )
+  value = float(array)
+  if not math.isfinite(value):
+    raise ValueError(f"{name} must be finite, got {x!r}.")
+  if name == "momentum" and not 0 <= value < 1:
+    raise ValueError(f"momentum must be in [0, 1), got {x!r}.")
+  if name == "learning_rate" and value <= 0:
+    raise ValueError(f"learning_rate must be > 0, got {x!r}.")
+  if name == "weight_decay" and value < 0:
+    raise ValueError(f"weight_decay must be >= 0, got {x!r}.")
+
+
+def _at_step(value: Any, count: jax.Array | int) -> Any:
+  """A starting hyperparameter at step ``count``: a schedule is called, a
+  ``{group: value}`` mapping has each of its values resolved."""
+  if isinstance(value, Mapping):
+    return {group: _at_step(x, count) for group, x in value.items()}
+  return value(count) if callable(value) else value
 
 
 def _per_group(name: str, value: Any, groups: _groups.Groups) -> jax.Array:
@@ -130,13 +208,13 @@ def _as_array(values: Any, groups: _groups.Groups) -> jax.Array:
 
 
 def garo(
-  learning_rate: jax.typing.ArrayLike | Mapping[str, float] = 0.01,
-  momentum: jax.typing.ArrayLike | Mapping[str, float] = 0.0,
-  weight_decay: jax.typing.ArrayLike | Mapping[str, float] = 0.0,
+  learning_rate: optax.ScalarOrSchedule | Mapping[str, Any] = 0.01,
+  momentum: optax.ScalarOrSchedule | Mapping[str, Any] = 0.0,
+  weight_decay: optax.ScalarOrSchedule | Mapping[str, Any] = 0.0,
   *,
   controller: _controller.ControllerParams | str | None = None,
-  hidden_size: int = 16,
-  seed: int = 0,
+  hidden_size: int | None = None,
+  seed: int | None = None,
   granularity: _groups.Granularity = "global",
   max_learning_rate: float | None = None,
   max_effective_learning_rate: float | None = None,
@@ -253,18 +331,35 @@ def garo(
   for name, value in starting.items():
     for x in value.values() if isinstance(value, Mapping) else (value,):
       _check_value(name, x)
-  params_ = _resolve_controller(controller, hidden_size, seed)
+  _check_options(granularity, hidden_size, seed, value=None)
+  for name, bound in (
+    ("max_learning_rate", max_learning_rate),
+    ("max_effective_learning_rate", max_effective_learning_rate),
+  ):
+    if bound is not None and not bound > 0:
+      raise ValueError(f"{name} must be > 0 (or None), got {bound!r}.")
+  scheduled = callable(learning_rate) or (
+    isinstance(learning_rate, Mapping) and any(map(callable, learning_rate.values()))
+  )
+  params_ = _resolve_controller(
+    controller, 16 if hidden_size is None else hidden_size, seed or 0
+  )
   hidden_size = params_.hidden_size
+  if scheduled and (home_learning_rate is not None or home_steps):
+    raise ValueError(
+      "home_learning_rate moves a constant starting learning rate; with a "
+      "learning-rate schedule the schedule is the rate GARO works around."
+    )
   if _is_pretrained(controller):
     from garo_optax import pretrained
 
     if max_effective_learning_rate is None:
       max_effective_learning_rate = pretrained.MAX_EFFECTIVE_LEARNING_RATE
-    if home_learning_rate is None:
+    if home_learning_rate is None and not scheduled:
       home_learning_rate = pretrained.HOME_LEARNING_RATE
-    if home_steps is None:
+    if home_steps is None and not scheduled:
       home_steps = pretrained.HOME_STEPS
-  if (home_learning_rate is None) != (home_steps is None):
+  if not scheduled and (home_learning_rate is None) != (home_steps is None):
     raise ValueError(
       "home_learning_rate and home_steps go together: give both (or neither)."
     )
@@ -274,29 +369,34 @@ def garo(
     raise ValueError(f"home_steps must be >= 0, got {home_steps}.")
   relaxes = bool(home_learning_rate is not None and home_steps)
 
-  def setup(params):
-    """Groups of ``params``, the starting learning rates ``(G,)`` and the
-    heads' biases ``(G, 3)``."""
+  def setup(params, count):
+    """Groups of ``params``, the starting learning rates ``(G,)`` at step
+    ``count`` and the heads' biases ``(G, 3)``."""
     groups = _groups.make_groups(params, granularity)
     start = [
-      _per_group(name, starting[name], groups) for name in _controller.HEAD_NAMES
+      _per_group(name, _at_step(starting[name], count), groups)
+      for name in _controller.HEAD_NAMES
     ]
     return groups, start[0], _controller.head_bias(*start)
 
+  def hidden_shape(groups):
+    return (hidden_size,) if groups.is_global else (len(groups.names), hidden_size)
+
   def init_fn(params):
     _check_params(params)
-    groups, _, bias = setup(params)
+    groups, _, bias = setup(params, 0)
     num_groups = len(groups.names)
-    hidden_shape = (hidden_size,) if groups.is_global else (num_groups, hidden_size)
+    values = _controller.heads(bias)
     return GaroState(
       count=jnp.zeros((), jnp.int32),
-      hidden=jnp.zeros(hidden_shape, jnp.float32),
+      hidden=jnp.zeros(hidden_shape(groups), jnp.float32),
       mu=optax.tree.zeros_like(params, dtype=mu_dtype),
       hyperparams={
-        name: _by_group(value, groups)
-        for name, value in zip(
-          _controller.HEAD_NAMES, _controller.heads(bias), strict=True
-        )
+        # A tree without leaves (optax.tree.map_params's placeholder params)
+        # has no group names: plain arrays there keep its state a prefix of
+        # every real state.
+        name: _by_group(value, groups) if groups.leaf_groups else value
+        for name, value in zip(_controller.HEAD_NAMES, values, strict=True)
       },
       feature_state=_features.init_feature_state(num_groups),
       safeguard=_safeguard.init_safeguard_state(num_groups),
@@ -313,7 +413,10 @@ def garo(
       )
     _check_like("grads", updates, state.mu)
     _check_like("params", params, state.mu)
-    groups, start_lr, bias = setup(params)
+    _check_params(params)
+    _check_options(granularity, hidden_size, seed, value)
+    groups, start_lr, bias = setup(params, state.count)
+    _check_state(state, groups, hidden_shape(groups))
     num_groups = len(groups.names)
     if relaxes:
       gap = _home_gap(bias, start_lr, home_learning_rate)

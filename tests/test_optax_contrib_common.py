@@ -1,12 +1,16 @@
 """optax's own checks of its contributed optimizers, with GARO under test.
 
 ``optax/contrib/_common_test.py`` holds the tests every ``optax.contrib``
-optimizer passes. Its test methods are parameterized over optax's own list of
-optimizers; here the undecorated methods run with GARO's configurations, the
-factory looked up by name (``_get_opt_factory``) pointed at
+optimizer passes: convergence on four targets (Rosenbrock from (0, 0)
+included), extra arguments, ``inject_hyperparams``, ``tree.map_params``,
+dtypes, ``MultiSteps`` and schedules. Its test methods are parameterized over
+optax's own list of optimizers; here the undecorated methods run with GARO's
+configurations, its factory lookup (``_get_opt_factory``) pointed at
 :func:`garo_optax.garo`.
 """
 
+import jax.numpy as jnp
+import optax
 import pytest
 
 import garo_optax
@@ -29,51 +33,94 @@ TARGETS = {
 def _undecorated(name: str):
   """The test method ``name`` of optax's ``ContribTest``, before absl's
   parameterization (each generated method wraps it)."""
-  generated = getattr(common.ContribTest, f"{name}0")
-  return generated.__wrapped__
+  return getattr(common.ContribTest, f"{name}0").__wrapped__
+
+
+def _garo_with_schedule_annotation(
+  learning_rate: optax.ScalarOrSchedule, **kwargs
+) -> optax.GradientTransformationExtraArgs:
+  """``garo`` annotated as optax's schedule check looks for (``garo``'s own
+  annotation also allows ``{group: value}`` mappings, so the check skips it)."""
+  return garo_optax.garo(learning_rate, **kwargs)
 
 
 @pytest.fixture
-def under_test(monkeypatch):
+def case(monkeypatch):
   monkeypatch.setattr(common, "_get_opt_factory", lambda name: garo_optax.garo)
   return common.ContribTest()
 
 
-def _run_optimizers_test(case, configuration, target):
-  _undecorated("test_optimizers")(
-    case,
-    opt_name="garo",
-    opt_kwargs=CONFIGURATIONS[configuration],
-    wrapper_name=None,
-    wrapper_kwargs=None,
-    target=TARGETS[target],
-    dtype="float32",
-  )
+def _arguments(configuration):
+  return {
+    "opt_name": "garo",
+    "opt_kwargs": CONFIGURATIONS[configuration],
+    "wrapper_name": None,
+    "wrapper_kwargs": None,
+  }
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("configuration", ["global", "init"])
-def test_optimizers_converge(under_test, configuration, target):
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_optimizers(case, configuration, target):
   """``tree.map_params`` works, then 30,000 steps end within 3e-2 of the
-  optimum (Rosenbrock from (0, 0) included)."""
-  _run_optimizers_test(under_test, configuration, target)
-
-
-@pytest.mark.parametrize("target", TARGETS)
-def test_per_leaf_converges(under_test, monkeypatch, target):
-  """The convergence checks for ``per_leaf``, with ``tree.map_params`` (which
-  fails for it, see below) replaced by the identity it is called as."""
-  monkeypatch.setattr(
-    common.optax.tree, "map_params", lambda initable, f, state: state
+  optimum."""
+  _undecorated("test_optimizers")(
+    case, **_arguments(configuration), target=TARGETS[target], dtype="float32"
   )
-  _run_optimizers_test(under_test, "per_leaf", target)
 
 
-@pytest.mark.xfail(
-  raises=ValueError,
-  strict=True,
-  reason="per-leaf group names come from the params' paths, which "
-  "optax.tree.map_params's placeholder params do not have",
-)
-def test_per_leaf_map_params(under_test):
-  _run_optimizers_test(under_test, "per_leaf", "parabola")
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_optimizers_accept_extra_args(case, configuration):
+  _undecorated("test_optimizers_accept_extra_args")(
+    case, **_arguments(configuration), wrap=False
+  )
+
+
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_optimizers_can_be_wrapped_in_inject_hyperparams(case, configuration):
+  _undecorated("test_optimizers_can_be_wrapped_in_inject_hyperparams")(
+    case, opt_name="garo", opt_kwargs=CONFIGURATIONS[configuration]
+  )
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_preserve_dtype(case, configuration, dtype):
+  _undecorated("test_preserve_dtype")(
+    case, opt_name="garo", opt_kwargs=CONFIGURATIONS[configuration], dtype=dtype
+  )
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_gradient_accumulation(case, configuration, dtype):
+  _undecorated("test_gradient_accumulation")(
+    case, opt_name="garo", opt_kwargs=CONFIGURATIONS[configuration], dtype=dtype
+  )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_state_shape_dtype_shard_stability(case, configuration, dtype):
+  _undecorated("test_state_shape_dtype_shard_stability")(
+    case, **_arguments(configuration), dtype=dtype
+  )
+
+
+@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+def test_accepts_learning_rate_schedule(case, monkeypatch, configuration):
+  """A constant schedule gives the same 10 steps as its constant.
+
+  The pretrained controller moves a constant starting rate towards its home
+  rate, while a schedule is the rate it works around at every step: the two
+  agree with the home move off (``home_steps=0``).
+  """
+  monkeypatch.setattr(
+    common, "_get_opt_factory", lambda name: _garo_with_schedule_annotation
+  )
+  arguments = _arguments(configuration)
+  if configuration != "init":
+    arguments["opt_kwargs"] = {**arguments["opt_kwargs"], "home_steps": 0}
+  _undecorated(
+    "test_optimizers_accept_learning_rate_schedule_if_type_annotated_as_such"
+  )(case, **arguments)

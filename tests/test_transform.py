@@ -381,3 +381,115 @@ def test_integer_params_are_a_type_error(params):
 def test_bad_options_are_value_errors(params, kwargs, match):
   with pytest.raises(ValueError, match=match):
     garo_optax.garo(**kwargs).init(params)
+
+
+@pytest.mark.parametrize(
+  ("kwargs", "name"),
+  [
+    ({"learning_rate": float("nan")}, "learning_rate"),
+    ({"learning_rate": float("inf")}, "learning_rate"),
+    ({"learning_rate": np.float32(-0.1)}, "learning_rate"),
+    ({"learning_rate": jnp.asarray(-0.1)}, "learning_rate"),
+    ({"learning_rate": jnp.asarray(float("nan"))}, "learning_rate"),
+    ({"weight_decay": float("nan")}, "weight_decay"),
+    ({"momentum": np.float64(1.0)}, "momentum"),
+    ({"hidden_size": 0, "controller": "init"}, "hidden_size"),
+    ({"hidden_size": -1, "controller": "init"}, "hidden_size"),
+    ({"granularity": "bogus"}, "granularity"),
+    ({"max_learning_rate": 0.0}, "max_learning_rate"),
+  ],
+)
+def test_bad_argument_is_refused_by_name(kwargs, name):
+  with pytest.raises(ValueError, match=name):
+    garo_optax.garo(**kwargs)
+
+
+@pytest.mark.parametrize(
+  ("kwargs", "name"),
+  [
+    ({"learning_rate": jnp.ones(2)}, "learning_rate"),
+    ({"learning_rate": "0.1"}, "learning_rate"),
+    ({"hidden_size": 8.0, "controller": "init"}, "hidden_size"),
+    ({"seed": jnp.asarray(0), "controller": "init"}, "seed"),
+  ],
+)
+def test_argument_of_wrong_type_is_refused_by_name(kwargs, name):
+  with pytest.raises(TypeError, match=name):
+    garo_optax.garo(**kwargs)
+
+
+def test_non_scalar_value_is_refused(params):
+  tx = garo_optax.garo()
+  state = tx.init(params)
+  with pytest.raises(ValueError, match="value"):
+    tx.update(params, state, params, value=jnp.ones(3))
+
+
+def test_state_of_another_controller_is_refused(params):
+  small = garo_optax.init_controller(jax.random.key(0), hidden_size=8)
+  state = garo_optax.garo(controller="init").init(params)  # hidden size 16
+  with pytest.raises(ValueError, match="hidden"):
+    garo_optax.garo(controller=small).update(params, state, params)
+
+
+@pytest.mark.parametrize(
+  ("made", "used"), [("per_leaf", "global"), ("global", "per_leaf")]
+)
+def test_state_of_another_granularity_is_refused(params, made, used):
+  state = garo_optax.garo(granularity=made).init(params)
+  with pytest.raises(ValueError, match="granularity"):
+    garo_optax.garo(granularity=used).update(params, state, params)
+
+
+def test_integer_params_at_update_are_refused(params):
+  tx = garo_optax.garo()
+  state = tx.init(params)
+  ints = jax.tree.map(lambda p: p.astype(jnp.int32), params)
+  with pytest.raises(TypeError, match="floating-point"):
+    tx.update(params, state, ints)
+
+
+def _zero_heads(controller):
+  return controller._replace(head_kernel=jnp.zeros_like(controller.head_kernel))
+
+
+def test_schedule_is_the_rate_at_every_step(loss_fn, params, train):
+  """With the heads' weights zeroed, GARO is SGD at the schedule's rate."""
+  schedule = optax.cosine_decay_schedule(0.2, 100, alpha=0.1)
+  controller = _zero_heads(garo_optax.init_controller(jax.random.key(0)))
+  got, state, losses = train(
+    garo_optax.garo(schedule, controller=controller), params, 120
+  )
+  want, _, sgd_losses = train(optax.sgd(schedule), params, 120)
+  np.testing.assert_allclose(losses, sgd_losses, rtol=1e-5, atol=1e-7)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    state.hyperparams["learning_rate"], schedule(119), rtol=1e-5
+  )
+
+
+def test_injected_rate_is_the_rate_at_every_step(loss_fn, params):
+  """``optax.inject_hyperparams``: the injected learning rate is the rate
+  GARO works around; changed between steps, it is followed as SGD would."""
+  controller = _zero_heads(garo_optax.init_controller(jax.random.key(0)))
+  tx = optax.inject_hyperparams(garo_optax.garo)(0.1, controller=controller)
+  sgd = optax.inject_hyperparams(optax.sgd)(0.1)
+  states = [tx.init(params), sgd.init(params)]
+  current = [params, params]
+  for t in range(30):
+    for i, opt in enumerate((tx, sgd)):
+      states[i].hyperparams["learning_rate"] = jnp.asarray(0.1 / (1 + t))
+      grads = jax.grad(loss_fn)(current[i])
+      updates, states[i] = opt.update(grads, states[i], current[i])
+      current[i] = optax.apply_updates(current[i], updates)
+  chex.assert_trees_all_close(current[0], current[1], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    garo_optax.hyperparams(states[0])["learning_rate"], 0.1 / 30, rtol=1e-5
+  )
+
+
+def test_schedule_with_home_rate_is_refused():
+  with pytest.raises(ValueError, match="home_learning_rate"):
+    garo_optax.garo(
+      optax.constant_schedule(0.1), home_learning_rate=0.01, home_steps=10
+    )

@@ -123,8 +123,7 @@ def stiff_quadratic(steps: int = 1500, dim: int = 32) -> Task:
 
   return Task(
     name="stiff_quadratic",
-    description=f"Quadratic in {dim} dims, Hessian eigenvalues 1 to 1000, "
-    "full batch.",
+    description=f"Quadratic in {dim} dims, Hessian eigenvalues 1 to 1000, full batch.",
     init=lambda key: {"w": jax.random.normal(key, (dim,))},
     loss=loss,
     sample=lambda key, train: train,
