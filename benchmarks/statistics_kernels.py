@@ -50,7 +50,7 @@ def _garo(grads, mus):
 
 def _per_leaf(grads, mus):
   rows = [
-    jnp.stack(_statistics._local_sums(g, m)) for g, m in zip(grads, mus, strict=True)
+    jnp.stack(_statistics.local_sums(g, m)) for g, m in zip(grads, mus, strict=True)
   ]
   return jnp.sum(jnp.stack(rows), axis=0)
 

@@ -9,10 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from garo_optax import _controller, _features, _groups, _safeguard, _statistics
-
-# Group indices per reduction in _group_indices.
-_INDEX_CHUNK = 16
+from garo_optax import (
+  _controller,
+  _features,
+  _groups,
+  _safeguard,
+  _statistics,
+  _xla,
+)
 
 
 class GaroState(NamedTuple):
@@ -454,7 +458,7 @@ def garo(
     )
     lr = jnp.minimum(lr, safeguard.max_learning_rate)
     mom = jnp.where(backoff, 0.0, mom)
-    lr, mom, wd = _computed_once(lr, mom, wd)
+    lr, mom, wd = _xla.computed_once(lr, mom, wd)
 
     # Each group's scalars, indexed once rather than once per leaf (tracing a
     # model with many leaves is part of its compile time).
@@ -463,8 +467,8 @@ def garo(
       per_group = [(step_size[0], mom[0], wd[0])]
     else:
       per_group = [
-        tuple(_take(x, i) for x in (step_size, mom, wd))
-        for i in _group_indices(state.count, num_groups)
+        tuple(_xla.take(x, i) for x in (step_size, mom, wd))
+        for i in _xla.group_indices(state.count, num_groups)
       ]
 
     def leaf_update(g, m, p, group):
@@ -540,68 +544,11 @@ def _relaxed_bias(
   return jnp.concatenate([bias[:, :1] + (gap * moved)[:, None], bias[:, 1:]], axis=1)
 
 
-def _computed_once(*values: jax.Array) -> tuple[jax.Array, ...]:
-  """``values`` (each of shape ``(G,)``), computed once rather than per leaf.
-
-  XLA:CPU fuses the cheap scalar ops that make the hyperparameters into every
-  leaf's update kernel, so a model with many leaves compiles that chain once
-  per leaf. A product with the identity, which XLA neither fuses into its
-  consumers nor simplifies away, makes them one small kernel whose output
-  every leaf reads: one step of the 1000-leaf model of
-  `benchmarks/step_time.py` took 5.1 s instead of 7.0 s in ``.compile()``
-  (one run each). The product is exact for finite values
-  (``HIGHEST`` precision: no reduced-precision passes on GPU or TPU); a
-  non-finite one makes the others NaN too, which only turns a diverged step
-  into another diverged step. Should a later XLA simplify the product away,
-  the results stay the same and only the compile-time gain is lost.
-  """
-  stacked = jnp.stack(values, axis=-1)
-  # jnp.eye, built from iotas: XLA does simplify a product with a literal
-  # identity (np.eye) away, and the chain lands in every leaf's kernel again.
-  identity = jnp.eye(len(values), dtype=stacked.dtype)
-  out = jnp.matmul(stacked, identity, precision=jax.lax.Precision.HIGHEST)
-  return tuple(out[..., k] for k in range(len(values)))
-
-
-def _group_indices(count: jax.Array, num_groups: int) -> list[jax.Array]:
-  """``0, ..., num_groups - 1`` as int32 scalars that XLA cannot fold.
-
-  A leaf's update that reads its group's hyperparameters at a constant index
-  has the index compiled into its kernel: with a group per leaf, no two
-  leaves' kernels were alike, and XLA:CPU compiled two per leaf (2000 LLVM
-  modules, 20 s, for 1000 leaves). Read at these indices, the kernels of
-  leaves of one shape are one kernel: one step of
-  ``benchmarks/step_time.py``'s 1000 leaves with ``granularity="per_leaf"``
-  compiled in 13.8 s instead of 27.6 s (``garo_per_leaf`` in
-  ``benchmarks/results/step_time_cpu.md``, now and before).
-
-  Each index is its own buffer, an output of a small variadic reduction of a
-  zero XLA cannot see as one (``count < 0``): ``[k + zero, zero]`` for index
-  ``k`` (a reduction of one entry XLA folds away, index and all), and
-  ``_INDEX_CHUNK`` indices per reduction (one with 1000 outputs took 1.6 s to
-  compile). Should a
-  later XLA see through the zero, the results stay the same and only the
-  compile-time gain is lost.
-  """
-  zero = (count < 0).astype(jnp.int32)
-  indices = []
-  for start in range(0, num_groups, _INDEX_CHUNK):
-    chunk = range(start, min(num_groups, start + _INDEX_CHUNK))
-    pairs = tuple(jnp.stack([zero + k, zero]) for k in chunk)
-    init = (jnp.zeros((), jnp.int32),) * len(pairs)
-    indices += jax.lax.reduce(pairs, init, _statistics._add, (0,))
-  return indices
-
-
 def _is_finite(params: Any) -> jax.Array:
   """Whether every entry of ``params`` is finite and their squared norm fits
   in float32 (one statistics pass over them)."""
   groups = _groups.make_groups(params, "global")
   return jnp.all(jnp.isfinite(_statistics.group_statistics(params, params, groups)))
-
-
-def _take(values: jax.Array, index: jax.Array) -> jax.Array:
-  return jax.lax.dynamic_index_in_dim(values, index, keepdims=False)
 
 
 def _unzip(pairs: Any, like: Any) -> tuple[Any, Any]:

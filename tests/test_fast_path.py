@@ -14,7 +14,14 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import garo_optax
-from garo_optax import _controller, _features, _groups, _statistics, _transform
+from garo_optax import (
+  _controller,
+  _features,
+  _groups,
+  _statistics,
+  _statistics_sharded,
+  _transform,
+)
 
 CLIP = _features.FEATURE_CLIP
 FAST, SLOW = _features.EMA_DECAY, _features.SLOW_EMA_DECAY
@@ -317,7 +324,7 @@ def test_partitioned_sums_transform_like_plain_sums():
     return _statistics.tree_statistics(g, m, partitionable=True)[0]
 
   def plain(g, m):
-    return _statistics._plain_tree_sums(g, m)[0]
+    return _statistics_sharded._plain_tree_sums(g, m)[0]
 
   def both(transform):
     return transform(partitioned), transform(plain)
