@@ -117,6 +117,32 @@ def test_load_missing_file_names_it(tmp_path):
     garo_optax.load_controller(path)
 
 
+@pytest.mark.parametrize("as_str", [False, True])
+def test_garo_accepts_a_controller_path(tmp_path, controller, as_str):
+  """``garo(controller=path)`` is ``garo(controller=load_controller(path))``."""
+  path = tmp_path / "controller.npz"
+  garo_optax.save_controller(path, controller)
+  params = {"w": jnp.arange(1.0, 5.0), "b": jnp.ones(2)}
+  results = []
+  for given in (str(path) if as_str else path, garo_optax.load_controller(path)):
+    tx = garo_optax.garo(0.1, 0.5, 1e-3, controller=given)
+    state = tx.init(params)
+    p = params
+    for _ in range(5):
+      grads = jax.tree.map(jnp.sin, p)
+      updates, state = tx.update(grads, state, p, value=jnp.sum(p["w"] ** 2))
+      p = optax.apply_updates(p, updates)
+    results.append((p, garo_optax.hyperparams(state)))
+  jax.tree.map(np.testing.assert_array_equal, *results)
+
+
+def test_garo_missing_controller_path_names_it(tmp_path):
+  path = tmp_path / "nowhere" / "controller.npz"
+  for given in (path, str(path)):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+      garo_optax.garo(controller=given)
+
+
 def test_save_rejects_wrong_shapes(tmp_path, controller):
   controller = controller._replace(head_kernel=jnp.zeros((HIDDEN_SIZE, 2)))
   with pytest.raises(ValueError, match="head_kernel"):
