@@ -8,10 +8,13 @@ title line) that the benchmark wrote.
 Usage::
 
   python -m benchmarks.readme            # after running the benchmarks
+  python -m benchmarks.readme --check    # exit 1 if README.md is out of date
 """
 
+import argparse
 import pathlib
 import re
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -41,10 +44,34 @@ def fill(readme: str) -> str:
   )
 
 
-def main() -> None:
-  path = ROOT / "README.md"
-  path.write_text(fill(path.read_text()))
-  print(f"Updated {path}")
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(
+    prog="python -m benchmarks.readme",
+    description=(
+      "Copies the tables in benchmarks/results/NAME.md into README.md, between "
+      "its <!-- results:NAME --> markers. Run it after the benchmarks."
+    ),
+  )
+  parser.add_argument(
+    "--readme",
+    type=pathlib.Path,
+    default=ROOT / "README.md",
+    help="the file to fill (default: this repository's README.md)",
+  )
+  parser.add_argument(
+    "--check",
+    action="store_true",
+    help="write nothing; exit with status 1 if the README is out of date",
+  )
+  args = parser.parse_args(argv)
+  text = args.readme.read_text()
+  filled = fill(text)
+  if args.check:
+    up_to_date = filled == text
+    print(f"{args.readme} is {'up to date' if up_to_date else 'out of date'}")
+    sys.exit(0 if up_to_date else 1)
+  args.readme.write_text(filled)
+  print(f"Updated {args.readme}")
 
 
 if __name__ == "__main__":

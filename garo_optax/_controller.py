@@ -6,6 +6,8 @@ it learns live in :mod:`garo_optax.meta`.
 """
 
 import os
+import zipfile
+import zlib
 from typing import Any, NamedTuple
 
 import jax
@@ -170,7 +172,9 @@ def save_controller(path: str | os.PathLike, controller: ControllerParams) -> No
     path: where to write; ``numpy`` appends ``.npz`` if it is missing.
     controller: the weights to save.
   """
-  _check_shapes(_flatten(controller), source="controller")
+  problem = _shape_problem(_flatten(controller))
+  if problem:
+    raise ValueError(f"Cannot save this controller: {problem}.")
   np.savez(
     path,
     format=np.array(FILE_FORMAT),
@@ -192,16 +196,60 @@ def _expected_shapes(hidden_size: int) -> dict[str, tuple[int, ...]]:
   }
 
 
-def _check_shapes(arrays: dict[str, np.ndarray], *, source: str) -> None:
+def _shape_problem(arrays: dict[str, np.ndarray]) -> str | None:
+  """What is wrong with the weights' names or shapes, or ``None``."""
+  if "head_kernel" not in arrays:
+    return "it has no array 'head_kernel'"
+  if arrays["head_kernel"].ndim != 2:
+    return (
+      f"'head_kernel' has shape {arrays['head_kernel'].shape}, expected "
+      f"(hidden_size, {len(HEAD_NAMES)})"
+    )
   hidden_size = arrays["head_kernel"].shape[0]
   for name, shape in _expected_shapes(hidden_size).items():
     if name not in arrays:
-      raise ValueError(f"{source} has no array {name!r}.")
+      return f"it has no array {name!r}"
     if arrays[name].shape != shape:
-      raise ValueError(
-        f"{source}: {name!r} has shape {arrays[name].shape}, expected {shape} "
-        f"for {_features.NUM_FEATURES} features and hidden_size={hidden_size}."
+      return (
+        f"{name!r} has shape {arrays[name].shape}, expected {shape} for "
+        f"{_features.NUM_FEATURES} features and hidden_size={hidden_size}"
       )
+  return None
+
+
+def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """The arrays of an ``.npz`` file; ``ValueError`` if it is not one."""
+  with open(path, "rb") as file:  # a missing file raises FileNotFoundError
+    try:
+      data = np.load(file, allow_pickle=False)
+      if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+          return {name: data[name] for name in data.files}
+    # What NumPy and zipfile raise for other bytes. NumPy's own message would
+    # suggest unpickling the file, which must never be done with weights.
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error):
+      raise _invalid(
+        path,
+        "it is not an .npz archive of plain arrays (as save_controller writes)",
+      ) from None
+  raise _invalid(path, "it holds a single array, not an .npz archive")
+
+
+def _invalid(path: str | os.PathLike, reason: str) -> ValueError:
+  return ValueError(
+    f"{os.fspath(path)!r} is not a valid GARO controller file: {reason}."
+  )
+
+
+def _integer_entry(
+  arrays: dict[str, np.ndarray], name: str, path: str | os.PathLike
+) -> int:
+  if name not in arrays:
+    raise _invalid(path, f"it has no {name!r} entry")
+  value = arrays[name]
+  if value.shape != () or not np.issubdtype(value.dtype, np.integer):
+    raise _invalid(path, f"its {name!r} entry is not an integer")
+  return int(value)
 
 
 def load_controller(path: str | os.PathLike) -> ControllerParams:
@@ -214,28 +262,44 @@ def load_controller(path: str | os.PathLike) -> ControllerParams:
     The controller's weights, in float32.
 
   Raises:
-    ValueError: the file is not a GARO controller, has another format version,
-      or its arrays do not have the shapes this version of GARO needs.
+    FileNotFoundError: there is no file at ``path``.
+    ValueError: the file is not a valid GARO controller file: not an ``.npz``
+      archive of plain arrays, no ``format`` or ``version`` entry, another
+      format version or number of features than this garo_optax's, missing
+      weights, weights of the wrong shape, or weights that are not finite.
   """
-  with np.load(path, allow_pickle=False) as data:
-    arrays = {k: data[k] for k in data.files}
-  if arrays.get("format") != FILE_FORMAT:
-    raise ValueError(f"{os.fspath(path)!r} is not a GARO controller file.")
-  version = int(arrays["version"])
+  arrays = _read_npz(path)
+  if "format" not in arrays:
+    raise _invalid(path, "it has no 'format' entry")
+  file_format = arrays["format"]
+  if file_format.shape != () or file_format.dtype.kind != "U":
+    raise _invalid(path, "its 'format' entry is not a string")
+  if str(file_format) != FILE_FORMAT:
+    raise _invalid(path, f"its format is {str(file_format)!r}, not {FILE_FORMAT!r}")
+  version = _integer_entry(arrays, "version", path)
   if version != FILE_VERSION:
-    raise ValueError(
-      f"{os.fspath(path)!r} has controller format version {version}; this "
-      f"garo_optax reads version {FILE_VERSION}."
+    raise _invalid(
+      path,
+      f"it has format version {version}; this garo_optax reads version {FILE_VERSION}",
     )
-  if int(arrays["num_features"]) != _features.NUM_FEATURES:
-    raise ValueError(
-      f"{os.fspath(path)!r} was trained on {int(arrays['num_features'])} "
-      f"features; this garo_optax computes {_features.NUM_FEATURES}."
+  num_features = _integer_entry(arrays, "num_features", path)
+  if num_features != _features.NUM_FEATURES:
+    raise _invalid(
+      path,
+      f"it was trained on {num_features} features; this garo_optax computes "
+      f"{_features.NUM_FEATURES}",
     )
-  if "head_kernel" not in arrays:
-    raise ValueError(f"{os.fspath(path)!r} has no array 'head_kernel'.")
-  _check_shapes(arrays, source=repr(os.fspath(path)))
-  gru = _gru.GRUParams(
-    **{k: jnp.asarray(arrays[f"gru/{k}"]) for k in _gru.GRUParams._fields}
-  )
-  return ControllerParams(gru=gru, head_kernel=jnp.asarray(arrays["head_kernel"]))
+  problem = _shape_problem(arrays)
+  if problem:
+    raise _invalid(path, problem)
+  for name in _expected_shapes(arrays["head_kernel"].shape[0]):
+    if arrays[name].dtype.kind != "f":
+      raise _invalid(path, f"{name!r} has dtype {arrays[name].dtype}, not float")
+    if not np.all(np.isfinite(arrays[name])):
+      raise _invalid(path, f"{name!r} has NaN or infinite entries")
+  weights = {
+    name: jnp.asarray(arrays[name], jnp.float32)
+    for name in _expected_shapes(arrays["head_kernel"].shape[0])
+  }
+  gru = _gru.GRUParams(**{k: weights[f"gru/{k}"] for k in _gru.GRUParams._fields})
+  return ControllerParams(gru=gru, head_kernel=weights["head_kernel"])

@@ -1,6 +1,7 @@
 """GARO as an optax gradient transformation."""
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -53,10 +54,19 @@ def _resolve_controller(
     return _controller.init_controller(jax.random.key(seed), hidden_size=hidden_size)
   if isinstance(controller, _controller.ControllerParams):
     return controller
+  if isinstance(controller, str | os.PathLike):
+    if not os.path.exists(controller):
+      raise FileNotFoundError(
+        f"No controller file {os.fspath(controller)!r}: controller is None or "
+        "'pretrained', 'init', the path of a file written by save_controller, "
+        "or a ControllerParams."
+      )
+    return _controller.load_controller(controller)
   raise ValueError(
     f"Unknown controller {controller!r}: use None or 'pretrained' (the "
     "meta-trained one shipped with garo_optax), 'init' (a seeded, untrained "
-    "near-SGD controller) or a ControllerParams (e.g. from load_controller)."
+    "near-SGD controller), the path of a file written by save_controller, or "
+    "a ControllerParams (e.g. from load_controller)."
   )
 
 
@@ -216,7 +226,7 @@ def garo(
   momentum: optax.ScalarOrSchedule | Mapping[str, Any] = 0.0,
   weight_decay: optax.ScalarOrSchedule | Mapping[str, Any] = 0.0,
   *,
-  controller: _controller.ControllerParams | str | None = None,
+  controller: _controller.ControllerParams | str | os.PathLike | None = None,
   hidden_size: int | None = None,
   seed: int | None = None,
   granularity: _groups.Granularity = "global",
@@ -274,9 +284,11 @@ def garo(
       :mod:`garo_optax.pretrained` (which also sets
       ``max_effective_learning_rate``, ``home_learning_rate`` and
       ``home_steps`` to its values, unless given), ``"init"`` for a seeded,
-      untrained controller that stays near SGD, or a
-      :class:`~garo_optax.ControllerParams` (e.g. from
-      :func:`~garo_optax.load_controller`).
+      untrained controller that stays near SGD, the path (``str`` or
+      ``os.PathLike``) of a file written by
+      :func:`~garo_optax.save_controller`, read with
+      :func:`~garo_optax.load_controller`, or a
+      :class:`~garo_optax.ControllerParams`.
     hidden_size: GRU width of the seeded controller (``"init"``).
     seed: seed of the seeded controller (``"init"``).
     granularity: ``"global"`` (one set of hyperparameters), ``"per_leaf"``, or

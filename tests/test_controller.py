@@ -1,5 +1,8 @@
 """Tests of the controller (init, heads, files) and of its input features."""
 
+import re
+import traceback
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -37,23 +40,107 @@ def test_save_load_round_trip(tmp_path, controller):
   assert {x.dtype for x in jax.tree.leaves(loaded)} == {jnp.dtype(jnp.float32)}
 
 
+INVALID = "is not a valid GARO controller file"
+
+
+def _assert_invalid(path, match):
+  """Loading ``path`` raises a ValueError that names it and says why."""
+  with pytest.raises(ValueError, match=re.escape(match)) as error:
+    garo_optax.load_controller(path)
+  message = str(error.value)
+  assert repr(str(path)) in message and INVALID in message
+  # Nothing the user sees, chained errors included, suggests unpickling.
+  shown = "".join(traceback.format_exception(error.value)).replace(str(path), "")
+  assert "pickle" not in shown
+
+
 @pytest.mark.parametrize(
   ("change", "match"),
   [
     ({"head_kernel": np.zeros((HIDDEN_SIZE, 4))}, "'head_kernel' has shape"),
+    ({"head_kernel": np.zeros(3)}, "'head_kernel' has shape"),
     ({"gru/hidden_kernel": np.zeros((3, 3))}, "'gru/hidden_kernel' has shape"),
     ({"gru/input_bias": None}, "no array 'gru/input_bias'"),
+    ({"head_kernel": None}, "no array 'head_kernel'"),
     ({"version": np.array(2)}, "version 2"),
+    ({"version": None}, "no 'version' entry"),
+    ({"version": np.array("one")}, "'version' entry is not an integer"),
     ({"num_features": np.array(3)}, "3 features"),
-    ({"format": np.array("something else")}, "not a GARO controller"),
+    ({"num_features": None}, "no 'num_features' entry"),
+    ({"format": np.array("something else")}, "its format is 'something else'"),
+    ({"format": None}, "no 'format' entry"),
+    ({"format": np.arange(3)}, "'format' entry is not a string"),
+    ({"gru/hidden_bias": np.zeros(HIDDEN_SIZE, np.int32)}, "dtype int32"),
   ],
 )
 def test_load_rejects_bad_files(tmp_path, saved_arrays, change, match):
   """``change`` replaces arrays of a good file; ``None`` removes one."""
   arrays = {k: v for k, v in {**saved_arrays, **change}.items() if v is not None}
   np.savez(tmp_path / "bad.npz", **arrays)
-  with pytest.raises(ValueError, match=match):
-    garo_optax.load_controller(tmp_path / "bad.npz")
+  _assert_invalid(tmp_path / "bad.npz", match)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("name", ["gru/input_kernel", "head_kernel"])
+def test_load_rejects_nonfinite_weights(tmp_path, saved_arrays, name, bad):
+  weights = saved_arrays[name].copy()
+  weights.flat[1] = bad
+  np.savez(tmp_path / "bad.npz", **{**saved_arrays, name: weights})
+  _assert_invalid(tmp_path / "bad.npz", f"{name!r} has NaN or infinite entries")
+
+
+@pytest.mark.parametrize(
+  "contents",
+  [
+    np.random.default_rng(0).bytes(1000),
+    b"",
+    b"PK\x03\x04" + np.random.default_rng(1).bytes(100),  # a broken zip
+    b"\x93NUMPY" + np.random.default_rng(2).bytes(100),  # a broken .npy
+  ],
+  ids=["random", "empty", "zip", "npy"],
+)
+def test_load_rejects_other_bytes(tmp_path, contents):
+  (tmp_path / "bad.npz").write_bytes(contents)
+  _assert_invalid(tmp_path / "bad.npz", "not an .npz archive of plain arrays")
+
+
+def test_load_rejects_pickled_arrays_and_single_arrays(tmp_path, saved_arrays):
+  np.savez(tmp_path / "object.npz", **saved_arrays, extra=np.array([{}], object))
+  _assert_invalid(tmp_path / "object.npz", "not an .npz archive of plain arrays")
+  np.save(tmp_path / "single.npy", saved_arrays["head_kernel"])
+  _assert_invalid(tmp_path / "single.npy", "a single array, not an .npz archive")
+
+
+def test_load_missing_file_names_it(tmp_path):
+  path = tmp_path / "missing.npz"
+  with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+    garo_optax.load_controller(path)
+
+
+@pytest.mark.parametrize("as_str", [False, True])
+def test_garo_accepts_a_controller_path(tmp_path, controller, as_str):
+  """``garo(controller=path)`` is ``garo(controller=load_controller(path))``."""
+  path = tmp_path / "controller.npz"
+  garo_optax.save_controller(path, controller)
+  params = {"w": jnp.arange(1.0, 5.0), "b": jnp.ones(2)}
+  results = []
+  for given in (str(path) if as_str else path, garo_optax.load_controller(path)):
+    tx = garo_optax.garo(0.1, 0.5, 1e-3, controller=given)
+    state = tx.init(params)
+    p = params
+    for _ in range(5):
+      grads = jax.tree.map(jnp.sin, p)
+      updates, state = tx.update(grads, state, p, value=jnp.sum(p["w"] ** 2))
+      p = optax.apply_updates(p, updates)
+    results.append((p, garo_optax.hyperparams(state)))
+  jax.tree.map(np.testing.assert_array_equal, *results)
+
+
+def test_garo_missing_controller_path_names_it(tmp_path):
+  path = tmp_path / "nowhere" / "controller.npz"
+  for given in (path, str(path)):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+      garo_optax.garo(controller=given)
 
 
 def test_save_rejects_wrong_shapes(tmp_path, controller):
