@@ -17,9 +17,6 @@ import numpy as np
 from garo_optax import _features, _gru
 
 HEAD_NAMES = ("learning_rate", "momentum", "weight_decay")
-# Pre-activation of the weight-decay head when the requested decay is zero:
-# softplus(-20) ≈ 2e-9, below float32 rounding of any gradient it is added to.
-WEIGHT_DECAY_FLOOR_BIAS = -20.0
 
 FILE_FORMAT = "garo_optax.controller"
 FILE_VERSION = 1
@@ -28,7 +25,8 @@ FILE_VERSION = 1
 class ControllerParams(NamedTuple):
   """Weights of a GARO controller with ``F`` features and ``H`` hidden units.
 
-  The heads have no bias of their own: :func:`head_bias` derives it from the
+  The heads have no bias of their own: ``_hyperparams.head_bias`` derives it
+  from the
   starting hyperparameters given to :func:`garo_optax.garo`, so any controller,
   trained or not, starts as plain SGD at those values.
   """
@@ -76,52 +74,6 @@ def init_controller(
   )
 
 
-def array_namespace(*values: Any) -> Any:
-  """``numpy`` if no value is a JAX array (or tracer), else ``jax.numpy``.
-
-  Derived constants (biases from starting values) are computed with NumPy
-  when they can be: they reach XLA as literals rather than as ops it would
-  first hoist out of a training loop and later fold.
-  """
-  return jnp if any(isinstance(x, jax.Array) for x in values) else np
-
-
-def _softplus_inverse(x, xp=jnp):
-  # log(expm1(x)), written to stay accurate for large x.
-  return x + xp.log(-xp.expm1(-x))
-
-
-def head_bias(
-  learning_rate: jax.typing.ArrayLike,
-  momentum: jax.typing.ArrayLike,
-  weight_decay: jax.typing.ArrayLike,
-) -> jax.Array | np.ndarray:
-  """Head biases that make the heads emit the given values when ``h = 0``.
-
-  Returns:
-    Array of shape ``(..., 3)`` (the broadcast shape of the arguments, then 3):
-    ``softplus⁻¹(learning_rate)``, ``atanh(momentum)``,
-    ``softplus⁻¹(weight_decay)`` (or ``WEIGHT_DECAY_FLOOR_BIAS`` when
-    ``weight_decay`` is zero). A float32 NumPy array when no argument is a
-    JAX array.
-  """
-  xp = array_namespace(learning_rate, momentum, weight_decay)
-  learning_rate = xp.asarray(learning_rate, xp.float32)
-  momentum = xp.asarray(momentum, xp.float32)
-  weight_decay = xp.asarray(weight_decay, xp.float32)
-  wd_bias = xp.where(
-    weight_decay > 0,
-    _softplus_inverse(xp.where(weight_decay > 0, weight_decay, 1.0), xp),
-    xp.float32(WEIGHT_DECAY_FLOOR_BIAS),
-  )
-  return xp.stack(
-    xp.broadcast_arrays(
-      _softplus_inverse(learning_rate, xp), xp.arctanh(momentum), wd_bias
-    ),
-    axis=-1,
-  )
-
-
 def heads(pre_activation: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Maps the heads' pre-activations ``(..., 3)`` to (lr, momentum, wd)."""
   return (
@@ -143,7 +95,7 @@ def controller_step(
     controller: the controller's weights.
     features: array ``(G, F)``, one row per group.
     hidden: array ``(G, H)``, the previous hidden state.
-    bias: array ``(3,)`` or ``(G, 3)`` from :func:`head_bias`.
+    bias: array ``(3,)`` or ``(G, 3)`` from ``_hyperparams.head_bias``.
 
   Returns:
     ``(hidden, (learning_rate, momentum, weight_decay))``, the hyperparameters
@@ -303,3 +255,38 @@ def load_controller(path: str | os.PathLike) -> ControllerParams:
   }
   gru = _gru.GRUParams(**{k: weights[f"gru/{k}"] for k in _gru.GRUParams._fields})
   return ControllerParams(gru=gru, head_kernel=weights["head_kernel"])
+
+
+def is_pretrained(controller: Any) -> bool:
+  """Whether ``controller`` asks for the shipped, meta-trained controller."""
+  return controller is None or (
+    isinstance(controller, str) and controller == "pretrained"
+  )
+
+
+def resolve_controller(
+  controller: Any, hidden_size: int, seed: int
+) -> ControllerParams:
+  """The weights ``garo``'s ``controller`` argument names (see its docs)."""
+  if is_pretrained(controller):
+    from garo_optax import pretrained  # imported on use: it reads a file
+
+    return pretrained.load()
+  if isinstance(controller, str) and controller == "init":
+    return init_controller(jax.random.key(seed), hidden_size=hidden_size)
+  if isinstance(controller, ControllerParams):
+    return controller
+  if isinstance(controller, str | os.PathLike):
+    if not os.path.exists(controller):
+      raise FileNotFoundError(
+        f"No controller file {os.fspath(controller)!r}: controller is None or "
+        "'pretrained', 'init', the path of a file written by save_controller, "
+        "or a ControllerParams."
+      )
+    return load_controller(controller)
+  raise ValueError(
+    f"Unknown controller {controller!r}: use None or 'pretrained' (the "
+    "meta-trained one shipped with garo_optax), 'init' (a seeded, untrained "
+    "near-SGD controller), the path of a file written by save_controller, or "
+    "a ControllerParams (e.g. from load_controller)."
+  )

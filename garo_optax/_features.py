@@ -71,7 +71,8 @@ def compute_features(
   statistics: jax.Array,
   feature_state: FeatureState,
   count: jax.Array,
-  log_learning_rate_ratio: jax.Array,
+  previous_learning_rate: jax.Array,
+  reference_learning_rate: jax.Array,
   value: jax.Array | None,
 ) -> tuple[jax.Array, FeatureState]:
   """Builds the controller's inputs from the statistics of each group.
@@ -80,7 +81,9 @@ def compute_features(
     statistics: array ``(G, NUM_STATISTICS)``, the sums of each group.
     feature_state: the running statistics.
     count: the number of steps taken so far (0 on the first step).
-    log_learning_rate_ratio: array ``(G,)``, ``log(lr_{t-1} / lr_0)``.
+    previous_learning_rate: array ``(G,)``, the rates applied at the last step.
+    reference_learning_rate: array ``(G,)``, the rates the controller works
+      around at this step (the starting rate, moved home, or a schedule's).
     value: the loss, or ``None`` (then the loss feature is zero).
 
   Returns:
@@ -88,6 +91,9 @@ def compute_features(
     ``(G, NUM_FEATURES)``.
   """
   first = count == 0
+  log_learning_rate_ratio = jnp.log(previous_learning_rate) - jnp.log(
+    reference_learning_rate
+  )
   # Exactly zero on the first step, however the starting rate rounds on its
   # way through the learning-rate head.
   log_learning_rate_ratio = jnp.where(first, 0.0, log_learning_rate_ratio)

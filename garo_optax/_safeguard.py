@@ -43,6 +43,10 @@ DECAY = 0.9
 LOSS_FACTOR = 2.0
 # A rise of the running mean of log‖g‖ above its lowest by log(GRAD_NORM_FACTOR).
 GRAD_NORM_FACTOR = 10.0
+# A rise of the loss's running mean by less than NOISE_Z standard deviations
+# of the minibatch loss is not a blow-up.
+NOISE_Z = 3.0
+VARIANCE_DECAY = 0.99
 # Rises that stay below RELEVANT times the first step's loss, or gradient norms
 # below RELEVANT times the first one, are noise near a minimum, not a blow-up.
 RELEVANT = 0.01
@@ -62,6 +66,7 @@ class SafeguardState(NamedTuple):
   lowest_log_grad_norm: jax.Array  # shape=(), float32: lowest running mean
   loss: jax.Array  # shape=(), float32: the last step's loss
   running_loss: jax.Array  # shape=(), float32: running mean of the loss
+  loss_variance: jax.Array  # shape=(), float32: running mean of its spread²
   lowest_loss: jax.Array  # shape=(), float32: its lowest value
   first_log_grad_norm: jax.Array  # shape=(), float32: log‖g‖ at the first step
   first_loss: jax.Array  # shape=(), float32: the loss at the first step
@@ -77,6 +82,7 @@ def init_safeguard_state(num_groups: int) -> SafeguardState:
     lowest_log_grad_norm=zero,
     loss=zero,
     running_loss=zero,
+    loss_variance=zero,
     lowest_loss=zero,
     first_log_grad_norm=zero,
     first_loss=zero,
@@ -117,7 +123,7 @@ def safeguard(
   )
   lowest_grad = _lowest(first, state.lowest_log_grad_norm, running_grad)
   first_grad = jnp.where(first, log_grad_norm, state.first_log_grad_norm)
-  backoff = (running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) & (
+  blew_up = (running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) & (
     running_grad > first_grad + jnp.log(RELEVANT)
   )
   # How far past a stable step size the last one was: on a quadratic, the
@@ -125,24 +131,41 @@ def safeguard(
   # gradient descent at rate η (the loss by its square), and
   # η / (1 + |ηλ - 1|) ≤ 1 / λ is stable.
   growth = jnp.exp(log_grad_norm - state.log_grad_norm)
-  new_loss, running_loss = state.loss, state.running_loss
+  loss_state = (state.loss, state.running_loss, state.loss_variance)
   lowest_loss, first_loss = state.lowest_loss, state.first_loss
   if loss is not None:
-    new_loss = jnp.asarray(loss, jnp.float32)
-    _, running_loss = _features.running_mean(new_loss, running_loss, first, DECAY)
-    first_loss = jnp.where(first, new_loss, first_loss)
+    loss = jnp.asarray(loss, jnp.float32)
+    previous, running_loss = _features.running_mean(
+      loss, state.running_loss, first, DECAY
+    )
+    first_loss = jnp.where(first, loss, first_loss)
     lowest_loss = _lowest(first, lowest_loss, running_loss)
+    # A rise within NOISE_Z spreads of the minibatch losses seen before this
+    # step is noise, however large against the loss itself (small batches
+    # near a minimum).
     scale = jnp.maximum(jnp.abs(lowest_loss), RELEVANT * jnp.abs(first_loss))
-    limit = lowest_loss + (LOSS_FACTOR - 1.0) * scale
-    backoff = backoff | (running_loss > limit)
-    rise = (new_loss - state.loss) / jnp.maximum(jnp.abs(state.loss), _features.TINY)
-    growth = jnp.maximum(growth, jnp.sqrt(jnp.maximum(1.0 + rise, 0.0)))
-    # The next back-off needs another rise by LOSS_FACTOR from here.
-    lowest_loss = jnp.where(backoff, jnp.maximum(running_loss, new_loss), lowest_loss)
+    rise = jnp.maximum(
+      (LOSS_FACTOR - 1.0) * scale, NOISE_Z * jnp.sqrt(state.loss_variance)
+    )
+    suspect = running_loss > lowest_loss + 0.5 * (LOSS_FACTOR - 1.0) * scale
+    blew_up = blew_up | (running_loss > lowest_loss + rise)
+    change = (loss - state.loss) / jnp.maximum(jnp.abs(state.loss), _features.TINY)
+    growth = jnp.maximum(growth, jnp.sqrt(jnp.maximum(1.0 + change, 0.0)))
+    # The spread is that of steps that raise no suspicion: a blow-up in the
+    # making does not widen the band it is tested against.
+    variance = jnp.where(
+      suspect,
+      state.loss_variance,
+      VARIANCE_DECAY * state.loss_variance
+      + (1.0 - VARIANCE_DECAY) * jnp.square(loss - previous),
+    )
+    loss_state = (loss, running_loss, jnp.minimum(variance, _features.MAX))
   # Past a stable step the gradient turns against the last step's direction
-  # (the stiffest direction overshoots); a noisy minibatch does not.
-  total = jnp.sum(statistics, axis=0)
-  backoff = backoff & ~first & (total[2] < 0)
+  # (the stiffest direction overshoots).
+  backoff = blew_up & ~first & (jnp.sum(statistics[:, 2]) < 0)
+  if loss is not None:
+    # The next back-off needs another rise by as much from here.
+    lowest_loss = jnp.where(backoff, jnp.maximum(loss_state[1], loss), lowest_loss)
   cut = jnp.clip(1.0 / (1.0 + growth), MIN_BACKOFF, BACKOFF)
   new_state = SafeguardState(
     max_learning_rate=jnp.where(
@@ -155,11 +178,25 @@ def safeguard(
     lowest_log_grad_norm=jnp.where(
       backoff, jnp.maximum(running_grad, log_grad_norm), lowest_grad
     ),
-    loss=new_loss,
-    running_loss=running_loss,
+    loss=loss_state[0],
+    running_loss=loss_state[1],
+    loss_variance=loss_state[2],
     lowest_loss=lowest_loss,
     first_log_grad_norm=first_grad,
     first_loss=first_loss,
     backoffs=state.backoffs + backoff.astype(jnp.int32),
   )
   return backoff, new_state
+
+
+def apply(
+  learning_rate: jax.Array,
+  momentum: jax.Array,
+  backoff: jax.Array,
+  state: SafeguardState,
+) -> tuple[jax.Array, jax.Array]:
+  """The learning rate under the cap, and no momentum on a back-off step."""
+  return (
+    jnp.minimum(learning_rate, state.max_learning_rate),
+    jnp.where(backoff, 0.0, momentum),
+  )

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import garo_optax
-from garo_optax import _controller, _features, _statistics
+from garo_optax import _controller, _features, _hyperparams, _statistics
 
 HIDDEN_SIZE = 8
 
@@ -163,7 +163,7 @@ def test_init_controller_is_float32_with_x64():
 def test_zero_hidden_state_gives_starting_values(
   controller, learning_rate, momentum, weight_decay
 ):
-  bias = _controller.head_bias(learning_rate, momentum, weight_decay)
+  bias = _hyperparams.head_bias(learning_rate, momentum, weight_decay)
   hidden, values = _controller.controller_step(
     controller,
     jnp.zeros((1, _features.NUM_FEATURES)),
@@ -235,7 +235,8 @@ def test_features_are_zero_at_step_zero(value):
     _group_statistics(num_groups, mu_scale=0.0),
     feature_state,
     jnp.array(0),
-    jnp.zeros((num_groups,)),
+    jnp.full((num_groups,), 0.5),  # a rate applied "before" step 0
+    jnp.full((num_groups,), 0.01),
     value,
   )
   assert features.shape == (num_groups, _features.NUM_FEATURES)
@@ -251,12 +252,17 @@ def test_features_are_finite_and_clipped():
   state = _features.init_feature_state(4)
   for count, value in enumerate([1.0, 1e30, 0.0]):
     features, state = _features.compute_features(
-      statistics, state, jnp.array(count), jnp.full((4,), 100.0), value
+      statistics,
+      state,
+      jnp.array(count),
+      jnp.full((4,), 100.0),
+      jnp.full((4,), 1e-40),
+      value,
     )
     assert np.all(np.isfinite(features))
     assert np.all(np.abs(features) <= _features.FEATURE_CLIP)
     chex.assert_tree_all_finite(state)
-  # The learning-rate ratio of 100 is clipped, not dropped.
+  # The learning-rate ratio of 1e42 is clipped, not dropped.
   np.testing.assert_array_equal(
     features[:, _features.FEATURE_NAMES.index("log_learning_rate_ratio")],
     _features.FEATURE_CLIP,

@@ -15,12 +15,12 @@ from jax.sharding import PartitionSpec as P
 
 import garo_optax
 from garo_optax import (
-  _controller,
   _features,
   _groups,
+  _hyperparams,
   _statistics,
   _statistics_sharded,
-  _transform,
+  _xla,
 )
 
 CLIP = _features.FEATURE_CLIP
@@ -238,16 +238,16 @@ def test_controller_gradient_through_steps_on_given_gradients(granularity, monke
 
 def test_head_biases_of_concrete_values_are_numpy_and_match_traced_ones():
   args = (np.array([0.01, 0.3], np.float32), 0.9, np.array([0.0, 1e-4], np.float32))
-  concrete = _controller.head_bias(*args)
+  concrete = _hyperparams.head_bias(*args)
   assert isinstance(concrete, np.ndarray) and concrete.dtype == np.float32
-  traced = jax.jit(_controller.head_bias)(*args)
+  traced = jax.jit(_hyperparams.head_bias)(*args)
   np.testing.assert_allclose(concrete, traced, rtol=1e-6)
 
 
 def test_hyperparameters_computed_once_are_unchanged():
   scales = jnp.array([[1e-30], [1.0], [1e30]])
   values = jax.random.normal(jax.random.key(4), (3, 5)) * scales
-  out = jax.jit(lambda v: _transform._computed_once(*v))(values)
+  out = jax.jit(lambda v: _xla.computed_once(*v))(values)
   np.testing.assert_array_equal(jnp.stack(out), values)
 
 

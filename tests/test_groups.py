@@ -231,10 +231,10 @@ def test_hyperparams_unwraps_nnx_variables():
 
 def test_every_leaf_reads_its_own_groups_values_across_index_chunks():
   # The leaves read their groups' hyperparameters at indices made in chunks
-  # (`_transform._group_indices`): more groups than two chunks hold.
-  from garo_optax import _transform
+  # (`_xla.group_indices`): more groups than two chunks hold.
+  from garo_optax import _xla
 
-  n = 2 * _transform._INDEX_CHUNK + 3
+  n = 2 * _xla._INDEX_CHUNK + 3
   params = {f"p{i:02d}": jnp.full((2, 3), float(i)) for i in range(n)}
   rates = {name: 1e-3 * (i + 1) for i, name in enumerate(params)}
   tx = garo_optax.garo(rates, weight_decay=0.0, granularity="per_leaf")

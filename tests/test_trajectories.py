@@ -41,9 +41,9 @@ def trajectory(granularity: str) -> dict[str, np.ndarray]:
     applied = jax.tree.leaves(garo_optax.hyperparams(state))
     return (optax.apply_updates(params, updates), state), jax.numpy.stack(applied)
 
-  (params, _), hyperparams = jax.jit(
-    lambda carry: jax.lax.scan(step, carry, keys)
-  )((params, tx.init(params)))
+  (params, _), hyperparams = jax.jit(lambda carry: jax.lax.scan(step, carry, keys))(
+    (params, tx.init(params))
+  )
   leaves = [np.asarray(x).ravel() for x in jax.tree.leaves(params)]
   return {
     f"{granularity}/hyperparams": np.asarray(hyperparams),

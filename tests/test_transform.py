@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import garo_optax
+from garo_optax import _hyperparams
 
 HEAD_NAMES = ("learning_rate", "momentum", "weight_decay")
 
@@ -232,11 +233,10 @@ def test_starting_at_home_is_the_run_without(params, random_grads):
 
 def test_home_bias_leaves_a_start_at_home_exactly_as_it_is():
   """However the start's bias rounds, a start at the home rate is not moved."""
-  from garo_optax import _controller
-  from garo_optax._transform import _home_gap, _relaxed_bias
+  from garo_optax._hyperparams import _home_gap, _relaxed_bias
 
   start = np.array([0.01, 0.1], np.float32)
-  bias = _controller.head_bias(start, 0.0, 0.0)
+  bias = _hyperparams.head_bias(start, 0.0, 0.0)
   bias[0, 0] = np.nextafter(bias[0, 0], np.float32(0.0))  # one ulp off
   gap = _home_gap(bias, start, 0.01)
   moved = _relaxed_bias(bias, gap, jnp.array(50), 10.0)
@@ -370,7 +370,6 @@ def test_integer_params_are_a_type_error(params):
     ({"learning_rate": 0.0}, "learning_rate"),
     ({"weight_decay": -1.0}, "weight_decay"),
     ({"momentum": 1.0}, "momentum"),
-    ({"controller": "pretrained-typo"}, "controller"),
     ({"granularity": "per_layer"}, "granularity"),
     ({"home_learning_rate": 0.0, "home_steps": 10.0}, "home_learning_rate"),
     ({"home_learning_rate": 0.1, "home_steps": -1.0}, "home_steps"),
@@ -381,6 +380,12 @@ def test_integer_params_are_a_type_error(params):
 def test_bad_options_are_value_errors(params, kwargs, match):
   with pytest.raises(ValueError, match=match):
     garo_optax.garo(**kwargs).init(params)
+
+
+def test_unknown_controller_name_is_a_missing_file():
+  """A string other than 'pretrained' or 'init' is a path: a typo says so."""
+  with pytest.raises(FileNotFoundError, match=r"pretrained-typo.*'init'"):
+    garo_optax.garo(controller="pretrained-typo")
 
 
 @pytest.mark.parametrize(
