@@ -7,6 +7,11 @@ seeded controller) and records the final full-batch loss relative to the
 initial one. A GARO run *fails* where SGD ends below its initial loss and GARO
 does not, or has a non-finite loss on the way.
 
+It also counts the safeguard's back-offs where nothing blows up: on the
+problems its thresholds were chosen on (``benchmarks/tasks/validation.py``
+and the suite's meta-training tasks), at GARO's default rate. A back-off there
+is a false alarm that costs learning rate.
+
 Usage::
 
   python -m benchmarks.stiff                 # 1500 steps, 5 seeds
@@ -20,13 +25,14 @@ import sys
 import time
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 import optax
 
 import garo_optax
-from benchmarks import suite, train
+from benchmarks import suite, tasks, train
 from benchmarks.optimizers import Optimizer
-from benchmarks.tasks import stiff
+from benchmarks.tasks import stiff, validation
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 LEARNING_RATES = (1e-3, 1e-2, 1e-1)
@@ -63,6 +69,41 @@ def _ratio(curves: train.Curves) -> float:
   return float(losses[-1] / losses[0]) if np.all(np.isfinite(losses)) else np.inf
 
 
+def backoffs(task, make, seed: int) -> int:
+  """The safeguard's back-offs over a run of ``task.steps`` (loss given)."""
+  tx = make(0.01)
+  params = task.init(jax.random.fold_in(jax.random.key(seed), 0))
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), task.steps)
+
+  def step(carry, key):
+    params, state = carry
+    loss, grads = jax.value_and_grad(task.loss)(params, task.sample(key, task.train))
+    updates, state = tx.update(grads, state, params, value=loss)
+    return (optax.apply_updates(params, updates), state), None
+
+  (_, state), _ = jax.jit(lambda c: jax.lax.scan(step, c, keys))(
+    (params, tx.init(params))
+  )
+  return int(optax.tree.get(state, "backoffs"))
+
+
+def false_alarms(num_seeds: int) -> dict:
+  """Back-offs of every GARO variant on problems where nothing blows up."""
+  problems = (
+    *validation.all_tasks(),
+    tasks.get("quadratic"),
+    tasks.get("mlp_digits"),
+  )
+  return {
+    task.name: {
+      o.name: [backoffs(task, o.make, seed) for seed in range(num_seeds)]
+      for o in OPTIMIZERS
+      if o.is_garo
+    }
+    for task in problems
+  }
+
+
 def run(steps: int, num_seeds: int) -> dict:
   """Every (problem, optimizer, starting rate, seed); see the module docstring."""
   begin = time.perf_counter()
@@ -82,6 +123,7 @@ def run(steps: int, num_seeds: int) -> dict:
     "learning_rates": list(LEARNING_RATES),
     "optimizers": {o.name: o.description for o in OPTIMIZERS},
     "tasks": results,
+    "false_alarms": false_alarms(num_seeds),
     "machine": suite.machine(),
     "wall_seconds": time.perf_counter() - begin,
   }
@@ -141,6 +183,22 @@ def markdown(results: dict, command: str) -> str:
       trains = all(v < 1 for v in rows["sgd"][lr])
       lr_cell = f"**{lr}**" if trains else lr
       lines.append(f"| {lr_cell} | " + " | ".join(cells) + " |")
+    lines.append("")
+  if "false_alarms" in results:
+    lines += [
+      "## Back-offs where nothing blows up",
+      "",
+      "Back-offs per run (one entry per seed) at GARO's default rate 0.01, on "
+      "the problems the safeguard's thresholds were chosen on "
+      "(`benchmarks/tasks/validation.py`, and the suite's meta-training "
+      "tasks quadratic and mlp_digits).",
+      "",
+      "| problem | " + " | ".join(f"`{n}`" for n in names if n != "sgd") + " |",
+      "|---|" + "---|" * (len(names) - 1),
+    ]
+    for name, rows in results["false_alarms"].items():
+      cells = [", ".join(map(str, rows[n])) for n in names if n != "sgd"]
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
   failed = failures(results)
   lines += [
