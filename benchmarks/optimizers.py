@@ -89,7 +89,7 @@ _ALL = (
     0.1,
   ),
   Optimizer(
-    "garo",
+    "garo_init",
     'garo_optax.garo(0.01, controller="init"): seeded near-SGD controller',
     lambda lr: garo_optax.garo(lr, controller="init"),
     0.01,

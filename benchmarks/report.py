@@ -348,7 +348,7 @@ _BASELINE_COLORS = (
   "tab:pink", "tab:olive", "tab:cyan", "navy", "goldenrod", "silver",
 )  # fmt: skip
 _GARO_STYLES = {
-  "garo": {"color": "black", "ls": "-"},
+  "garo_init": {"color": "black", "ls": "-"},
   "garo_per_leaf": {"color": "black", "ls": ":"},
   "garo_pretrained": {"color": "tab:red", "ls": "-"},
 }

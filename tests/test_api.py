@@ -5,13 +5,10 @@ import re
 import garo_optax
 
 EXPECTED_ALL = (
-  "FEATURE_NAMES",
+  "ByGroup",
   "ControllerParams",
-  "FeatureState",
-  "GRUParams",
   "GaroState",
   "garo",
-  "gru_cell",
   "hyperparams",
   "init_controller",
   "load_controller",

@@ -17,6 +17,7 @@ import garo_optax
 from garo_optax import (
   _features,
   _groups,
+  _gru,
   _hyperparams,
   _statistics,
   _statistics_sharded,
@@ -68,7 +69,7 @@ def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
     ema_slow = SLOW * ema_slow + (1 - SLOW) * log_g
     ema_loss = FAST * ema_loss + (1 - FAST) * loss
     x = jnp.asarray(np.clip(features, -CLIP, CLIP), jnp.float32)
-    hidden = garo_optax.gru_cell(controller.gru, x, hidden)
+    hidden = _gru.gru_cell(controller.gru, x, hidden)
     pre = hidden @ controller.head_kernel + bias
     lr, mom, wd = jax.nn.softplus(pre[0]), jnp.tanh(pre[1]), jax.nn.softplus(pre[2])
     mu = jax.tree.map(

@@ -6,7 +6,6 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-import garo_optax
 from garo_optax import _gru
 
 INPUT_SIZE, HIDDEN_SIZE, BATCH = 3, 5, 4
@@ -15,7 +14,7 @@ INPUT_SIZE, HIDDEN_SIZE, BATCH = 3, 5, 4
 def _to_gru_params(flax_params):
   """Maps flax's ``ir/iz/in/hr/hz/hn`` weights onto columns ``[r | z | n]``."""
   p = flax_params["params"]
-  return garo_optax.GRUParams(
+  return _gru.GRUParams(
     input_kernel=jnp.concatenate([p[k]["kernel"] for k in ("ir", "iz", "in")], 1),
     input_bias=jnp.concatenate([p[k]["bias"] for k in ("ir", "iz", "in")]),
     hidden_kernel=jnp.concatenate([p[k]["kernel"] for k in ("hr", "hz", "hn")], 1),
@@ -34,15 +33,13 @@ def test_matches_flax_gru_cell():
     weight_key, jax.eval_shape(cell.init, init_key, hidden, inputs)
   )
   expected, _ = cell.apply(flax_params, hidden, inputs)
-  actual = garo_optax.gru_cell(_to_gru_params(flax_params), inputs, hidden)
+  actual = _gru.gru_cell(_to_gru_params(flax_params), inputs, hidden)
   np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_zero_input_keeps_zero_hidden_state():
   params = _gru.init_gru(jax.random.key(0), INPUT_SIZE, HIDDEN_SIZE)
-  hidden = garo_optax.gru_cell(
-    params, jnp.zeros((INPUT_SIZE,)), jnp.zeros((HIDDEN_SIZE,))
-  )
+  hidden = _gru.gru_cell(params, jnp.zeros((INPUT_SIZE,)), jnp.zeros((HIDDEN_SIZE,)))
   np.testing.assert_array_equal(hidden, 0.0)
 
 

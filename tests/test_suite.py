@@ -11,7 +11,7 @@ from benchmarks import optimizers, report, suite, tasks, train
 
 SMOKE = {
   "task_names": ["quadratic", "logreg_breast_cancer"],
-  "optimizer_names": ["adam", "adam_tuned", "garo"],
+  "optimizer_names": ["adam", "adam_tuned", "garo_init"],
   "num_seeds": 1,
   "steps": 20,
   "progress": False,
@@ -37,7 +37,7 @@ def test_smoke_run_writes_files(smoke):
   ):
     assert (out / name).stat().st_size > 0, name
   summary = (out / "suite_summary.md").read_text()
-  assert "| `garo` | all |" in summary
+  assert "| `garo_init` | all |" in summary
   assert "![Loss curves](suite_loss_curves.png)" in summary
   assert "| `adam_tuned` |" in (out / "suite_report.md").read_text()
   written = json.loads((out / "suite_results.json").read_text())
@@ -55,14 +55,14 @@ def test_smoke_run_numbers_are_finite(smoke):
       assert record["ms_per_step"]["median"] > 0
       # Every optimizer lowers the loss of these convex tasks in 20 steps.
       assert curve[0, -1] < curve[0, 0], name
-  garo = results["summary"]["garo"]["all"]
+  garo = results["summary"]["garo_init"]["all"]
   assert garo["wins"]["adam"]["tasks"] == 2
   assert math.isfinite(garo["geomean_loss_ratio_to_best_tuned"])
 
 
 def test_garo_records_its_hyperparameters(smoke):
   results, _ = smoke
-  record = results["tasks"]["quadratic"]["optimizers"]["garo"]
+  record = results["tasks"]["quadratic"]["optimizers"]["garo_init"]
   learning_rate = np.asarray(record["hyperparams"][0]["learning_rate"])
   assert learning_rate.shape == (10,) and np.all(learning_rate > 0)
   assert results["tasks"]["quadratic"]["optimizers"]["adam"]["hyperparams"] is None
@@ -106,13 +106,13 @@ def test_same_seed_gives_the_same_numbers(smoke):
   again = suite.run_suite(
     "quick",
     task_names=["quadratic"],
-    optimizer_names=["garo"],
+    optimizer_names=["garo_init"],
     num_seeds=1,
     steps=20,
     progress=False,
   )
-  first = results["tasks"]["quadratic"]["optimizers"]["garo"]
-  second = again["tasks"]["quadratic"]["optimizers"]["garo"]
+  first = results["tasks"]["quadratic"]["optimizers"]["garo_init"]
+  second = again["tasks"]["quadratic"]["optimizers"]["garo_init"]
   for key in ("train_loss", "metric", "hyperparams"):
     assert first[key] == second[key], key
 
@@ -143,9 +143,9 @@ def _record(curve, metric):
 def test_summary_counts_wins_and_ratios_to_the_best_tuned_baseline():
   finals = {  # task: optimizer: (final train loss, test metric)
     "a": {"sgd": (1.0, 0.8), "adam": (0.5, 0.9), "adam_tuned": (0.1, 0.9),
-          "sgd_momentum_tuned": (0.2, 0.9), "garo": (0.4, 0.85)},
+          "sgd_momentum_tuned": (0.2, 0.9), "garo_init": (0.4, 0.85)},
     "b": {"sgd": (1.0, 3.0), "adam": (0.5, 1.0), "adam_tuned": (0.0, 1.0),
-          "sgd_momentum_tuned": (0.3, 1.0), "garo": (0.6, 2.0)},
+          "sgd_momentum_tuned": (0.3, 1.0), "garo_init": (0.6, 2.0)},
   }  # fmt: skip
   results = {
     "config": {"optimizers": list(finals["a"])},
@@ -160,7 +160,7 @@ def test_summary_counts_wins_and_ratios_to_the_best_tuned_baseline():
       for name, opts in finals.items()
     },
   }
-  summary = report.summarize(results)["summary"]["garo"]
+  summary = report.summarize(results)["summary"]["garo_init"]
   assert summary["all"]["wins"] == {
     "adam": {"loss": 1, "metric": 0, "tasks": 2},
     "sgd": {"loss": 2, "metric": 2, "tasks": 2},
@@ -174,7 +174,7 @@ def test_summary_counts_wins_and_ratios_to_the_best_tuned_baseline():
   )
   assert summary["held_out"]["geomean_loss_ratio_to_best_tuned"] == pytest.approx(4)
   assert results["tasks"]["a"]["target_loss"] == 0.5
-  assert results["tasks"]["a"]["optimizers"]["garo"]["steps_to_target"] == {
+  assert results["tasks"]["a"]["optimizers"]["garo_init"]["steps_to_target"] == {
     "per_seed": [10],
     "median": 10.0,
     "reached": 1,
