@@ -5,9 +5,9 @@ from garo_optax._controller import init_controller as init_controller
 from garo_optax._controller import load_controller as load_controller
 from garo_optax._controller import save_controller as save_controller
 from garo_optax._groups import ByGroup as ByGroup
-from garo_optax._transform import GaroState as GaroState
+from garo_optax._state import GaroState as GaroState
+from garo_optax._state import hyperparams as hyperparams
 from garo_optax._transform import garo as garo
-from garo_optax._transform import hyperparams as hyperparams
 
 __version__ = "0.2.0"
 

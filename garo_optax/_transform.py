@@ -7,7 +7,7 @@ SGD step with momentum (:func:`_momentum_step`).
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,22 +23,7 @@ from garo_optax import (
   _statistics,
   _xla,
 )
-
-
-class GaroState(NamedTuple):
-  """State of :func:`garo`."""
-
-  count: jax.Array  # shape=(), int32: number of steps applied
-  hidden: jax.Array  # shape=(H,) or (G, H) per group, float32
-  mu: optax.Updates  # momentum buffers, shaped like the params
-  # Values applied at the last step: float32 scalars, or ByGroup mappings.
-  hyperparams: dict[str, Any]
-  feature_state: _features.FeatureState  # running statistics for the features
-  safeguard: _safeguard.SafeguardState  # learning-rate cap and what sets it
-  skipped: jax.Array  # shape=(), int32: steps skipped on non-finite input
-  # shape=(), bool: the last step was skipped and the params are not finite
-  # (or their squared norm overflows float32): the run is dead.
-  diverged: jax.Array
+from garo_optax._state import GaroState
 
 
 def garo(
@@ -183,35 +168,14 @@ def garo(
       max_effective_learning_rate = pretrained.MAX_EFFECTIVE_LEARNING_RATE
   home = _hyperparams.home(learning_rate, home_learning_rate, home_steps, defaults)
 
-  def hidden_shape(groups):
-    return (hidden_size,) if groups.is_global else (len(groups.names), hidden_size)
-
   def init_fn(params):
-    _checks.check_params(params)
-    groups = _groups.make_groups(params, granularity)
-    values = _controller.heads(_hyperparams.head_biases(starting, groups, 0))
-    return GaroState(
-      count=jnp.zeros((), jnp.int32),
-      hidden=jnp.zeros(hidden_shape(groups), jnp.float32),
-      mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-      hyperparams={
-        # A tree without leaves (optax.tree.map_params's placeholder params)
-        # has no group names: plain arrays there keep its state a prefix of
-        # every real state.
-        name: _hyperparams.by_group(x, groups) if groups.leaf_groups else x
-        for name, x in zip(_hyperparams.NAMES, values, strict=True)
-      },
-      feature_state=_features.init_feature_state(len(groups.names)),
-      safeguard=_safeguard.init_safeguard_state(len(groups.names)),
-      skipped=jnp.zeros((), jnp.int32),
-      diverged=jnp.zeros((), jnp.bool_),
-    )
+    return _initial_state(params, starting, granularity, hidden_size, mu_dtype)
 
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
     del extra_args
     groups = _checked_groups(updates, state, params, granularity)
     _checks.check_options(granularity, hidden_size, seed, value)
-    _checks.check_state(state, groups, hidden_shape(groups))
+    _checks.check_state(state, groups, _hidden_shape(groups, hidden_size))
     bias = _hyperparams.head_biases(starting, groups, state.count, home)
 
     statistics = _statistics.group_statistics(updates, state.mu, groups)
@@ -268,6 +232,34 @@ def garo(
     return new_updates, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _hidden_shape(groups: _groups.Groups, hidden_size: int) -> tuple[int, ...]:
+  return (hidden_size,) if groups.is_global else (len(groups.names), hidden_size)
+
+
+def _initial_state(params, starting, granularity, hidden_size, mu_dtype) -> GaroState:
+  """``init``'s state: step 0, a zero hidden state and momenta, the starting
+  hyperparameters."""
+  _checks.check_params(params)
+  groups = _groups.make_groups(params, granularity)
+  values = _controller.heads(_hyperparams.head_biases(starting, groups, 0))
+  return GaroState(
+    count=jnp.zeros((), jnp.int32),
+    hidden=jnp.zeros(_hidden_shape(groups, hidden_size), jnp.float32),
+    mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+    hyperparams={
+      # A tree without leaves (optax.tree.map_params's placeholder params) has
+      # no group names: plain arrays there keep its state a prefix of every
+      # real state.
+      name: _hyperparams.by_group(x, groups) if groups.leaf_groups else x
+      for name, x in zip(_hyperparams.NAMES, values, strict=True)
+    },
+    feature_state=_features.init_feature_state(len(groups.names)),
+    safeguard=_safeguard.init_safeguard_state(len(groups.names)),
+    skipped=jnp.zeros((), jnp.int32),
+    diverged=jnp.zeros((), jnp.bool_),
+  )
 
 
 def _checked_groups(updates, state, params, granularity) -> _groups.Groups:
@@ -334,51 +326,3 @@ def _unzip(pairs: Any, like: Any) -> tuple[Any, Any]:
   return treedef.unflatten([a for a, _ in pairs]), treedef.unflatten(
     [b for _, b in pairs]
   )
-
-
-def hyperparams(state: Any) -> dict[str, Any]:
-  """The learning rate, momentum and weight decay GARO applied at its last step.
-
-  Args:
-    state: a :class:`GaroState`, or any optimizer state that contains exactly
-      one (e.g. the state of an ``optax.chain``).
-
-  Returns:
-    ``{"learning_rate": ..., "momentum": ..., "weight_decay": ...}``; each value
-    is a scalar for global granularity and a ``{group name: scalar}`` dict
-    otherwise. Before the first update these are the starting values. (In the
-    state itself, and so through ``optax.tree.get``, per-group values are a
-    read-only :class:`ByGroup` mapping backed by one array.)
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> import optax
-    >>> import garo_optax
-    >>> tx = optax.chain(optax.clip_by_global_norm(1.0), garo_optax.garo())
-    >>> state = tx.init({"w": jnp.zeros(2)})
-    >>> sorted(garo_optax.hyperparams(state))
-    ['learning_rate', 'momentum', 'weight_decay']
-  """
-  found = [
-    x
-    for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, GaroState))
-    if isinstance(x, GaroState)
-  ]
-  if len(found) != 1:
-    raise ValueError(
-      f"Expected one GaroState inside the optimizer state, found {len(found)}."
-    )
-  return {
-    name: {group: _unwrap(x) for group, x in value.items()}
-    if isinstance(value, _groups.ByGroup)
-    else _unwrap(value)
-    for name, value in found[0].hyperparams.items()
-  }
-
-
-def _unwrap(x: Any) -> Any:
-  """The array in a Flax NNX ``Variable`` (an NNX optimizer state wraps each
-  of its arrays in one); anything else as it is."""
-  if hasattr(x, "get_value"):  # Flax 0.12 deprecates `.value`
-    return x.get_value()
-  return getattr(x, "value", x)
