@@ -227,3 +227,40 @@ def test_effective_step_floor_prefers_the_stable_momentum():
   )
   assert momentum == 0.9
   assert np.isfinite(loss) and loss < task.loss(task.init(jax.random.key(0)), None)
+
+
+def test_compare_puts_earlier_garo_results_against_the_later_baselines():
+  from benchmarks import compare
+
+  def run(garo_losses, tuned=0.1):
+    results = {
+      "config": {
+        "held_out_tasks": ["a", "b"],
+        "optimizers": ["adam_tuned", "garo_init"],
+      },
+      "tasks": {
+        name: {
+          "split": "held_out",
+          "higher_is_better": False,
+          "optimizers": {
+            "adam_tuned": _record([2.0, tuned], 0.0),
+            "garo_init": _record([2.0, loss], 0.0),
+          },
+        }
+        for name, loss in garo_losses.items()
+      },
+    }
+    return report.summarize(results)
+
+  before = run({"a": 0.4, "b": 0.8}, tuned=1.0)  # its own baselines are ignored
+  after = run({"a": 0.2, "b": 0.2})
+  variants = compare.compare(before, after, without=["b"])["variants"]
+  assert variants["garo_init"]["before"]["shared"][
+    "geomean_loss_ratio_to_best_tuned"
+  ] == pytest.approx(4.0)
+  assert variants["garo_init"]["before"]["all"][
+    "geomean_loss_ratio_to_best_tuned"
+  ] == pytest.approx(np.sqrt(4.0 * 8.0))
+  assert variants["garo_init"]["after"]["all"][
+    "geomean_loss_ratio_to_best_tuned"
+  ] == pytest.approx(2.0)
