@@ -186,7 +186,13 @@ def _summary_lines(results: dict[str, Any], plots: str) -> list[str]:
     "best tuned baseline's (`sgd_momentum_tuned` or `adam_tuned`; < 1 is "
     f"better than tuned; losses below {RELATIVE_LOSS_FLOOR:g} of the task's "
     "initial loss count as that). Held-out tasks are never seen by "
-    "meta-training.",
+    "meta-training nor used for any other choice; "
+    + (
+      f"validation tasks ({', '.join(config['validation_tasks'])}) set the "
+      "safeguard's thresholds."
+      if config.get("validation_tasks")
+      else ""
+    ),
     "",
     "| GARO variant | tasks | beats adam(1e-3): loss, metric | "
     "beats sgd(0.01): loss, metric | final loss / best tuned (geo-mean) |",

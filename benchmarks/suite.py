@@ -172,7 +172,7 @@ def run_suite(
     )
     entry: dict[str, Any] = {
       "description": task.description,
-      "split": "held_out" if task_name in tasks_lib.HELD_OUT else "meta_train",
+      "split": tasks_lib.split(task_name),
       "metric_name": task.metric_name,
       "higher_is_better": task.higher_is_better,
       "steps": task_steps,
@@ -204,6 +204,7 @@ def run_suite(
     "optimizers": available,
     "skipped_optimizers": skipped,
     "meta_train_tasks": list(tasks_lib.META_TRAIN),
+    "validation_tasks": list(tasks_lib.VALIDATION),
     "held_out_tasks": list(tasks_lib.HELD_OUT),
   }
   results["machine"] = machine()

@@ -102,7 +102,6 @@ def test_training_datasets_are_not_held_out():
   assert {
     "logreg_breast_cancer",
     "diabetes",
-    "diabetes_raw",
     "char_lm",
     "rosenbrock",
     "mlp_mnist1d",

@@ -182,8 +182,10 @@ def test_summary_counts_wins_and_ratios_to_the_best_tuned_baseline():
 
 
 def test_task_split_is_a_partition():
-  assert set(tasks.META_TRAIN).isdisjoint(tasks.HELD_OUT)
-  assert set(tasks.META_TRAIN) | set(tasks.HELD_OUT) == set(tasks.TASK_NAMES)
+  parts = (tasks.META_TRAIN, tasks.VALIDATION, tasks.HELD_OUT)
+  assert sum(map(len, parts)) == len(set().union(*parts))
+  assert set().union(*parts) == set(tasks.TASK_NAMES)
+  assert {tasks.split(n) for n in tasks.VALIDATION} == {"validation"}
   assert {
     "logreg_breast_cancer",
     "mlp_mnist1d",

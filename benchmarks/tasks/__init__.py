@@ -5,8 +5,10 @@ Each task is a small module with a ``task()`` factory returning a
 datasets, MNIST-1D generated locally, Tiny Shakespeare shipped in
 ``benchmarks/data``).
 
-``META_TRAIN`` tasks may be used to meta-train GARO's controller; ``HELD_OUT``
-tasks must never be seen by meta-training: they use datasets and
+``META_TRAIN`` tasks may be used to meta-train GARO's controller;
+``VALIDATION`` tasks were used for other choices (the safeguard's thresholds:
+``diabetes_raw`` is one of the stiff problems they were set on); ``HELD_OUT``
+tasks must never be seen by meta-training or any other choice: they use datasets and
 architectures that meta-training does not, and are what the suite's
 evaluation of a trained controller is about. See ``README.md`` here.
 """
@@ -41,7 +43,17 @@ _FACTORIES: dict[str, Callable[[], Task]] = {
 
 TASK_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 META_TRAIN: tuple[str, ...] = ("quadratic", "mlp_digits")
-HELD_OUT: tuple[str, ...] = tuple(n for n in TASK_NAMES if n not in META_TRAIN)
+VALIDATION: tuple[str, ...] = ("diabetes_raw",)
+HELD_OUT: tuple[str, ...] = tuple(
+  n for n in TASK_NAMES if n not in META_TRAIN + VALIDATION
+)
+
+
+def split(name: str) -> str:
+  """``"meta_train"``, ``"validation"`` or ``"held_out"``."""
+  if name in META_TRAIN:
+    return "meta_train"
+  return "validation" if name in VALIDATION else "held_out"
 
 
 def check_names(names: list[str] | tuple[str, ...]) -> None:
