@@ -1,4 +1,4 @@
-"""Copies generated benchmark tables into README.md.
+"""Copies generated benchmark tables into README.md and benchmarks/README.md.
 
 The README's result tables are not typed by hand: each sits between
 ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` markers and is
@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument(
     "--readme",
     type=pathlib.Path,
-    default=ROOT / "README.md",
-    help="the file to fill (default: this repository's README.md)",
+    nargs="+",
+    default=[ROOT / "README.md", ROOT / "benchmarks" / "README.md"],
+    help="the files to fill (default: README.md and benchmarks/README.md)",
   )
   parser.add_argument(
     "--check",
@@ -64,14 +65,19 @@ def main(argv: list[str] | None = None) -> None:
     help="write nothing; exit with status 1 if the README is out of date",
   )
   args = parser.parse_args(argv)
-  text = args.readme.read_text()
-  filled = fill(text)
-  if args.check:
-    up_to_date = filled == text
-    print(f"{args.readme} is {'up to date' if up_to_date else 'out of date'}")
-    sys.exit(0 if up_to_date else 1)
-  args.readme.write_text(filled)
-  print(f"Updated {args.readme}")
+  stale = []
+  for path in args.readme:
+    text = path.read_text()
+    filled = fill(text)
+    if filled == text:
+      print(f"{path} is up to date")
+    elif args.check:
+      print(f"{path} is out of date")
+      stale.append(path)
+    else:
+      path.write_text(filled)
+      print(f"Updated {path}")
+  sys.exit(1 if stale else 0)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,13 @@ def _geomean(values: Sequence[float]) -> float:
   return float(np.exp(np.mean(np.log(values)))) if values else math.nan
 
 
+def _median(record: dict[str, Any], key: str) -> float:
+  """A median of a run record; ``None`` (a non-finite value, once written as
+  JSON) is +inf, as a diverged run is the worst."""
+  value = record[key]["median"]
+  return math.inf if value is None else value
+
+
 def _variant_summary(results: dict[str, Any], variant: str, names: Sequence[str]):
   """Wins against the references and loss ratio to the best tuned baseline."""
   wins = {}
@@ -97,24 +104,24 @@ def _variant_summary(results: dict[str, Any], variant: str, names: Sequence[str]
         continue
       total += 1
       mine, theirs = opts[variant], opts[reference]
-      loss_wins += (
-        mine["final_train_loss"]["median"] < theirs["final_train_loss"]["median"]
+      loss_wins += _median(mine, "final_train_loss") < _median(
+        theirs, "final_train_loss"
       )
       sign = -1 if task["higher_is_better"] else 1
-      metric_wins += (
-        sign * mine["final_metric"]["median"] < sign * theirs["final_metric"]["median"]
+      metric_wins += sign * _median(mine, "final_metric") < sign * _median(
+        theirs, "final_metric"
       )
     wins[reference] = {"loss": loss_wins, "metric": metric_wins, "tasks": total}
   ratios = {}
   for name in names:
     opts = results["tasks"][name]["optimizers"]
     tuned = [
-      opts[t]["final_train_loss"]["median"] for t in optimizers_lib.TUNED if t in opts
+      _median(opts[t], "final_train_loss") for t in optimizers_lib.TUNED if t in opts
     ]
     if variant in opts and tuned:
       mine = opts[variant]
       floor = RELATIVE_LOSS_FLOOR * np.median([c[0] for c in mine["train_loss"]])
-      ratios[name] = max(mine["final_train_loss"]["median"], floor) / max(
+      ratios[name] = max(_median(mine, "final_train_loss"), floor) / max(
         min(tuned), floor
       )
   return {
@@ -241,11 +248,55 @@ def summary_markdown(results: dict[str, Any], plots: str = "") -> str:
     Markdown.
   """
   lines = _summary_lines(results, plots)
+  lines += headline_markdown(results, everyone=True).split("\n")[2:]
   lines.append(
     "Details (every optimizer, spreads over seeds, steps to target, tuning "
     "grids, time per step, GARO's hyperparameters): "
     f"[suite_report.md]({plots}suite_report.md)."
   )
+  return "\n".join(lines) + "\n"
+
+
+def headline_markdown(results: dict[str, Any], everyone: bool = False) -> str:
+  """Untuned optimizers on the held-out tasks: GARO's variants, the best other
+  one (a tuning-free peer, as a rule), ``adam`` and ``sgd`` (the README's
+  table); with ``everyone``, every untuned optimizer of the run."""
+  held_out = [n for n, t in results["tasks"].items() if t["split"] == "held_out"]
+  untuned = [
+    n for n in results["config"]["optimizers"] if n not in optimizers_lib.TUNED
+  ]
+  rows = {n: _variant_summary(results, n, held_out) for n in untuned}
+  order = sorted(untuned, key=lambda n: rows[n]["geomean_loss_ratio_to_best_tuned"])
+  if not everyone:
+    garo = [n for n in order if n.startswith("garo")]
+    others = [n for n in order if n not in garo]
+    keep = {*garo, *others[:1], "adam", "sgd"}
+    order = [n for n in order if n in keep]
+  lines = [
+    "# Untuned optimizers on the held-out tasks",
+    "",
+    f"{len(held_out)} held-out tasks ({', '.join(held_out)}), medians over "
+    f"{len(results['config']['seeds'])} seeds; final train loss over the best "
+    "grid-tuned SGD+momentum or Adam's, geometric mean (< 1 is better than "
+    "tuned), and the tasks on which the median final loss beats "
+    "`adam(1e-3)`'s.",
+    "",
+    "| optimizer (no tuning) | final loss / best tuned (geo-mean) | beats adam(1e-3) |",
+    "|---|---|---|",
+  ]
+  for name in order:
+    row = rows[name]
+    wins = row["wins"]["adam"]
+    beats = "—" if name == "adam" else f"{wins['loss']}/{wins['tasks']}"
+    description = next(
+      t["optimizers"][name]["description"]
+      for t in results["tasks"].values()
+      if name in t["optimizers"]
+    )
+    lines.append(
+      f"| `{name}`: {description} | "
+      f"{_fmt(row['geomean_loss_ratio_to_best_tuned'])} | {beats} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -468,7 +519,9 @@ def write(results: dict[str, Any], out: pathlib.Path) -> None:
   if _garo_tasks(results):
     _plot_hyperparams(results, out / "suite_garo_hyperparams.png")
   (out / "suite_report.md").write_text(report_markdown(results))
-  # The README embeds the summary at the repository's root.
-  inside = out.resolve().is_relative_to(ROOT)
-  plots = f"{out.resolve().relative_to(ROOT).as_posix()}/" if inside else ""
+  # benchmarks/README.md embeds the summary.
+  home = ROOT / "benchmarks"
+  inside = out.resolve().is_relative_to(home)
+  plots = f"{out.resolve().relative_to(home).as_posix()}/" if inside else ""
   (out / "suite_summary.md").write_text(summary_markdown(results, plots))
+  (out / "suite_headline.md").write_text(headline_markdown(results))
