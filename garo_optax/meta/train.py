@@ -1,7 +1,7 @@
 """Meta-trains a GARO controller with antithetic or persistent ES (command line).
 
 Example (the command that made the shipped weights is in
-``garo_optax/pretrained/README.md``)::
+``docs/pretrained_history.md``)::
 
   python -m garo_optax.meta.train --out weights.npz --meta-steps 300
 
@@ -17,7 +17,7 @@ meta-step ``n`` of a longer run are those of ``--meta-steps n``: the meta
 learning rate has no schedule. The meta-loss curve is drawn to ``--plot``.
 ``--init`` starts from saved weights instead of a seeded controller, so that
 training can go on in stages with other settings (the shipped weights are
-made that way: see ``garo_optax/pretrained/README.md``). ``--drop-features``
+made that way: see ``docs/pretrained_history.md``). ``--drop-features``
 zeroes the input weights of the named features and keeps them at zero (ES
 never perturbs them): the controller trains without reading those features,
 and with ``--meta-steps 0`` the command only removes them from ``--init``.
