@@ -17,7 +17,7 @@ buffer shaped like a param is sharded like it.
 
 Usage::
 
-  python benchmarks/sharded_step_time.py [--params 1e7] [--leaves 100 1000]
+  python -m benchmarks.sharded_step_time [--params 1e7] [--leaves 100 1000]
 """
 
 import os
@@ -45,6 +45,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import garo_optax
+from benchmarks._machine import cpu_model
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 OPTIMIZERS = {
@@ -80,13 +81,8 @@ def make_params(num_params: int, num_leaves: int, mesh_shape) -> dict:
 
 
 def machine() -> dict[str, str]:
-  cpu = platform.processor()
-  for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-    if line.startswith("model name"):
-      cpu = line.split(":", 1)[1].strip()
-      break
   return {
-    "cpu": cpu,
+    "cpu": cpu_model(),
     "cpus_visible": str(len(os.sched_getaffinity(0))),
     # Other work on the machine slows every optimizer alike; the ratios hold
     # better than the times.
@@ -311,7 +307,7 @@ def main(argv=None):
         flush=True,
       )
 
-  command = "python benchmarks/sharded_step_time.py " + " ".join(
+  command = "python -m benchmarks.sharded_step_time " + " ".join(
     sys.argv[1:] if argv is None else argv
   )
   RESULTS.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ import numpy as np
 import optax
 
 import garo_optax
+from benchmarks._machine import cpu_model
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
@@ -72,13 +72,7 @@ def _machine() -> dict[str, str]:
   device = jax.devices()[0]
   description = getattr(device, "device_kind", device.platform)
   if device.platform == "cpu":
-    try:
-      for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-          description = line.split(":", 1)[1].strip()
-          break
-    except OSError:
-      description = platform.processor() or description
+    description = cpu_model() or description
   return {
     "platform": device.platform,
     "device": description,
