@@ -22,12 +22,12 @@ import optax
 from sklearn.datasets import load_digits
 
 import garo_optax
+from garo_optax._controller import HEAD_NAMES
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 RESULTS = pathlib.Path(__file__).parent / "results"
-HEADS = ("learning_rate", "momentum", "weight_decay")
 
 
 def init_mlp(key, width: int = 128):
@@ -65,7 +65,7 @@ def train(controller: str, steps: int, seed: int, batch_size: int = 128):
     updates, state = tx.update(grads, state, params, value=loss)
     record = {
       name: jnp.stack(list(garo_optax.hyperparams(state)[name].values()))
-      for name in HEADS
+      for name in HEAD_NAMES
     }
     return (optax.apply_updates(params, updates), state), (loss, record)
 
@@ -108,7 +108,7 @@ def main(argv=None):
       title=f"{controller}: minibatch loss (median of {args.seeds})", xlabel="step"
     )
     summary[controller] = {"final_loss_median": float(np.median(losses[:, -1]))}
-    for ax, head in zip(row[1:], HEADS, strict=True):
+    for ax, head in zip(row[1:], HEAD_NAMES, strict=True):
       values = np.stack([r[1][head] for r in runs])  # (seeds, steps, leaves)
       median = np.median(values, 0)
       for i, name in enumerate(names):

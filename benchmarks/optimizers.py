@@ -1,5 +1,6 @@
 """The optimizers the suite compares, and which of them are available."""
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -34,6 +35,17 @@ def _grid(low: float, high: float) -> tuple[float, ...]:
   """Half-decade log grid from ``low`` to ``high``."""
   num = round(2 * np.log10(high / low)) + 1
   return tuple(float(x) for x in np.logspace(np.log10(low), np.log10(high), num))
+
+
+def garo_variant(name: str, description: str, **garo_kwargs: Any) -> Optimizer:
+  """``garo_optax.garo(lr, **garo_kwargs)``, starting from a learning rate of 0.01."""
+  return Optimizer(
+    name,
+    description,
+    functools.partial(garo_optax.garo, **garo_kwargs),
+    0.01,
+    is_garo=True,
+  )
 
 
 def _reduce_on_plateau_sgd(learning_rate):
@@ -88,26 +100,20 @@ _ALL = (
     _reduce_on_plateau_sgd,
     0.1,
   ),
-  Optimizer(
+  garo_variant(
     "garo_init",
     'garo_optax.garo(0.01, controller="init"): seeded near-SGD controller',
-    lambda lr: garo_optax.garo(lr, controller="init"),
-    0.01,
-    is_garo=True,
+    controller="init",
   ),
-  Optimizer(
+  garo_variant(
     "garo_per_leaf",
     'garo_optax.garo(0.01, granularity="per_leaf")',
-    lambda lr: garo_optax.garo(lr, granularity="per_leaf"),
-    0.01,
-    is_garo=True,
+    granularity="per_leaf",
   ),
-  Optimizer(
+  garo_variant(
     "garo_pretrained",
     'garo_optax.garo(0.01, controller="pretrained"): meta-trained controller',
-    lambda lr: garo_optax.garo(lr, controller="pretrained"),
-    0.01,
-    is_garo=True,
+    controller="pretrained",
   ),
 )
 

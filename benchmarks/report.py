@@ -11,6 +11,8 @@ import numpy as np
 
 from benchmarks import optimizers as optimizers_lib
 from benchmarks import train
+from garo_optax._controller import HEAD_NAMES
+from garo_optax.meta.evaluate import geomean
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -81,10 +83,6 @@ def _steps_to_target(record: dict[str, Any], target: float) -> dict[str, Any]:
   }
 
 
-def _geomean(values: Sequence[float]) -> float:
-  return float(np.exp(np.mean(np.log(values)))) if values else math.nan
-
-
 def _median(record: dict[str, Any], key: str) -> float:
   """A median of a run record; ``None`` (a non-finite value, once written as
   JSON) is +inf, as a diverged run is the worst."""
@@ -127,7 +125,7 @@ def _variant_summary(results: dict[str, Any], variant: str, names: Sequence[str]
   return {
     "wins": wins,
     "loss_ratio_to_best_tuned": ratios,
-    "geomean_loss_ratio_to_best_tuned": _geomean(list(ratios.values())),
+    "geomean_loss_ratio_to_best_tuned": geomean(list(ratios.values())),
   }
 
 
@@ -466,7 +464,6 @@ def _garo_tasks(results: dict[str, Any]) -> list[str]:
 def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> None:
   """GARO's lr, momentum and weight decay over training, per task."""
   names = _garo_tasks(results)
-  heads = ("learning_rate", "momentum", "weight_decay")
   fig, axes = plt.subplots(len(names), 3, figsize=(12, 2.4 * len(names)), squeeze=False)
   for row, name in zip(axes, names, strict=True):
     variants = [
@@ -477,7 +474,7 @@ def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> None:
     for opt, record in variants:
       style = {**_style(opt), "lw": 1.0}
       steps = record["eval_steps"][1:]
-      for ax, head in zip(row, heads, strict=True):
+      for ax, head in zip(row, HEAD_NAMES, strict=True):
         # All seeds; per-leaf variants: every group of the first seed.
         series = (
           [hp[head] for hp in record["hyperparams"]]
@@ -486,7 +483,7 @@ def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> None:
         )
         for j, values in enumerate(series):
           ax.plot(steps, values, alpha=0.8, label=opt if j == 0 else None, **style)
-    for ax, head in zip(row, heads, strict=True):
+    for ax, head in zip(row, HEAD_NAMES, strict=True):
       ax.set_title(f"{name}: {head}", fontsize=9)
       ax.set_yscale("log" if head != "momentum" else "linear")
     row[0].legend(fontsize=8)

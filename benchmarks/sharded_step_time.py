@@ -17,7 +17,7 @@ buffer shaped like a param is sharded like it.
 
 Usage::
 
-  python benchmarks/sharded_step_time.py [--params 1e7] [--leaves 100 1000]
+  python -m benchmarks.sharded_step_time [--params 1e7] [--leaves 100 1000]
 """
 
 import os
@@ -45,6 +45,8 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import garo_optax
+from benchmarks import step_time
+from benchmarks._machine import cpu_model
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 OPTIMIZERS = {
@@ -80,13 +82,8 @@ def make_params(num_params: int, num_leaves: int, mesh_shape) -> dict:
 
 
 def machine() -> dict[str, str]:
-  cpu = platform.processor()
-  for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-    if line.startswith("model name"):
-      cpu = line.split(":", 1)[1].strip()
-      break
   return {
-    "cpu": cpu,
+    "cpu": cpu_model(),
     "cpus_visible": str(len(os.sched_getaffinity(0))),
     # Other work on the machine slows every optimizer alike; the ratios hold
     # better than the times.
@@ -114,17 +111,6 @@ def sharded_like_params(state, params) -> bool:
 def compile_optimizer(tx, params, grads, steps: int):
   """``(compiled, state, compile seconds)`` for ``steps`` in-graph updates."""
 
-  def run(params, state, grads):
-    def body(i, carry):
-      params, state = carry
-      scale = 1.0 + 1e-3 * i.astype(jnp.float32)
-      updates, state = tx.update(
-        jax.tree.map(lambda g: g * scale, grads), state, params
-      )
-      return optax.apply_updates(params, updates), state
-
-    return jax.lax.fori_loop(0, steps, body, (params, state))
-
   # Buffers shaped like the (equal) leaves sharded like them, the rest
   # replicated: explicit axes would infer this, auto ones need to be told.
   leaf = jax.tree.leaves(params)[0]
@@ -136,9 +122,9 @@ def compile_optimizer(tx, params, grads, steps: int):
   state = jax.jit(tx.init, out_shardings=state_sharding)(params)
   if not sharded_like_params(state, params):
     raise RuntimeError("an optimizer state buffer is not sharded like its param")
-  start = time.perf_counter()
-  compiled = jax.jit(run, donate_argnums=(0, 1)).lower(params, state, grads).compile()
-  return compiled, state, time.perf_counter() - start
+  run = step_time.step_loop(tx, steps, barrier=False)
+  compiled, compile_s = step_time.compile_timed(run, params, state, grads)
+  return compiled, state, compile_s
 
 
 def count_collectives(hlo: str) -> dict[str, int]:
@@ -311,7 +297,7 @@ def main(argv=None):
         flush=True,
       )
 
-  command = "python benchmarks/sharded_step_time.py " + " ".join(
+  command = "python -m benchmarks.sharded_step_time " + " ".join(
     sys.argv[1:] if argv is None else argv
   )
   RESULTS.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ import numpy as np
 import optax
 
 import garo_optax
+from benchmarks._machine import cpu_model
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
@@ -72,13 +72,7 @@ def _machine() -> dict[str, str]:
   device = jax.devices()[0]
   description = getattr(device, "device_kind", device.platform)
   if device.platform == "cpu":
-    try:
-      for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-          description = line.split(":", 1)[1].strip()
-          break
-    except OSError:
-      description = platform.processor() or description
+    description = cpu_model() or description
   return {
     "platform": device.platform,
     "device": description,
@@ -114,6 +108,29 @@ def _time(fn, args_fn, repeats: int) -> tuple[float, float]:
   return tuple(statistics.median(t) for t in zip(*times, strict=True))
 
 
+def step_loop(tx, steps: int, *, barrier: bool = True):
+  """``run(params, state, grads)``: ``steps`` updates and applies of ``tx`` in
+  one ``fori_loop``, step ``i`` on ``grads`` scaled by ``1 + 1e-3 i``, so that
+  nothing that depends on them can be hoisted out of the loop; with
+  ``barrier``, the scaled gradients go through an ``optimization_barrier``."""
+
+  def run(params, state, grads):
+    def body(i, carry):
+      params, state = carry
+      scale = 1.0 + 1e-3 * i.astype(jnp.float32)
+      step_grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+      if barrier:
+        # Meant to materialise them, as a backward pass leaves them; XLA:CPU
+        # removes the barrier before fusion (see the module docstring).
+        step_grads = jax.lax.optimization_barrier(step_grads)
+      updates, state = tx.update(step_grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    return jax.lax.fori_loop(0, steps, body, (params, state))
+
+  return run
+
+
 def compile_optimizer(tx, params, grads, steps: int):
   """``steps`` in-graph steps of ``tx``, compiled, and its compile time.
 
@@ -121,20 +138,7 @@ def compile_optimizer(tx, params, grads, steps: int):
   from a fresh copy of the params and state; ``row`` has the compile time and
   the state bytes.
   """
-
-  def run(params, state, grads):
-    def body(i, carry):
-      params, state = carry
-      scale = 1.0 + 1e-3 * i.astype(jnp.float32)
-      # Meant to materialise them, as a backward pass leaves them; XLA:CPU
-      # removes the barrier before fusion (see the module docstring).
-      step_grads = jax.lax.optimization_barrier(
-        jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
-      )
-      updates, state = tx.update(step_grads, state, params)
-      return optax.apply_updates(params, updates), state
-
-    return jax.lax.fori_loop(0, steps, body, (params, state))
+  run = step_loop(tx, steps)
 
   def step(params, state, grads):
     updates, state = tx.update(grads, state, params)
@@ -142,8 +146,8 @@ def compile_optimizer(tx, params, grads, steps: int):
 
   state = tx.init(params)
   # The loop first, as this benchmark timed it before it timed one step too.
-  compiled, compile_s = _compiled(run, params, state, grads)
-  _, compile_step_s = _compiled(step, params, state, grads)
+  compiled, compile_s = compile_timed(run, params, state, grads)
+  _, compile_step_s = compile_timed(step, params, state, grads)
 
   def fresh():
     return jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state), grads
@@ -157,7 +161,7 @@ def compile_optimizer(tx, params, grads, steps: int):
   return compiled, fresh, row
 
 
-def _compiled(fn, params, state, grads):
+def compile_timed(fn, params, state, grads):
   """``jit(fn)`` compiled, and the seconds to trace, lower and compile it."""
   start = time.perf_counter()
   compiled = jax.jit(fn, donate_argnums=(0, 1)).lower(params, state, grads).compile()

@@ -29,36 +29,24 @@ import jax
 import numpy as np
 import optax
 
-import garo_optax
 from benchmarks import suite, tasks, train
-from benchmarks.optimizers import Optimizer
+from benchmarks.optimizers import Optimizer, garo_variant
 from benchmarks.tasks import stiff, validation
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 LEARNING_RATES = (1e-3, 1e-2, 1e-1)
 OPTIMIZERS = (
   Optimizer("sgd", "optax.sgd(lr)", optax.sgd, 0.01),
-  Optimizer("garo", "garo(lr)", garo_optax.garo, 0.01, is_garo=True),
-  Optimizer(
-    "garo_per_leaf",
-    'garo(lr, granularity="per_leaf")',
-    lambda lr: garo_optax.garo(lr, granularity="per_leaf"),
-    0.01,
-    is_garo=True,
+  garo_variant("garo", "garo(lr)"),
+  garo_variant(
+    "garo_per_leaf", 'garo(lr, granularity="per_leaf")', granularity="per_leaf"
   ),
-  Optimizer(
-    "garo_init",
-    'garo(lr, controller="init")',
-    lambda lr: garo_optax.garo(lr, controller="init"),
-    0.01,
-    is_garo=True,
-  ),
-  Optimizer(
+  garo_variant("garo_init", 'garo(lr, controller="init")', controller="init"),
+  garo_variant(
     "garo_init_per_leaf",
     'garo(lr, controller="init", granularity="per_leaf")',
-    lambda lr: garo_optax.garo(lr, controller="init", granularity="per_leaf"),
-    0.01,
-    is_garo=True,
+    controller="init",
+    granularity="per_leaf",
   ),
 )
 

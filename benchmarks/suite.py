@@ -30,6 +30,7 @@ from tqdm import tqdm
 from benchmarks import optimizers as optimizers_lib
 from benchmarks import report, train
 from benchmarks import tasks as tasks_lib
+from benchmarks._machine import cpu_model
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 TUNING_SEED = 1000  # picks tuned learning rates; never an evaluation seed
@@ -89,13 +90,8 @@ def tune(run: Any, grid: Sequence[float]) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
   """What ran the suite: CPU model, cores, library versions."""
-  cpu = platform.processor()
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as f:
-      names = [line.split(":", 1)[1].strip() for line in f if "model name" in line]
-    cpu = names[0] if names else cpu
   return {
-    "cpu": cpu,
+    "cpu": cpu_model(),
     "cores": os.cpu_count(),
     "platform": platform.platform(),
     "python": platform.python_version(),

@@ -20,6 +20,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import garo_optax
+from benchmarks.sharded_step_time import COLLECTIVES
 from garo_optax import _statistics
 
 STEPS = 50
@@ -33,13 +34,6 @@ PARAM_SPECS = {
   "w2": P("model", None),
 }
 BATCH_SPECS = (P("data", None), P("data"))
-COLLECTIVES = (
-  "all-reduce",
-  "all-gather",
-  "reduce-scatter",
-  "all-to-all",
-  "collective-permute",
-)
 _COLLECTIVE = re.compile(
   r"= (?P<shape>.*?) (?P<op>{})(?:-start)?\(".format("|".join(COLLECTIVES))
 )

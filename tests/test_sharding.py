@@ -28,9 +28,12 @@ TOLERANCE = 1e-5
 @pytest.fixture(scope="module")
 def report():
   """The JSON report of ``_sharded_checks.py``."""
+  root = pathlib.Path(__file__).parents[1]
   env = dict(
     os.environ,
     JAX_PLATFORMS="cpu",
+    # The script imports the benchmark's list of collectives.
+    PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
     XLA_FLAGS=(
       os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip(),

@@ -1,6 +1,7 @@
 """Helpers shared by the supervised tasks: splits, sampling, MLP, losses."""
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -53,6 +54,38 @@ class MLP(nn.Module):
     return nn.Dense(self.features[-1])(x)
 
 
+def supervised_task(
+  name: str,
+  description: str,
+  *,
+  init: Callable[[jax.Array], Any],
+  loss: Callable[[Any, dict], jax.Array],
+  train: dict[str, jax.Array],
+  test: dict[str, jax.Array],
+  metric: Callable[[Any, dict], jax.Array],
+  metric_name: str,
+  higher_is_better: bool,
+  steps: int,
+  batch_size: int | None,
+) -> Task:
+  """A Task trained on minibatches of ``batch_size`` rows of ``train`` (the
+  whole of it when None), its full-batch loss taken over all of ``train``."""
+  return Task(
+    name=name,
+    description=description,
+    init=init,
+    loss=loss,
+    sample=row_sampler(batch_size) if batch_size else lambda key, train: train,
+    train=train,
+    train_eval=train,
+    test=test,
+    metric=metric,
+    metric_name=metric_name,
+    higher_is_better=higher_is_better,
+    steps=steps,
+  )
+
+
 def classification_task(
   name: str,
   description: str,
@@ -75,19 +108,18 @@ def classification_task(
     logits = model.apply({"params": params}, batch["x"])
     return jnp.mean(jnp.argmax(logits, -1) == batch["y"])
 
-  return Task(
-    name=name,
-    description=description,
+  return supervised_task(
+    name,
+    description,
     init=lambda key: model.init(key, example)["params"],
     loss=loss,
-    sample=row_sampler(batch_size),
     train=train,
-    train_eval=train,
     test=test,
     metric=accuracy,
     metric_name="test_accuracy",
     higher_is_better=True,
     steps=steps,
+    batch_size=batch_size,
   )
 
 
@@ -121,17 +153,16 @@ def regression_task(
   def mse(params, batch):
     return jnp.mean((predict(params, batch) - batch["y"]) ** 2)
 
-  return Task(
-    name=name,
-    description=description,
+  return supervised_task(
+    name,
+    description,
     init=lambda key: model.init(key, example)["params"],
     loss=loss,
-    sample=row_sampler(batch_size),
     train=train,
-    train_eval=train,
     test=test,
     metric=mse,
     metric_name="test_mse",
     higher_is_better=False,
     steps=steps,
+    batch_size=batch_size,
   )

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.tasks._common import SPLIT_SEED, row_sampler
+from benchmarks.tasks._common import SPLIT_SEED, supervised_task
 from benchmarks.tasks._task import Task
 
 DIM = 64
@@ -25,17 +25,16 @@ def task() -> Task:
   def loss(params, batch):
     return 0.5 * jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
 
-  return Task(
-    name="quadratic",
-    description=f"Least squares, {DIM} dims, Hessian condition ~1e3, batch 32.",
+  return supervised_task(
+    "quadratic",
+    f"Least squares, {DIM} dims, Hessian condition ~1e3, batch 32.",
     init=lambda key: {"w": jax.random.normal(key, (DIM,))},
     loss=loss,
-    sample=row_sampler(32),
     train=train,
-    train_eval=train,
     test=test,
     metric=lambda params, batch: 2 * loss(params, batch),
     metric_name="test_mse",
     higher_is_better=False,
     steps=2000,
+    batch_size=32,
   )

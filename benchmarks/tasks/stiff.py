@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.datasets import load_diabetes
 
-from benchmarks.tasks._common import SPLIT_SEED, row_sampler, split
+from benchmarks.tasks._common import SPLIT_SEED, split, supervised_task
 from benchmarks.tasks._task import Task
 
 TARGET_SCALES = (1.0, 3.0, 10.0, 30.0)
@@ -41,19 +41,18 @@ def _mlp_regression(name, description, x, y, steps) -> Task:
     prediction = model.apply({"params": params}, batch["x"])[:, 0]
     return jnp.mean((prediction - batch["y"]) ** 2)
 
-  return Task(
-    name=name,
-    description=description,
+  return supervised_task(
+    name,
+    description,
     init=lambda key: model.init(key, train["x"][:1])["params"],
     loss=loss,
-    sample=row_sampler(32),
     train=train,
-    train_eval=train,
     test=test,
     metric=loss,
     metric_name="test_mse",
     higher_is_better=False,
     steps=steps,
+    batch_size=32,
   )
 
 
@@ -121,19 +120,18 @@ def stiff_quadratic(steps: int = 1500, dim: int = 32) -> Task:
   def loss(params, batch):
     return 0.5 * jnp.sum((batch["x"] @ params["w"] - batch["y"]) ** 2)
 
-  return Task(
-    name="stiff_quadratic",
-    description=f"Quadratic in {dim} dims, Hessian eigenvalues 1 to 1000, full batch.",
+  return supervised_task(
+    "stiff_quadratic",
+    f"Quadratic in {dim} dims, Hessian eigenvalues 1 to 1000, full batch.",
     init=lambda key: {"w": jax.random.normal(key, (dim,))},
     loss=loss,
-    sample=lambda key, train: train,
     train=data,
-    train_eval=data,
     test=data,
     metric=loss,
     metric_name="loss",
     higher_is_better=False,
     steps=steps,
+    batch_size=None,
   )
 
 

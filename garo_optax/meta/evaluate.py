@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 import garo_optax
+from garo_optax._controller import HEAD_NAMES
 
 GARO_LEARNING_RATES = (1e-3, 1e-2, 1e-1)
 # Full-batch evaluations per run (the hyperparameter plots have one point each).
@@ -56,8 +57,10 @@ def _mean(x) -> float:
   return float(np.mean(x)) if np.all(np.isfinite(x)) else float("inf")
 
 
-def _geomean(x) -> float:
-  return float(np.exp(np.mean(np.log(np.asarray(x, np.float64)))))
+def geomean(x) -> float:
+  """Geometric mean of positive values; NaN for none."""
+  x = np.asarray(x, np.float64)
+  return float(np.exp(np.mean(np.log(x)))) if x.size else float("nan")
 
 
 def _ratio(loss: float, best: float) -> float:
@@ -197,8 +200,8 @@ def summarise(garo, base) -> dict[str, Any]:
     "beats_sgd": sum(r["garo"] < r["sgd"] for r in rows.values()),
     "beats_adam": sum(r["garo"] < r["adam"] for r in rows.values()),
     "num_tasks": len(rows),
-    "geomean_ratio_to_best_tuned": _geomean([r["ratio"] for r in rows.values()]),
-    "geomean_ratio_unfloored": _geomean([r["ratio_unfloored"] for r in rows.values()]),
+    "geomean_ratio_to_best_tuned": geomean([r["ratio"] for r in rows.values()]),
+    "geomean_ratio_unfloored": geomean([r["ratio_unfloored"] for r in rows.values()]),
     "max_lr_spread": max(r["lr_spread"] for r in rows.values()),
     "max_lr_spread_unfloored": max(r["lr_spread_unfloored"] for r in rows.values()),
     "lr_spread_within_2x": sum(r["lr_spread"] <= 2.0 for r in rows.values()),
@@ -240,7 +243,7 @@ def plot_hyperparams(garo, path) -> None:
   for j, name in enumerate(names):
     for lr, curves in garo[name].items():
       c = curves[0]
-      for i, key in enumerate(("learning_rate", "momentum", "weight_decay")):
+      for i, key in enumerate(HEAD_NAMES):
         axes[i, j].plot(c.steps[1:], c.hyperparams[key], label=f"lr0={lr:g}", lw=1)
         if key != "momentum":
           axes[i, j].set_yscale("log")
