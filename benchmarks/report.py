@@ -12,7 +12,6 @@ import numpy as np
 from benchmarks import optimizers as optimizers_lib
 from benchmarks import train
 from garo_optax._controller import HEAD_NAMES
-from garo_optax.meta.evaluate import geomean
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -81,6 +80,11 @@ def _steps_to_target(record: dict[str, Any], target: float) -> dict[str, Any]:
     "median": median if math.isfinite(median) else None,
     "reached": len(reached),
   }
+
+
+def geomean(values: Sequence[float]) -> float:
+  """Geometric mean; NaN for no values."""
+  return float(np.exp(np.mean(np.log(values)))) if len(values) else math.nan
 
 
 def _median(record: dict[str, Any], key: str) -> float:

@@ -1,6 +1,10 @@
 """The public API: what ``garo_optax`` exports."""
 
+import pathlib
 import re
+import shutil
+import subprocess
+import sys
 
 import garo_optax
 
@@ -30,3 +34,39 @@ def test_every_public_name_is_importable():
 
 def test_version():
   assert re.fullmatch(r"\d+\.\d+\.\d+(\S*)", garo_optax.__version__)
+
+
+_ALONE = """
+import importlib, pkgutil, runpy, sys
+root = sys.argv[1]
+sys.path = [root] + [p for p in sys.path if p not in ("", {repo!r})]
+import garo_optax
+assert garo_optax.__file__.startswith(root), garo_optax.__file__
+for module in pkgutil.walk_packages(garo_optax.__path__, "garo_optax."):
+  importlib.import_module(module.name)
+for forbidden in ("benchmarks", "tests", "examples"):
+  assert forbidden not in sys.modules, forbidden
+sys.argv = ["train", "--help"]
+runpy.run_module("garo_optax.meta.train", run_name="__main__")
+"""
+
+
+def test_package_stands_alone(tmp_path):
+  """Every module imports, and the meta-training command line runs, from a
+  copy of ``garo_optax/`` alone: nothing needs the repository."""
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  shutil.copytree(
+    repo / "garo_optax",
+    tmp_path / "garo_optax",
+    ignore=shutil.ignore_patterns("__pycache__"),
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", _ALONE.format(repo=str(repo)), str(tmp_path)],
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "usage:" in result.stdout

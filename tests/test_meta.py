@@ -354,8 +354,8 @@ def test_inner_runs_use_the_home_rate_and_the_flags_go_together(tmp_path):
 
 def test_evaluation_summary_holds_the_issue_criteria():
   """Closed-form check of ``evaluate.summarise`` on made-up final losses."""
+  from benchmarks import pretrained as evaluate
   from benchmarks.train import Curves
-  from garo_optax.meta import evaluate
 
   def curves(final, initial=1.0):
     losses = np.array([initial, final])

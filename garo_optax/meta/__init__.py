@@ -3,6 +3,7 @@
 What is learned is :class:`garo_optax.ControllerParams`; the problems it
 learns on are in :mod:`garo_optax.meta.tasks`; how it learns is in
 :mod:`garo_optax.meta.estimators`; :mod:`garo_optax.meta.train` is the
-command-line trainer and :mod:`garo_optax.meta.evaluate` the held-out
-evaluation. Needs the ``examples`` extra (scikit-learn, matplotlib, tqdm).
+command-line trainer. The held-out evaluation of a controller is a benchmark
+(``python -m benchmarks.pretrained``). Needs the ``examples`` extra
+(scikit-learn, matplotlib, tqdm).
 """

@@ -1,9 +1,8 @@
 """Held-out evaluation of a controller on the benchmark suite's tasks.
 
-Run from the repository root (it uses ``benchmarks``, which is not part of the
-installed package)::
+Run from the repository root (it uses the suite's tasks)::
 
-  python -m garo_optax.meta.evaluate --controller pretrained \\
+  python -m benchmarks.pretrained --controller pretrained \\
       --out benchmarks/results/pretrained_eval.json \\
       --plot benchmarks/results/pretrained_hyperparams.png
 
@@ -21,7 +20,7 @@ ending above their initial loss.
 
 The ratios and spreads are taken as the suite's report takes them
 (``benchmarks.report``): final losses are floored at
-``RELATIVE_LOSS_FLOOR`` (1e-6) of the task's initial loss, below which a task
+``benchmarks.report.RELATIVE_LOSS_FLOOR`` (1e-6) of the task's initial loss, below which a task
 counts as solved. Without the floor, float32 rounding decides them on a task
 solved to rounding level: on Rosenbrock the ten seeds of one controller and
 starting rate end 16x apart (4e-14 to 7e-13), and a change to the step that
@@ -38,6 +37,7 @@ import jax
 import numpy as np
 
 import garo_optax
+from benchmarks import report
 from garo_optax._controller import HEAD_NAMES
 
 GARO_LEARNING_RATES = (1e-3, 1e-2, 1e-1)
@@ -55,12 +55,6 @@ def _mean(x) -> float:
   """
   x = np.asarray(x, np.float64)
   return float(np.mean(x)) if np.all(np.isfinite(x)) else float("inf")
-
-
-def geomean(x) -> float:
-  """Geometric mean of positive values; NaN for none."""
-  x = np.asarray(x, np.float64)
-  return float(np.exp(np.mean(np.log(x)))) if x.size else float("nan")
 
 
 def _ratio(loss: float, best: float) -> float:
@@ -158,7 +152,6 @@ def garo_runs(
 
 def summarise(garo, base) -> dict[str, Any]:
   """The per-task table and the issue's criteria."""
-  from benchmarks.report import RELATIVE_LOSS_FLOOR
 
   rows = {}
   for name, runs in garo.items():
@@ -169,7 +162,7 @@ def summarise(garo, base) -> dict[str, Any]:
       ("sgd_momentum_tuned", "adam_tuned"), key=lambda k: _mean(b[k]["final"])
     )
     finals = {lr: _mean(r["final"]) for lr, r in records.items()}
-    floor = RELATIVE_LOSS_FLOOR * float(np.median(default["initial"]))
+    floor = report.RELATIVE_LOSS_FLOOR * float(np.median(default["initial"]))
     best = _mean(b[tuned]["final"])
     rows[name] = {
       "initial": _mean(default["initial"]),
@@ -200,8 +193,10 @@ def summarise(garo, base) -> dict[str, Any]:
     "beats_sgd": sum(r["garo"] < r["sgd"] for r in rows.values()),
     "beats_adam": sum(r["garo"] < r["adam"] for r in rows.values()),
     "num_tasks": len(rows),
-    "geomean_ratio_to_best_tuned": geomean([r["ratio"] for r in rows.values()]),
-    "geomean_ratio_unfloored": geomean([r["ratio_unfloored"] for r in rows.values()]),
+    "geomean_ratio_to_best_tuned": report.geomean([r["ratio"] for r in rows.values()]),
+    "geomean_ratio_unfloored": report.geomean(
+      [r["ratio_unfloored"] for r in rows.values()]
+    ),
     "max_lr_spread": max(r["lr_spread"] for r in rows.values()),
     "max_lr_spread_unfloored": max(r["lr_spread_unfloored"] for r in rows.values()),
     "lr_spread_within_2x": sum(r["lr_spread"] <= 2.0 for r in rows.values()),
