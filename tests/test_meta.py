@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import garo_optax
-from garo_optax.meta import estimators, tasks
+from garo_optax.meta import estimators, inner, problems, tasks
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_conv_matches_lax_conv():
   expected = jax.lax.conv_general_dilated(
     x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
   )
-  np.testing.assert_allclose(tasks._conv3x3(x, w), expected, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(problems._conv3x3(x, w), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_training_datasets_are_not_held_out():
@@ -111,19 +111,19 @@ def test_training_datasets_are_not_held_out():
 
 def test_meta_loss_penalises_divergence():
   initial = jnp.array(1.0)
-  progress = estimators.meta_loss(jnp.array([1.0, 0.5, 0.25]), initial)
+  progress = inner.meta_loss(jnp.array([1.0, 0.5, 0.25]), initial)
   assert progress < 0
-  diverged = estimators.meta_loss(jnp.array([1.0, 10.0, jnp.nan]), initial)
+  diverged = inner.meta_loss(jnp.array([1.0, 10.0, jnp.nan]), initial)
   assert diverged == pytest.approx(
-    (np.log(10.0) + estimators.LOG_CAP) * (1 + estimators.DIVERGENCE_PENALTY) / 3
+    (np.log(10.0) + inner.LOG_CAP) * (1 + inner.DIVERGENCE_PENALTY) / 3
   )
 
 
 def test_meta_loss_floor_is_configurable():
   initial = jnp.array(1.0)
   deep = jnp.full((4,), np.exp(-15.0))
-  assert estimators.meta_loss(deep, initial) == pytest.approx(-estimators.LOG_FLOOR)
-  assert estimators.meta_loss(deep, initial, log_floor=20.0) == pytest.approx(
+  assert inner.meta_loss(deep, initial) == pytest.approx(-inner.LOG_FLOOR)
+  assert inner.meta_loss(deep, initial, log_floor=20.0) == pytest.approx(
     -15.0, rel=1e-5
   )
 
@@ -139,10 +139,10 @@ def test_truncated_gradient_matches_finite_differences(quadratic):
 
   @jax.jit
   def f(c):
-    return estimators.unroll_meta_loss(c, quadratic, key, learning_rate, 6)
+    return inner.unroll_meta_loss(c, quadratic, key, learning_rate, 6)
 
   task = jax.tree.map(lambda x: x[None], quadratic)
-  state = jax.vmap(estimators.inner_init, (None, 0, 0, 0))(
+  state = jax.vmap(inner.inner_init, (None, 0, 0, 0))(
     controller, task, key[None], learning_rate[None]
   )
   _, grad, _ = jax.jit(estimators.truncated_gradient, static_argnums=4)(
@@ -171,7 +171,7 @@ def test_es_gradient_correlates_with_true_gradient(quadratic):
   controller = _small_controller()
   pairs, steps, learning_rate = 512, 6, jnp.array(0.05)
   key = jax.random.key(6)
-  true = jax.jit(jax.grad(estimators.unroll_meta_loss), static_argnums=4)(
+  true = jax.jit(jax.grad(inner.unroll_meta_loss), static_argnums=4)(
     controller, quadratic, key, learning_rate, steps
   )
   task = jax.tree.map(lambda x: jnp.broadcast_to(x, (pairs, *x.shape)), quadratic)
@@ -336,15 +336,15 @@ def test_inner_runs_use_the_home_rate_and_the_flags_go_together(tmp_path):
   grads = {"w": jnp.array([0.1, -0.2, 0.3])}
 
   def learning_rates(config):
-    tx = estimators._optimizer(controller, 0.1, config)
+    tx = inner._optimizer(controller, 0.1, config)
     state, out = tx.init(params), []
     for _ in range(20):
       _, state = tx.update(grads, state, params)
       out.append(float(garo_optax.hyperparams(state)["learning_rate"]))
     return np.array(out)
 
-  np.testing.assert_allclose(learning_rates(estimators.InnerConfig()), 0.1, rtol=1e-5)
-  home = estimators.InnerConfig(home_learning_rate=0.01, home_steps=5.0)
+  np.testing.assert_allclose(learning_rates(inner.InnerConfig()), 0.1, rtol=1e-5)
+  home = inner.InnerConfig(home_learning_rate=0.01, home_steps=5.0)
   moving = learning_rates(home)
   assert moving[0] == pytest.approx(0.1, rel=1e-5)
   assert np.all(np.diff(moving) < 0) and moving[-1] < 0.012

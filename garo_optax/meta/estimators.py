@@ -13,150 +13,26 @@ leading axis, see :mod:`garo_optax.meta.tasks`):
   antithetic ES over truncations whose perturbations accumulate along the
   inner run, unbiased for horizons longer than one truncation.
 
-The meta-loss of one inner run is the mean over its steps of
-``log(loss_t / loss_0)``, floored (a task solved to its noise floor counts
-the same however far below it goes) and capped, with non-finite losses at the
-cap and every step above the initial loss penalised again: divergence costs
-more than any progress can buy back.
+The inner loop and the meta-loss they estimate the gradient of are in
+:mod:`garo_optax.meta.inner`.
 """
 
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 import garo_optax
-from garo_optax.meta import tasks as tasks_lib
-
-# log(loss_t / loss_0) is clipped to [-LOG_FLOOR, LOG_CAP].
-LOG_FLOOR = 10.0
-LOG_CAP = 3.0
-# Extra weight on log(loss_t / loss_0) where it is positive.
-DIVERGENCE_PENALTY = 4.0
-
-
-class InnerConfig(NamedTuple):
-  """How GARO is built for the inner runs, and how they are scored (static)."""
-
-  max_effective_learning_rate: float | None = None
-  # log(loss_t / loss_0) is floored at -log_floor in the meta-loss.
-  log_floor: float = LOG_FLOOR
-  # garo's home_learning_rate and home_steps (both or neither).
-  home_learning_rate: float | None = None
-  home_steps: float | None = None
-  # Indices of features the controller does not read: their rows of the
-  # GRU's input kernel are never perturbed (so stay as they are, zero when
-  # the trainer drops them).
-  dropped_features: tuple[int, ...] = ()
-
-
-DEFAULT_CONFIG = InnerConfig()
-
-
-class InnerState(NamedTuple):
-  """One inner training run in progress."""
-
-  params: Any
-  opt_state: Any
-  step: jax.Array  # shape=(), int32
-  initial_loss: jax.Array  # shape=(), float32: loss before the first update
-  key: jax.Array  # minibatch key of this run
-
-
-def _optimizer(controller, learning_rate, config: InnerConfig):
-  return garo_optax.garo(
-    learning_rate,
-    controller=controller,
-    max_effective_learning_rate=config.max_effective_learning_rate,
-    home_learning_rate=config.home_learning_rate,
-    home_steps=config.home_steps,
-  )
-
-
-def inner_init(
-  controller: garo_optax.ControllerParams,
-  task: tasks_lib.Task,
-  key: jax.Array,
-  learning_rate: jax.Array,
-  config: InnerConfig = DEFAULT_CONFIG,
-) -> InnerState:
-  """Starts an inner run: initial params, optimizer state, initial loss."""
-  init_key, batch_key = jax.random.split(key)
-  params = task.init(init_key)
-  initial_loss = task.loss(params, task.batch(jax.random.fold_in(batch_key, 0)))
-  opt_state = _optimizer(controller, learning_rate, config).init(params)
-  return InnerState(
-    params, opt_state, jnp.zeros((), jnp.int32), initial_loss, batch_key
-  )
-
-
-def inner_unroll(
-  controller: garo_optax.ControllerParams,
-  task: tasks_lib.Task,
-  state: InnerState,
-  learning_rate: jax.Array,
-  num_steps: int,
-  config: InnerConfig = DEFAULT_CONFIG,
-) -> tuple[InnerState, jax.Array, dict[str, jax.Array]]:
-  """Trains ``num_steps`` steps of GARO with ``controller``.
-
-  Returns:
-    ``(state, losses, hyperparams)``: the minibatch loss before each update,
-    shape ``(num_steps,)``, and the hyperparameters applied at each step.
-  """
-  tx = _optimizer(controller, learning_rate, config)
-
-  def step(state, _):
-    batch = task.batch(jax.random.fold_in(state.key, state.step))
-    loss, grads = jax.value_and_grad(task.loss)(state.params, batch)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
-    params = optax.apply_updates(state.params, updates)
-    new = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
-    return new, (loss, garo_optax.hyperparams(opt_state))
-
-  state, (losses, hyper) = jax.lax.scan(step, state, length=num_steps)
-  return state, losses, hyper
-
-
-def log_loss_ratio(
-  losses: jax.Array, initial_loss: jax.Array, log_floor: float = LOG_FLOOR
-) -> jax.Array:
-  """``log(loss / initial_loss)``, clipped, with non-finite values at the cap."""
-  ratio = jnp.log(losses) - jnp.log(initial_loss)
-  ratio = jnp.where(jnp.isfinite(ratio), ratio, LOG_CAP)
-  return jnp.clip(ratio, -log_floor, LOG_CAP)
-
-
-def meta_loss(
-  losses: jax.Array, initial_loss: jax.Array, log_floor: float = LOG_FLOOR
-) -> jax.Array:
-  """Meta-loss of one run: mean clipped log loss ratio, divergence penalised."""
-  ratio = log_loss_ratio(losses, initial_loss, log_floor)
-  return jnp.mean(ratio + DIVERGENCE_PENALTY * jax.nn.relu(ratio))
-
-
-def unroll_meta_loss(
-  controller: garo_optax.ControllerParams,
-  task: tasks_lib.Task,
-  key: jax.Array,
-  learning_rate: jax.Array,
-  num_steps: int,
-  config: InnerConfig = DEFAULT_CONFIG,
-) -> jax.Array:
-  """Meta-loss of a whole inner run of ``num_steps`` steps from scratch."""
-  state = inner_init(controller, task, key, learning_rate, config)
-  _, losses, _ = inner_unroll(controller, task, state, learning_rate, num_steps, config)
-  return meta_loss(losses, state.initial_loss, config.log_floor)
+from garo_optax.meta import inner, problems
 
 
 def _truncation_meta_loss(controller, task, state, learning_rate, num_steps, config):
   """Meta-loss of one truncation of one run (scored against the run's start)
   and the run's new state."""
-  state, losses, _ = inner_unroll(
+  state, losses, _ = inner.inner_unroll(
     controller, task, state, learning_rate, num_steps, config
   )
-  return meta_loss(losses, state.initial_loss, config.log_floor), state
+  return inner.meta_loss(losses, state.initial_loss, config.log_floor), state
 
 
 def _batched_meta_loss(controller, task, state, learning_rate, num_steps, config):
@@ -168,25 +44,25 @@ def _batched_meta_loss(controller, task, state, learning_rate, num_steps, config
 
 def truncated_gradient(
   controller: garo_optax.ControllerParams,
-  task: tasks_lib.Task,
-  state: InnerState,
+  task: problems.Task,
+  state: inner.InnerState,
   learning_rate: jax.Array,
   num_steps: int,
-  config: InnerConfig = DEFAULT_CONFIG,
-) -> tuple[jax.Array, garo_optax.ControllerParams, InnerState]:
+  config: inner.InnerConfig = inner.DEFAULT_CONFIG,
+) -> tuple[jax.Array, garo_optax.ControllerParams, inner.InnerState]:
   """Truncated backprop: the exact gradient of one truncation's meta-loss.
 
   Args:
     controller: the controller's weights.
     task: a batch of tasks (leading axis ``B``).
-    state: their inner runs (leading axis ``B``), from :func:`inner_init`
+    state: their inner runs (leading axis ``B``), from :func:`inner.inner_init`
       under ``jax.vmap`` or from a previous truncation.
     learning_rate: starting learning rate of each run, shape ``(B,)``.
     num_steps: length of the truncation.
     config: how GARO is built.
 
   Returns:
-    ``(meta_loss, gradient, state)``: the mean meta-loss of the truncation,
+    ``(inner.meta_loss, gradient, state)``: the mean meta-loss of the truncation,
     its gradient, and the runs advanced by ``num_steps`` (to be continued with
     the gradient stopped, as truncated backprop does).
   """
@@ -250,14 +126,14 @@ def _es_combine(loss_plus, loss_minus, epsilon, sigma):
 
 def es_gradient(
   controller: garo_optax.ControllerParams,
-  task: tasks_lib.Task,
+  task: problems.Task,
   keys: jax.Array,
   learning_rate: jax.Array,
   num_steps: int,
   key: jax.Array,
   *,
   sigma: float,
-  config: InnerConfig = DEFAULT_CONFIG,
+  config: inner.InnerConfig = inner.DEFAULT_CONFIG,
 ) -> tuple[jax.Array, garo_optax.ControllerParams]:
   """Antithetic ES over whole unrolls, one pair of perturbations per task.
 
@@ -276,12 +152,12 @@ def es_gradient(
     config: how GARO is built.
 
   Returns:
-    ``(meta_loss, gradient)``: the mean meta-loss of the pairs and the ES
+    ``(inner.meta_loss, gradient)``: the mean meta-loss of the pairs and the ES
     estimate of the gradient of the smoothed meta-loss.
   """
   num_pairs = keys.shape[0]
   epsilon = _perturbations(key, controller, num_pairs, sigma, config.dropped_features)
-  losses = jax.vmap(unroll_meta_loss, in_axes=(0, 0, 0, 0, None, None))(
+  losses = jax.vmap(inner.unroll_meta_loss, in_axes=(0, 0, 0, 0, None, None))(
     _antithetic(controller, epsilon),
     jax.tree.map(_twice, task),
     _twice(keys),
@@ -296,20 +172,20 @@ def es_gradient(
 class PESState(NamedTuple):
   """The persistent runs of :func:`pes_gradient`, one antithetic pair per task."""
 
-  plus: InnerState  # leading axis P
-  minus: InnerState  # leading axis P
+  plus: inner.InnerState  # leading axis P
+  minus: inner.InnerState  # leading axis P
   accumulated: Any  # sum of this run's perturbations, shaped (P, *controller)
 
 
 def pes_init(
   controller: garo_optax.ControllerParams,
-  task: tasks_lib.Task,
+  task: problems.Task,
   keys: jax.Array,
   learning_rate: jax.Array,
-  config: InnerConfig = DEFAULT_CONFIG,
+  config: inner.InnerConfig = inner.DEFAULT_CONFIG,
 ) -> PESState:
   """Starts the ``P`` pairs of persistent runs."""
-  state = jax.vmap(inner_init, in_axes=(None, 0, 0, 0, None))(
+  state = jax.vmap(inner.inner_init, in_axes=(None, 0, 0, 0, None))(
     controller, task, keys, learning_rate, config
   )
   zeros = jax.tree.map(
@@ -320,14 +196,14 @@ def pes_init(
 
 def pes_gradient(
   controller: garo_optax.ControllerParams,
-  task: tasks_lib.Task,
+  task: problems.Task,
   pes_state: PESState,
   learning_rate: jax.Array,
   num_steps: int,
   key: jax.Array,
   *,
   sigma: float,
-  config: InnerConfig = DEFAULT_CONFIG,
+  config: inner.InnerConfig = inner.DEFAULT_CONFIG,
 ) -> tuple[jax.Array, garo_optax.ControllerParams, PESState]:
   """Persistent ES: one truncation of ``num_steps`` for each pair of runs.
 
@@ -339,7 +215,7 @@ def pes_gradient(
   Restart a pair's runs with :func:`pes_init` when they reach the horizon.
 
   Returns:
-    ``(meta_loss, gradient, pes_state)``.
+    ``(inner.meta_loss, gradient, pes_state)``.
   """
   epsilon = _perturbations(
     key, controller, learning_rate.shape[0], sigma, config.dropped_features

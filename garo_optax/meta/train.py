@@ -51,7 +51,7 @@ import optax
 
 import garo_optax
 from garo_optax import _features
-from garo_optax.meta import estimators
+from garo_optax.meta import inner, steps
 from garo_optax.meta import tasks as tasks_lib
 
 
@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument(
     "--log-floor",
     type=float,
-    default=estimators.LOG_FLOOR,
+    default=inner.LOG_FLOOR,
     help="the meta-loss floors log(loss_t / loss_0) at minus this",
   )
   p.add_argument(
@@ -129,124 +129,6 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--checkpoint-every", type=int, default=10)
   p.add_argument("--plot", default=None, help="PNG of the meta-loss curve")
   return p
-
-
-def _starting_learning_rates(key, pairs, min_lr, max_lr):
-  """``pairs`` starting learning rates, log-uniform in ``[min_lr, max_lr]``."""
-  log_lr = jax.random.uniform(
-    key, (pairs,), minval=jnp.log(min_lr), maxval=jnp.log(max_lr)
-  )
-  return jnp.exp(log_lr)
-
-
-@functools.cache
-def _family_step(family, pairs, unroll, config):
-  """The jitted ES gradient on fresh problems of one family."""
-
-  @jax.jit
-  def step(controller, key, sigma, min_lr, max_lr):
-    task_key, run_key, lr_key, es_key = jax.random.split(key, 4)
-    task = jax.vmap(family.sample)(jax.random.split(task_key, pairs))
-    learning_rate = _starting_learning_rates(lr_key, pairs, min_lr, max_lr)
-    return estimators.es_gradient(
-      controller,
-      task,
-      jax.random.split(run_key, pairs),
-      learning_rate,
-      unroll,
-      es_key,
-      sigma=sigma,
-      config=config,
-    )
-
-  return step
-
-
-@functools.cache
-def _family_pes_step(family, pairs, unroll, truncations, config):
-  """The jitted PES gradient of one truncation of one family's persistent runs.
-
-  ``state`` holds, per pair, the problem's key, the starting learning rate,
-  the truncations left before a restart (a pair with none left restarts on a
-  fresh problem first; a negative count is a first run that many truncations
-  short) and the :class:`estimators.PESState`.
-  """
-
-  @jax.jit
-  def step(controller, state, key, sigma, min_lr, max_lr):
-    task_key, run_key, lr_key, es_key = jax.random.split(key, 4)
-    restart = state["left"] <= 0
-    task_keys = jnp.where(
-      restart[:, None],
-      jax.random.key_data(jax.random.split(task_key, pairs)),
-      state["task_key"],
-    )
-    task = jax.vmap(family.sample)(jax.random.wrap_key_data(task_keys))
-    fresh_lr = _starting_learning_rates(lr_key, pairs, min_lr, max_lr)
-    learning_rate = jnp.where(restart, fresh_lr, state["learning_rate"])
-    fresh = estimators.pes_init(
-      controller, task, jax.random.split(run_key, pairs), learning_rate, config
-    )
-
-    def pick(new, old):
-      return jnp.where(restart.reshape((pairs,) + (1,) * (old.ndim - 1)), new, old)
-
-    def pick_tree(new, old):
-      if jax.dtypes.issubdtype(old.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(
-          pick(jax.random.key_data(new), jax.random.key_data(old))
-        )
-      return pick(new, old)
-
-    pes_state = jax.tree.map(pick_tree, fresh, state["pes"])
-    loss, grad, pes_state = estimators.pes_gradient(
-      controller,
-      task,
-      pes_state,
-      learning_rate,
-      unroll,
-      es_key,
-      sigma=sigma,
-      config=config,
-    )
-    left = jnp.where(restart, truncations + state["left"], state["left"]) - 1
-    new_state = {
-      "task_key": task_keys,
-      "learning_rate": learning_rate,
-      "left": left,
-      "pes": pes_state,
-    }
-    return loss, grad, new_state
-
-  return step
-
-
-def _initial_pes_state(family, index, controller, pairs, truncations, config):
-  """Placeholder runs of one family, all due for a (staggered) restart."""
-  key = jax.random.key(0)
-  task = jax.eval_shape(jax.vmap(family.sample), jax.random.split(key, pairs))
-  shapes = jax.eval_shape(
-    lambda c, t, k, lr: estimators.pes_init(c, t, k, lr, config),
-    controller,
-    task,
-    jax.random.split(key, pairs),
-    jnp.ones((pairs,)),
-  )
-
-  def zeros(x):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      return jax.random.wrap_key_data(
-        jnp.zeros(x.shape + jax.random.key_data(key).shape, jnp.uint32)
-      )
-    return jnp.zeros(x.shape, x.dtype)
-
-  offsets = (index * pairs + np.arange(pairs)) % truncations
-  return {
-    "task_key": jnp.zeros((pairs, *jax.random.key_data(key).shape), jnp.uint32),
-    "learning_rate": jnp.ones((pairs,), jnp.float32),
-    "left": jnp.asarray(-offsets, jnp.int32),
-    "pes": jax.tree.map(zeros, shapes),
-  }
 
 
 def _drop_features(controller, indices):
@@ -337,7 +219,7 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
     raise ValueError("--horizon is for --estimator pes")
   if (args.home_lr is None) != (args.home_steps is None):
     raise ValueError("--home-lr and --home-steps go together")
-  config = estimators.InnerConfig(
+  config = inner.InnerConfig(
     args.max_effective_lr,
     log_floor=args.log_floor,
     home_learning_rate=args.home_lr,
@@ -359,7 +241,7 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
   pes = None
   if args.estimator == "pes":
     pes = [
-      _initial_pes_state(f, i, controller, args.pairs, truncations, config)
+      steps.initial_pes_state(f, i, controller, args.pairs, truncations, config)
       for i, f in enumerate(families)
     ]
   start, history = 0, []
@@ -382,7 +264,7 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
     losses, grads = [], []
     for i in sorted(chosen):
       if pes is None:
-        fn = _family_step(families[i], args.pairs, args.unroll, config)
+        fn = steps.family_step(families[i], args.pairs, args.unroll, config)
         loss, grad = fn(
           controller,
           jax.random.fold_in(step_key, i),
@@ -391,7 +273,9 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
           args.max_lr,
         )
       else:
-        fn = _family_pes_step(families[i], args.pairs, args.unroll, truncations, config)
+        fn = steps.family_pes_step(
+          families[i], args.pairs, args.unroll, truncations, config
+        )
         loss, grad, pes[i] = fn(
           controller,
           pes[i],

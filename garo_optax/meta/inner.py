@@ -1,0 +1,139 @@
+"""The inner loop: GARO with a given controller training a task, and its score.
+
+:func:`inner_init` and :func:`inner_unroll` train a task (or, under
+``jax.vmap``, a batch of tasks) with GARO built from the controller being
+learned; :func:`meta_loss` scores a run: the mean over its steps of
+``log(loss_t / loss_0)``, floored (a task solved to its noise floor counts the
+same however far below it goes) and capped, with non-finite losses at the cap
+and every step above the initial loss penalised again: divergence costs more
+than any progress can buy back.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import garo_optax
+from garo_optax.meta import problems
+
+# log(loss_t / loss_0) is clipped to [-LOG_FLOOR, LOG_CAP].
+LOG_FLOOR = 10.0
+LOG_CAP = 3.0
+# Extra weight on log(loss_t / loss_0) where it is positive.
+DIVERGENCE_PENALTY = 4.0
+
+
+class InnerConfig(NamedTuple):
+  """How GARO is built for the inner runs, and how they are scored (static)."""
+
+  max_effective_learning_rate: float | None = None
+  # log(loss_t / loss_0) is floored at -log_floor in the meta-loss.
+  log_floor: float = LOG_FLOOR
+  # garo's home_learning_rate and home_steps (both or neither).
+  home_learning_rate: float | None = None
+  home_steps: float | None = None
+  # Indices of features the controller does not read: their rows of the
+  # GRU's input kernel are never perturbed (so stay as they are, zero when
+  # the trainer drops them).
+  dropped_features: tuple[int, ...] = ()
+
+
+DEFAULT_CONFIG = InnerConfig()
+
+
+class InnerState(NamedTuple):
+  """One inner training run in progress."""
+
+  params: Any
+  opt_state: Any
+  step: jax.Array  # shape=(), int32
+  initial_loss: jax.Array  # shape=(), float32: loss before the first update
+  key: jax.Array  # minibatch key of this run
+
+
+def _optimizer(controller, learning_rate, config: InnerConfig):
+  return garo_optax.garo(
+    learning_rate,
+    controller=controller,
+    max_effective_learning_rate=config.max_effective_learning_rate,
+    home_learning_rate=config.home_learning_rate,
+    home_steps=config.home_steps,
+  )
+
+
+def inner_init(
+  controller: garo_optax.ControllerParams,
+  task: problems.Task,
+  key: jax.Array,
+  learning_rate: jax.Array,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> InnerState:
+  """Starts an inner run: initial params, optimizer state, initial loss."""
+  init_key, batch_key = jax.random.split(key)
+  params = task.init(init_key)
+  initial_loss = task.loss(params, task.batch(jax.random.fold_in(batch_key, 0)))
+  opt_state = _optimizer(controller, learning_rate, config).init(params)
+  return InnerState(
+    params, opt_state, jnp.zeros((), jnp.int32), initial_loss, batch_key
+  )
+
+
+def inner_unroll(
+  controller: garo_optax.ControllerParams,
+  task: problems.Task,
+  state: InnerState,
+  learning_rate: jax.Array,
+  num_steps: int,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> tuple[InnerState, jax.Array, dict[str, jax.Array]]:
+  """Trains ``num_steps`` steps of GARO with ``controller``.
+
+  Returns:
+    ``(state, losses, hyperparams)``: the minibatch loss before each update,
+    shape ``(num_steps,)``, and the hyperparameters applied at each step.
+  """
+  tx = _optimizer(controller, learning_rate, config)
+
+  def step(state, _):
+    batch = task.batch(jax.random.fold_in(state.key, state.step))
+    loss, grads = jax.value_and_grad(task.loss)(state.params, batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    params = optax.apply_updates(state.params, updates)
+    new = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
+    return new, (loss, garo_optax.hyperparams(opt_state))
+
+  state, (losses, hyper) = jax.lax.scan(step, state, length=num_steps)
+  return state, losses, hyper
+
+
+def log_loss_ratio(
+  losses: jax.Array, initial_loss: jax.Array, log_floor: float = LOG_FLOOR
+) -> jax.Array:
+  """``log(loss / initial_loss)``, clipped, with non-finite values at the cap."""
+  ratio = jnp.log(losses) - jnp.log(initial_loss)
+  ratio = jnp.where(jnp.isfinite(ratio), ratio, LOG_CAP)
+  return jnp.clip(ratio, -log_floor, LOG_CAP)
+
+
+def meta_loss(
+  losses: jax.Array, initial_loss: jax.Array, log_floor: float = LOG_FLOOR
+) -> jax.Array:
+  """Meta-loss of one run: mean clipped log loss ratio, divergence penalised."""
+  ratio = log_loss_ratio(losses, initial_loss, log_floor)
+  return jnp.mean(ratio + DIVERGENCE_PENALTY * jax.nn.relu(ratio))
+
+
+def unroll_meta_loss(
+  controller: garo_optax.ControllerParams,
+  task: problems.Task,
+  key: jax.Array,
+  learning_rate: jax.Array,
+  num_steps: int,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> jax.Array:
+  """Meta-loss of a whole inner run of ``num_steps`` steps from scratch."""
+  state = inner_init(controller, task, key, learning_rate, config)
+  _, losses, _ = inner_unroll(controller, task, state, learning_rate, num_steps, config)
+  return meta_loss(losses, state.initial_loss, config.log_floor)
