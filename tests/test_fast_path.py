@@ -16,7 +16,6 @@ from garo_optax import (
   _features,
   _groups,
   _gru,
-  _hyperparams,
   _statistics,
   _xla,
 )
@@ -163,14 +162,6 @@ def test_controller_gradient_through_steps_on_given_gradients(granularity, monke
     scale = float(jnp.max(jnp.abs(b)))
     assert scale > 1.0
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)
-
-
-def test_head_biases_of_concrete_values_are_numpy_and_match_traced_ones():
-  args = (np.array([0.01, 0.3], np.float32), 0.9, np.array([0.0, 1e-4], np.float32))
-  concrete = _hyperparams.head_bias(*args)
-  assert isinstance(concrete, np.ndarray) and concrete.dtype == np.float32
-  traced = jax.jit(_hyperparams.head_bias)(*args)
-  np.testing.assert_allclose(concrete, traced, rtol=1e-6)
 
 
 def test_hyperparameters_computed_once_are_unchanged():
