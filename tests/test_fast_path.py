@@ -17,7 +17,6 @@ from garo_optax import (
   _groups,
   _gru,
   _statistics,
-  _xla,
 )
 
 CLIP = _features.FEATURE_CLIP
@@ -162,13 +161,6 @@ def test_controller_gradient_through_steps_on_given_gradients(granularity, monke
     scale = float(jnp.max(jnp.abs(b)))
     assert scale > 1.0
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)
-
-
-def test_hyperparameters_computed_once_are_unchanged():
-  scales = jnp.array([[1e-30], [1.0], [1e30]])
-  values = jax.random.normal(jax.random.key(4), (3, 5)) * scales
-  out = jax.jit(lambda v: _xla.computed_once(*v))(values)
-  np.testing.assert_array_equal(jnp.stack(out), values)
 
 
 def test_state_is_one_buffer_per_param_and_does_not_recompile():
