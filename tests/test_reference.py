@@ -1,8 +1,12 @@
-"""The fused GARO update equals a straightforward implementation of the step.
+"""GARO's fast step equals the algorithm written out plainly.
 
-The reference below is written for clarity, not speed: separate ``optax.tree``
-reductions, features spelled out from DESIGN.md, the GRU and heads applied
-directly, then the SGD-with-momentum update leaf by leaf.
+The reference is the step as ``garo``'s docstring states it, written for
+clarity, not speed: the sums Σg², Σm², Σg·m as separate ``optax.tree``
+reductions, the features of ``_features.FEATURE_NAMES`` computed one by one,
+``h_t = GRU(x_t, h_{t-1})`` and the heads (softplus, tanh, softplus of
+``W h_t + b``) applied directly, then SGD with momentum leaf by leaf,
+``m_t = μ_t m_{t-1} + g_t + λ_t θ_t`` and ``u_t = -η_t m_t``. The controller's
+gradient through the fast sums is compared with that through plain sums too.
 """
 
 import jax
