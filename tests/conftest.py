@@ -1,4 +1,4 @@
-"""Shared test problems: a small params pytree and a tiny regression."""
+"""Shared test problems: a small params pytree, a tiny regression, random leaves."""
 
 import functools
 
@@ -66,3 +66,17 @@ def _random_grads(key, params, num_steps):
 def random_grads():
   """``random_grads(key, params, num_steps) -> grads`` with a leading step axis."""
   return _random_grads
+
+
+def _grad_and_mu(shape=(3, 4), dtype=jnp.float32):
+  g_key, m_key = jax.random.split(jax.random.key(0))
+  return (
+    jax.random.normal(g_key, shape).astype(dtype),
+    jax.random.normal(m_key, shape).astype(dtype),
+  )
+
+
+@pytest.fixture
+def grad_and_mu():
+  """``grad_and_mu(shape=(3, 4), dtype=float32) -> (grad, mu)``, random leaves."""
+  return _grad_and_mu

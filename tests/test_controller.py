@@ -1,9 +1,8 @@
-"""Tests of the controller (init, heads, files) and of its input features."""
+"""Tests of the controller (init, heads, files)."""
 
 import re
 import traceback
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +10,7 @@ import optax
 import pytest
 
 import garo_optax
-from garo_optax import _controller, _features, _hyperparams, _statistics
+from garo_optax import _controller, _features, _hyperparams
 
 HIDDEN_SIZE = 8
 
@@ -178,92 +177,3 @@ def test_zero_hidden_state_gives_starting_values(
     np.testing.assert_allclose(values[2][0], weight_decay, rtol=1e-6)
   else:
     assert 0 <= values[2][0] < 1e-8
-
-
-def _grad_and_mu(shape=(3, 4), dtype=jnp.float32):
-  g_key, m_key = jax.random.split(jax.random.key(0))
-  return (
-    jax.random.normal(g_key, shape).astype(dtype),
-    jax.random.normal(m_key, shape).astype(dtype),
-  )
-
-
-# The large leaves check float32 accumulation over many entries (hence rtol);
-# (512, 256) is summed in two halves, (257, 257) (odd) in one pass. Both ways
-# of writing the sums (see ``_statistics.tree_statistics``) give the same values.
-@pytest.mark.parametrize("partitionable", [False, True])
-@pytest.mark.parametrize("shape", [(3, 4), (256, 128), (512, 256), (257, 257)])
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_leaf_statistics_match_reference(shape, dtype, partitionable):
-  g, m = _grad_and_mu(shape, dtype)
-  g32, m32 = g.astype(jnp.float32), m.astype(jnp.float32)
-  expected = [
-    optax.tree.vdot(g32, g32),
-    optax.tree.vdot(m32, m32),
-    optax.tree.vdot(g32, m32),
-  ]
-  statistics = _statistics.tree_statistics(g, m, partitionable=partitionable)[0]
-  assert statistics.dtype == jnp.float32
-  np.testing.assert_allclose(statistics, expected, rtol=1e-4)
-
-
-@pytest.mark.parametrize("partitionable", [False, True])
-@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
-def test_leaf_statistics_flag_nonfinite_gradients(bad, partitionable):
-  g, m = _grad_and_mu()
-  grad_sq, mu_sq, _ = _statistics.tree_statistics(
-    g.at[1, 2].set(bad), m, partitionable=partitionable
-  )[0]
-  assert not np.isfinite(grad_sq) and np.isfinite(mu_sq)
-
-
-def _group_statistics(num_groups, mu_scale):
-  """Statistics of ``num_groups`` random groups; ``mu_scale=0``: step 0."""
-  g, m = _grad_and_mu()
-  statistics = _statistics.tree_statistics(g, mu_scale * m)[0]
-  return jnp.arange(1.0, num_groups + 1)[:, None] * statistics
-
-
-@pytest.mark.parametrize("value", [None, 3.7])
-def test_features_are_zero_at_step_zero(value):
-  num_groups = 2
-  # Whatever the running statistics hold, step 0 does not read them.
-  feature_state = jax.tree.map(
-    lambda x: x + 4.0, _features.init_feature_state(num_groups)
-  )
-  features, new_state = _features.compute_features(
-    _group_statistics(num_groups, mu_scale=0.0),
-    feature_state,
-    jnp.array(0),
-    jnp.full((num_groups,), 0.5),  # a rate applied "before" step 0
-    jnp.full((num_groups,), 0.01),
-    value,
-  )
-  assert features.shape == (num_groups, _features.NUM_FEATURES)
-  np.testing.assert_array_equal(features, 0.0)
-  expected_loss = feature_state.loss if value is None else value
-  np.testing.assert_allclose(new_state.loss, expected_loss, rtol=1e-6)
-
-
-def test_features_are_finite_and_clipped():
-  statistics = _group_statistics(4, mu_scale=1.0)
-  # Overflowed, vanishing and zero sums of squares.
-  statistics = statistics.at[0].set(jnp.inf).at[1].set(1e-45).at[2].set(0.0)
-  state = _features.init_feature_state(4)
-  for count, value in enumerate([1.0, 1e30, 0.0]):
-    features, state = _features.compute_features(
-      statistics,
-      state,
-      jnp.array(count),
-      jnp.full((4,), 100.0),
-      jnp.full((4,), 1e-40),
-      value,
-    )
-    assert np.all(np.isfinite(features))
-    assert np.all(np.abs(features) <= _features.FEATURE_CLIP)
-    chex.assert_tree_all_finite(state)
-  # The learning-rate ratio of 1e42 is clipped, not dropped.
-  np.testing.assert_array_equal(
-    features[:, _features.FEATURE_NAMES.index("log_learning_rate_ratio")],
-    _features.FEATURE_CLIP,
-  )

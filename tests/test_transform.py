@@ -10,7 +10,6 @@ import optax
 import pytest
 
 import garo_optax
-from garo_optax import _hyperparams
 
 HEAD_NAMES = ("learning_rate", "momentum", "weight_decay")
 
@@ -229,20 +228,6 @@ def test_starting_at_home_is_the_run_without(params, random_grads):
   chex.assert_trees_all_equal(
     trajectory(0.2, home_learning_rate=0.05, home_steps=0.0), trajectory(0.2)
   )
-
-
-def test_home_bias_leaves_a_start_at_home_exactly_as_it_is():
-  """However the start's bias rounds, a start at the home rate is not moved."""
-  from garo_optax._hyperparams import _home_gap, _relaxed_bias
-
-  start = np.array([0.01, 0.1], np.float32)
-  bias = _hyperparams.head_bias(start, 0.0, 0.0)
-  bias[0, 0] = np.nextafter(bias[0, 0], np.float32(0.0))  # one ulp off
-  gap = _home_gap(bias, start, 0.01)
-  moved = _relaxed_bias(bias, gap, jnp.array(50), 10.0)
-  assert moved[0, 0] == bias[0, 0]
-  assert moved[1, 0] < bias[1, 0]  # 0.1 moves down towards 0.01
-  np.testing.assert_array_equal(moved[:, 1:], bias[:, 1:])
 
 
 def test_hyperparams_start_values_and_tree_get(params, random_grads):
