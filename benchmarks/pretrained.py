@@ -19,10 +19,10 @@ over starting learning rates, and counts of non-finite losses and of runs
 ending above their initial loss.
 
 The ratios and spreads are taken as the suite's report takes them
-(``benchmarks.report``): final losses are floored at
-``benchmarks.report.RELATIVE_LOSS_FLOOR`` (1e-6) of the task's initial loss, below which a task
-counts as solved. Without the floor, float32 rounding decides them on a task
-solved to rounding level: on Rosenbrock the ten seeds of one controller and
+(``benchmarks.report``): final losses are floored at ``RELATIVE_LOSS_FLOOR``
+(1e-6) of the task's initial loss, below which a task counts as solved.
+Without the floor, float32 rounding decides them on a task solved to rounding
+level: on Rosenbrock the ten seeds of one controller and
 starting rate end 16x apart (4e-14 to 7e-13), and a change to the step that
 moved nothing but rounding moved one seed from 6.3e-11 to 1.4e-13. The summary
 holds the unfloored ones too (``*_unfloored``).

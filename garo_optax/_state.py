@@ -19,9 +19,8 @@ class GaroState(NamedTuple):
   feature_state: _features.FeatureState  # running statistics for the features
   safeguard: _safeguard.SafeguardState  # learning-rate cap and what sets it
   skipped: jax.Array  # shape=(), int32: steps skipped on non-finite input
-  # shape=(), bool: the last step was skipped and the params are not finite
-  # (or their squared norm overflows float32): the run is dead.
-  diverged: jax.Array
+  skipped_in_a_row: jax.Array  # shape=(), int32: since the last applied step
+  diverged: jax.Array  # shape=(), bool: skipped DEAD_AFTER steps in a row: dead
 
 
 def hyperparams(state: Any) -> dict[str, Any]:

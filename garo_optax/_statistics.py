@@ -253,10 +253,3 @@ def tree_statistics(
     tuple(map(str, range(num_leaves))), tuple(range(num_leaves)), False
   )
   return group_statistics(grads, mu, each_alone, partitionable=partitionable)
-
-
-def is_finite(tree: Any) -> jax.Array:
-  """Whether every entry of ``tree`` is finite and its squared norm fits in
-  float32 (one pass over it)."""
-  groups = _groups.make_groups(tree, "global")
-  return jnp.all(jnp.isfinite(group_statistics(tree, tree, groups)))

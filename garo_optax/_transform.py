@@ -25,6 +25,9 @@ from garo_optax import (
 )
 from garo_optax._state import GaroState
 
+# Skipped steps in a row after which a run counts as dead (``diverged``).
+DEAD_AFTER = 10
+
 
 def garo(
   learning_rate: optax.ScalarOrSchedule | Mapping[str, Any] = 0.01,
@@ -72,11 +75,12 @@ def garo(
 
   Non-finite gradients (or a non-finite ``value``) skip the step: the updates
   are zero, the state is held and ``skipped`` is incremented. So do gradients
-  whose squared norm overflows float32 (``‖g‖ > 1.8e19``). A skipped step also
-  checks the params: if they are not finite, ``diverged`` is set in the state
-  (``optax.tree.get(state, "diverged")``): the run is dead and every further
-  step will be skipped, so restore a checkpoint and restart with a lower
-  ``learning_rate`` or a ``max_learning_rate``.
+  whose squared norm overflows float32 (``‖g‖ > 1.8e19``). After
+  ``DEAD_AFTER`` skipped steps in a row (non-finite params, or a loss that
+  stays non-finite, make every step skip), ``diverged`` is set in the state
+  (``optax.tree.get(state, "diverged")``): the run is dead, so restore a
+  checkpoint and restart with a lower ``learning_rate`` or a
+  ``max_learning_rate``. An applied step clears it.
 
   Args:
     learning_rate: learning rate at the first step.
@@ -217,14 +221,18 @@ def garo(
       feature_state=feature_state,
       safeguard=safeguard,
       skipped=state.skipped,
+      skipped_in_a_row=jnp.zeros((), jnp.int32),
       diverged=jnp.zeros((), jnp.bool_),
     )
-    # Only a skipped step looks at the params (no pass over them otherwise).
-    params_finite = jax.lax.cond(
-      skip, _statistics.is_finite, lambda _: jnp.ones((), jnp.bool_), params
-    )
+    # A dead run is told from a bad batch by time, not by reading the params:
+    # a check of the params in the step (even under lax.cond) made XLA:CPU
+    # copy them every step (benchmarks/results/safeguard_before_after/).
+    in_a_row = optax.safe_increment(state.skipped_in_a_row)
     held = state._replace(
-      mu=mu, skipped=optax.safe_increment(state.skipped), diverged=~params_finite
+      mu=mu,
+      skipped=optax.safe_increment(state.skipped),
+      skipped_in_a_row=in_a_row,
+      diverged=in_a_row >= DEAD_AFTER,
     )
     new_state = optax.tree.where(skip, held, new_state)
     if callback is not None:
@@ -258,6 +266,7 @@ def _initial_state(params, starting, granularity, hidden_size, mu_dtype) -> Garo
     feature_state=_features.init_feature_state(len(groups.names)),
     safeguard=_safeguard.init_safeguard_state(len(groups.names)),
     skipped=jnp.zeros((), jnp.int32),
+    skipped_in_a_row=jnp.zeros((), jnp.int32),
     diverged=jnp.zeros((), jnp.bool_),
   )
 

@@ -113,16 +113,11 @@ def max_relative_difference(a, b) -> float:
 
 
 def collectives(hlo: str) -> list[dict]:
-  """The collective ops of an HLO module that run on every step, with the
-  element count they move.
-
-  Those inside a ``lax.cond`` branch are left out: GARO's only one checks
-  whether the params are finite, and runs on skipped steps alone.
-  """
+  """The collective ops of an HLO module, with the element count they move."""
   found = []
   for line in hlo.splitlines():
     match = _COLLECTIVE.search(line)
-    if match and "/cond/branch_" not in line:
+    if match:
       elements = sum(
         math.prod(int(d) for d in dims.split(",") if d)
         for dims in _ARRAY.findall(match["shape"])

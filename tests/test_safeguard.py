@@ -162,27 +162,39 @@ def test_momentum_is_never_negative(params, random_grads):
 
 @pytest.mark.parametrize("granularity", ["global", "per_leaf"])
 def test_dead_run_is_reported(params, granularity):
-  """Non-finite params make the run dead (``diverged``); non-finite gradients
-  with finite params only skip the step."""
+  """Non-finite gradients skip a step and no more; DEAD_AFTER skipped steps in
+  a row (as non-finite params cause) make the run dead; an applied step
+  clears it."""
+  from garo_optax._transform import DEAD_AFTER
+
   tx = garo_optax.garo(0.1, granularity=granularity)
   update = jax.jit(tx.update)
   state = tx.init(params)
   grads = jax.tree.map(jnp.ones_like, params)
-  _, state = update(grads, state, params)
-  assert not bool(state.diverged)
-
-  bad_grads = jax.tree.map(lambda g: g.at[...].set(jnp.nan), grads)
+  bad_grads = jax.tree.map(lambda g: jnp.full_like(g, jnp.nan), grads)
   updates, state = update(bad_grads, state, params)
   assert int(state.skipped) == 1 and not bool(state.diverged)
   assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates))
 
   dead = {**params, "scale": jnp.array(jnp.inf, jnp.float32)}
-  _, state = update(bad_grads, state, dead)
-  assert int(state.skipped) == 2 and bool(state.diverged)
-  assert bool(optax.tree.get(state, "diverged"))
+  for step in range(2, DEAD_AFTER + 1):
+    _, state = update(bad_grads, state, dead)
+    assert bool(optax.tree.get(state, "diverged")) == (step >= DEAD_AFTER)
+  assert int(state.skipped) == DEAD_AFTER
 
   _, state = update(grads, state, params)  # params restored: alive again
-  assert not bool(state.diverged)
+  assert not bool(state.diverged) and int(state.skipped_in_a_row) == 0
+
+
+def test_run_whose_gradients_never_recover_is_reported_dead():
+  """A first step at a rate far too large (step 0 is plain SGD, before the
+  safeguard can see anything) leaves params whose gradients overflow: every
+  later step is skipped, and the run ends with ``diverged`` set."""
+  tx = garo_optax.garo(1e30, controller="init")
+  loss_fn = lambda p: jnp.sum(p["x"] ** 2)
+  (_, state), (_, states) = _run(tx, loss_fn, {"x": jnp.ones(4)}, 30, value=False)
+  assert int(state.skipped) == 29 and bool(state.diverged)
+  assert np.flatnonzero(np.asarray(states.diverged))[0] == 10
 
 
 def test_callback_reports_safeguard(params):

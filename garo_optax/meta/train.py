@@ -201,16 +201,16 @@ def _plot(path, history, families):
 _training_families = functools.cache(tasks_lib.training_families)
 
 
-def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
-  """Runs meta-training as the command line describes; returns the weights."""
-  from tqdm import tqdm
-
+def _setup(args: argparse.Namespace):
+  """The chosen families, the truncations per PES run (or ``None``) and the
+  inner runs' configuration, once the arguments are checked."""
   families = _training_families()
   if args.families:
     unknown = set(args.families) - {f.name for f in families}
     if unknown:
       raise ValueError(f"unknown families: {sorted(unknown)}")
     families = tuple(f for f in families if f.name in args.families)
+  truncations = None
   if args.estimator == "pes":
     if not args.horizon or args.horizon % args.unroll:
       raise ValueError("--horizon must be a positive multiple of --unroll")
@@ -228,6 +228,14 @@ def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
       sorted(_features.FEATURE_NAMES.index(name) for name in set(args.drop_features))
     ),
   )
+  return families, truncations, config
+
+
+def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
+  """Runs meta-training as the command line describes; returns the weights."""
+  from tqdm import tqdm
+
+  families, truncations, config = _setup(args)
   seed_key = jax.random.key(args.seed)
   if args.init:
     controller = garo_optax.load_controller(args.init)
