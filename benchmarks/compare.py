@@ -40,13 +40,20 @@ def compare(before: dict, after: dict, without: Sequence[str] = ()) -> dict:
       else:
         task["optimizers"][variant] = old
   held_out = after["config"]["held_out_tasks"]
+  validation = after["config"].get("validation_tasks", [])
   shared = [t for t in held_out if t in before["tasks"] and t not in without]
-  out = {"held_out": held_out, "shared_held_out": shared, "variants": {}}
+  out = {
+    "held_out": held_out,
+    "shared_held_out": shared,
+    "validation": validation,
+    "variants": {},
+  }
   for variant in variants:
     out["variants"][variant] = {
       label: {
         "shared": report._variant_summary(run, variant, shared),
         "all": report._variant_summary(run, variant, held_out),
+        "validation": report._variant_summary(run, variant, validation),
       }
       for label, run in (("before", mixed), ("after", after))
     }
@@ -55,6 +62,7 @@ def compare(before: dict, after: dict, without: Sequence[str] = ()) -> dict:
 
 def markdown(comparison: dict, before: str, after: str) -> str:
   held_out, shared = comparison["held_out"], comparison["shared_held_out"]
+  shown = held_out + comparison.get("validation", [])
   lines = [
     "# GARO before and after, against the same tuned baselines",
     "",
@@ -63,20 +71,28 @@ def markdown(comparison: dict, before: str, after: str) -> str:
     "loss floor applies); geometric means over the shared held-out tasks "
     "(listed below) and over all the held-out tasks of the run after.",
     "",
-    "| variant | | " + " | ".join(held_out) + " | geo-mean, shared | geo-mean, all |",
-    "|---|---|" + "---|" * (len(held_out) + 2),
+    "| variant | | " + " | ".join(shown) + " | geo-mean, shared | geo-mean, all |",
+    "|---|---|" + "---|" * (len(shown) + 2),
   ]
   for variant, runs in comparison["variants"].items():
     for label in ("before", "after"):
-      ratios = runs[label]["all"]["loss_ratio_to_best_tuned"]
-      cells = [report._fmt(ratios.get(t)) for t in held_out]
+      ratios = {
+        **runs[label]["all"]["loss_ratio_to_best_tuned"],
+        **runs[label].get("validation", {}).get("loss_ratio_to_best_tuned", {}),
+      }
+      cells = [report._fmt(ratios.get(t)) for t in shown]
       lines.append(
         f"| `{variant}` | {label} | "
         + " | ".join(cells)
         + f" | {report._fmt(runs[label]['shared']['geomean_loss_ratio_to_best_tuned'])}"
         + f" | {report._fmt(runs[label]['all']['geomean_loss_ratio_to_best_tuned'])} |"
       )
-  lines += ["", f"Shared held-out tasks: {', '.join(shared)}.", ""]
+  lines += [
+    "",
+    f"Shared held-out tasks: {', '.join(shared)}. Validation tasks (shown, not "
+    f"in the means): {', '.join(comparison.get('validation', [])) or 'none'}.",
+    "",
+  ]
   return "\n".join(lines)
 
 
