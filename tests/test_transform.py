@@ -124,7 +124,10 @@ def test_nonfinite_step_is_skipped(params, random_grads, moving, bad):
         updates, new_state = update(_at(bad_grads, t), state, p, value=bad_value)
         chex.assert_trees_all_equal(updates, optax.tree.zeros_like(p))
         chex.assert_trees_all_equal(
-          new_state, state._replace(skipped=state.skipped + 1)
+          new_state,
+          state._replace(
+            skipped=state.skipped + 1, skipped_in_a_row=state.skipped_in_a_row + 1
+          ),
         )
         state = new_state
       updates, state = update(_at(grads, t), state, p, value=values[t])
