@@ -8,21 +8,23 @@ et al. (2022) falls back to a hand-designed step when the learned one does
 worse, and works like a backtracking line search:
 
 - **Blow-up.** The running mean of the loss (when ``value`` is given) rises
-  above ``LOSS_FACTOR`` times its lowest value so far, or the running mean of
-  the global gradient norm (in log) above ``GRAD_NORM_FACTOR`` times its
-  lowest. The gradient norm comes from the one statistics pass and the loss's
-  running mean is the features' own, so the safeguard reads nothing more.
-- **Back-off.** Every group's learning rate is capped, for the rest of the
-  run, at ``BACKOFF`` times the rate applied at the previous step, and the
-  step is taken without momentum (the buffer restarts from the gradient). The
-  lowest values are reset to the current running means, so the next back-off
-  needs another rise by the same factor.
+  above ``LOSS_FACTOR`` times its lowest value, and by more than ``NOISE_Z``
+  standard deviations of the minibatch losses, or the running mean of the
+  global log gradient norm rises above its lowest by ``log(GRAD_NORM_FACTOR)``;
+  and the gradient turns against the last step (``Σg·m < 0``), as the
+  stiffest direction does when a step overshoots. Rises below ``RELEVANT``
+  times the first loss (or gradient norm) are noise near a minimum. The sums
+  come from the one statistics pass: the safeguard reads nothing more.
+- **Back-off.** That step is taken without momentum (the buffer restarts from
+  the gradient), and every group's learning rate is capped, for the rest of
+  the run, at a fraction of the rate applied before: ``BACKOFF``, or less the
+  faster the blow-up grew (down to ``MIN_BACKOFF``). The lowest values are
+  reset to the current ones, so a further back-off needs a further rise.
 
-A run whose rates never blow up is untouched (it is never capped), and the
-first step, which cannot see a rise, is always plain SGD. A problem on which
-SGD at the starting rate is stable is therefore left with a rate at most that
-stable rate's order after a few back-offs at worst, and each back-off halves
-it again while the blow-up goes on.
+A run that never blows up is never capped, and the first step, which cannot
+see a rise, is always plain SGD. The thresholds were set on the stiff problems
+of ``benchmarks/tasks/stiff.py`` and the quiet ones of
+``benchmarks/tasks/validation.py`` (``python -m benchmarks.stiff``).
 """
 
 from typing import NamedTuple
@@ -34,9 +36,8 @@ from garo_optax import _features
 
 # The cap before any back-off: finite, so that a state stays finite.
 NO_CAP = float(jnp.finfo(jnp.float32).max)
-# Decay of the running means the safeguard watches: slow enough that minibatch
-# noise does not look like a blow-up (a one-step spike of the loss to k times
-# its mean moves the running mean by 2% of k).
+# Decay of the running means the safeguard watches (a one-step spike of the
+# loss to k times its mean moves the running mean by a tenth of k).
 DECAY = 0.9
 # A rise of the loss's running mean to LOSS_FACTOR times its lowest value
 # (its lowest plus LOSS_FACTOR - 1 times its magnitude, for negative losses).
@@ -44,7 +45,8 @@ LOSS_FACTOR = 2.0
 # A rise of the running mean of log‖g‖ above its lowest by log(GRAD_NORM_FACTOR).
 GRAD_NORM_FACTOR = 10.0
 # A rise of the loss's running mean by less than NOISE_Z standard deviations
-# of the minibatch loss is not a blow-up.
+# of the minibatch loss is not a blow-up; the spread is a slower running mean
+# of the squared deviations, over steps that raised no suspicion.
 NOISE_Z = 3.0
 VARIANCE_DECAY = 0.99
 # Rises that stay below RELEVANT times the first step's loss, or gradient norms

@@ -23,20 +23,30 @@ GRANULARITIES = ("global", "per_leaf")
 # Relative to each leaf's largest value: about 80 float32 ulps, for 50 steps
 # whose only difference is the order of the sums (measured: below 1e-6).
 TOLERANCE = 1e-5
+# Eight simulated devices share two cores with the other tests: XLA:CPU's
+# collectives must wait for a busy thread longer than their 40 s default
+# before giving up on it.
+PATIENT = (
+  "--xla_cpu_collective_call_warn_stuck_timeout_seconds=300 "
+  "--xla_cpu_collective_call_terminate_timeout_seconds=900"
+)
+
+
+def _child_env(*flags: str, **extra: str) -> dict[str, str]:
+  """The environment of a child process on 8 simulated CPU devices."""
+  xla_flags = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""), *flags]))
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags.strip(), **extra)
 
 
 @pytest.fixture(scope="module")
 def report():
   """The JSON report of ``_sharded_checks.py``."""
   root = pathlib.Path(__file__).parents[1]
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS="cpu",
+  env = _child_env(
+    "--xla_force_host_platform_device_count=8",
+    PATIENT,
     # The script imports the benchmark's list of collectives.
     PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-    XLA_FLAGS=(
-      os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    ).strip(),
   )
   script = pathlib.Path(__file__).with_name("_sharded_checks.py")
   run = subprocess.run(
@@ -155,7 +165,7 @@ def _run_example(axis_types: str) -> dict[int, float]:
   script = pathlib.Path(__file__).parents[1] / "examples" / "sharded_train.py"
   run = subprocess.run(
     [sys.executable, str(script), "--steps", "50", "--axis-types", axis_types],
-    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    env=_child_env(PATIENT),
     capture_output=True,
     text=True,
     timeout=600,
