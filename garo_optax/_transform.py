@@ -83,11 +83,14 @@ def garo(
   ``max_learning_rate``. An applied step clears it.
 
   Args:
-    learning_rate: learning rate at the first step.
-    momentum: momentum at the first step, in ``[0, 1)``.
-    weight_decay: weight decay at the first step (coupled, as in SGD).
-      Each of these three may also be a ``{group name: value}`` mapping when
-      ``granularity`` is not ``"global"`` (e.g. no weight decay for biases).
+    learning_rate: learning rate at the first step, or a schedule (a function
+      of the step count, as for :func:`optax.sgd`): the rate the controller
+      works around at each step, its value at step 0 the first step's.
+    momentum: momentum at the first step, in ``[0, 1)``, or a schedule.
+    weight_decay: weight decay at the first step (coupled, as in SGD), or a
+      schedule. Each of these three may also be a ``{group name: value}``
+      mapping when ``granularity`` is not ``"global"`` (e.g. no weight decay
+      for biases).
     controller: the controller's weights: ``None`` (the default) or
       ``"pretrained"`` for the meta-trained one shipped in
       :mod:`garo_optax.pretrained` (which also sets
@@ -98,8 +101,10 @@ def garo(
       :func:`~garo_optax.save_controller`, read with
       :func:`~garo_optax.load_controller`, or a
       :class:`~garo_optax.ControllerParams`.
-    hidden_size: GRU width of the seeded controller (``"init"``).
-    seed: seed of the seeded controller (``"init"``).
+    hidden_size: GRU width of the seeded controller (``"init"``; default 16).
+    seed: seed of the seeded controller (``"init"``; default 0). These two
+      default to ``None`` so that ``optax.inject_hyperparams`` leaves them
+      static.
     granularity: ``"global"`` (one set of hyperparameters), ``"per_leaf"``, or
       group labels (a pytree of strings shaped like the params, or a function
       of the params returning one, as in :func:`optax.multi_transform`); every
@@ -136,8 +141,8 @@ def garo(
     >>> state = tx.init(params)
     >>> grads = {"w": jnp.array([1.0, 2.0, 3.0])}
     >>> updates, state = tx.update(grads, state, params, value=jnp.array(1.0))
-    >>> updates["w"]
-    Array([-0.1, -0.2, -0.3], dtype=float32)
+    >>> [round(float(u), 6) for u in updates["w"]]
+    [-0.1, -0.2, -0.3]
     >>> round(float(optax.tree.get(state, "learning_rate")), 6)
     0.1
 
