@@ -20,8 +20,8 @@ def check_params(params: Any) -> None:
       )
 
 
-def check_options(granularity: Any, hidden_size: Any, seed: Any, value: Any) -> None:
-  """Checks the options that must be static, and the loss ``value``."""
+def check_options(granularity: Any, hidden_size: Any, seed: Any) -> None:
+  """Checks the options that must be static."""
   if isinstance(granularity, str) and granularity not in ("global", "per_leaf"):
     raise ValueError(
       f"Unknown granularity {granularity!r}: use 'global', 'per_leaf', a "
@@ -38,6 +38,10 @@ def check_options(granularity: Any, hidden_size: Any, seed: Any, value: Any) -> 
       )
     if x < low:
       raise ValueError(f"{name} must be >= {low}, got {x}.")
+
+
+def check_loss(value: Any) -> None:
+  """The loss ``value`` given to ``update`` is a scalar (or ``None``)."""
   if value is not None and jnp.shape(value) != ():
     raise ValueError(
       "value must be the loss as a scalar (e.g. the mean over the batch), "

@@ -18,7 +18,6 @@ import numpy as np
 
 from garo_optax import _controller, _groups
 
-NAMES = _controller.HEAD_NAMES
 # Pre-activation of the weight-decay head when the requested decay is zero:
 # softplus(-20) ≈ 2e-9, below float32 rounding of any gradient it is added to.
 WEIGHT_DECAY_FLOOR_BIAS = -20.0
@@ -212,7 +211,10 @@ def head_biases(
 ) -> jax.Array:
   """The heads' biases ``(G, 3)`` at step ``count``: those of the starting
   values (schedules at ``count``), the learning rate's moved home."""
-  start = [per_group(name, at_step(starting[name], count), groups) for name in NAMES]
+  start = [
+    per_group(name, at_step(starting[name], count), groups)
+    for name in _controller.HEAD_NAMES
+  ]
   bias = head_bias(*start)
   if home_move is None:
     return bias

@@ -36,9 +36,10 @@ from garo_optax import _features
 
 # The cap before any back-off: finite, so that a state stays finite.
 NO_CAP = float(jnp.finfo(jnp.float32).max)
-# Decay of the running means the safeguard watches (a one-step spike of the
-# loss to k times its mean moves the running mean by a tenth of k).
-DECAY = 0.9
+# Decay of the running mean of the global gradient norm, the same as the
+# features' running means (the loss's is theirs): a one-step spike to k times
+# the mean moves it by a tenth of k.
+DECAY = _features.EMA_DECAY
 # A rise of the loss's running mean to LOSS_FACTOR times its lowest value
 # (its lowest plus LOSS_FACTOR - 1 times its magnitude, for negative losses).
 LOSS_FACTOR = 2.0
@@ -67,7 +68,6 @@ class SafeguardState(NamedTuple):
   running_log_grad_norm: jax.Array  # shape=(), float32: its running mean
   lowest_log_grad_norm: jax.Array  # shape=(), float32: lowest running mean
   loss: jax.Array  # shape=(), float32: the last step's loss
-  running_loss: jax.Array  # shape=(), float32: running mean of the loss
   loss_variance: jax.Array  # shape=(), float32: running mean of its spread²
   lowest_loss: jax.Array  # shape=(), float32: its lowest value
   first_log_grad_norm: jax.Array  # shape=(), float32: log‖g‖ at the first step
@@ -83,7 +83,6 @@ def init_safeguard_state(num_groups: int) -> SafeguardState:
     running_log_grad_norm=zero,
     lowest_log_grad_norm=zero,
     loss=zero,
-    running_loss=zero,
     loss_variance=zero,
     lowest_loss=zero,
     first_log_grad_norm=zero,
@@ -101,6 +100,7 @@ def safeguard(
   count: jax.Array,
   statistics: jax.Array,
   loss: jax.Array | None,
+  loss_means: tuple[jax.Array, jax.Array] | None,
   previous_learning_rate: jax.Array,
 ) -> tuple[jax.Array, SafeguardState]:
   """Whether this step backs off, and the safeguard's next state.
@@ -110,6 +110,8 @@ def safeguard(
     count: steps taken so far (0 on the first step, which never backs off).
     statistics: ``(G, 3)``, the groups' sums (``_statistics``).
     loss: this step's loss, or ``None`` when no loss is given.
+    loss_means: the running mean of the loss before and after this step
+      (``_features.FeatureState.loss``), or ``None`` with no loss.
     previous_learning_rate: ``(G,)``, the learning rates applied at the last
       step.
 
@@ -133,13 +135,12 @@ def safeguard(
   # gradient descent at rate η (the loss by its square), and
   # η / (1 + |ηλ - 1|) ≤ 1 / λ is stable.
   growth = jnp.exp(log_grad_norm - state.log_grad_norm)
-  loss_state = (state.loss, state.running_loss, state.loss_variance)
+  loss_state = (state.loss, state.loss_variance)
   lowest_loss, first_loss = state.lowest_loss, state.first_loss
   if loss is not None:
     loss = jnp.asarray(loss, jnp.float32)
-    previous, running_loss = _features.running_mean(
-      loss, state.running_loss, first, DECAY
-    )
+    previous, running_loss = loss_means
+    previous = jnp.where(first, loss, previous)
     first_loss = jnp.where(first, loss, first_loss)
     lowest_loss = _lowest(first, lowest_loss, running_loss)
     # A rise within NOISE_Z spreads of the minibatch losses seen before this
@@ -161,13 +162,13 @@ def safeguard(
       VARIANCE_DECAY * state.loss_variance
       + (1.0 - VARIANCE_DECAY) * jnp.square(loss - previous),
     )
-    loss_state = (loss, running_loss, jnp.minimum(variance, _features.MAX))
+    loss_state = (loss, jnp.minimum(variance, _features.MAX))
   # Past a stable step the gradient turns against the last step's direction
   # (the stiffest direction overshoots).
   backoff = blew_up & ~first & (jnp.sum(statistics[:, 2]) < 0)
   if loss is not None:
     # The next back-off needs another rise by as much from here.
-    lowest_loss = jnp.where(backoff, jnp.maximum(loss_state[1], loss), lowest_loss)
+    lowest_loss = jnp.where(backoff, jnp.maximum(running_loss, loss), lowest_loss)
   cut = jnp.clip(1.0 / (1.0 + growth), MIN_BACKOFF, BACKOFF)
   new_state = SafeguardState(
     max_learning_rate=jnp.where(
@@ -181,8 +182,7 @@ def safeguard(
       backoff, jnp.maximum(running_grad, log_grad_norm), lowest_grad
     ),
     loss=loss_state[0],
-    running_loss=loss_state[1],
-    loss_variance=loss_state[2],
+    loss_variance=loss_state[1],
     lowest_loss=lowest_loss,
     first_log_grad_norm=first_grad,
     first_loss=first_loss,

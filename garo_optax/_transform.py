@@ -159,7 +159,7 @@ def garo(
     "weight_decay": weight_decay,
   }
   _hyperparams.check_starting(starting)
-  _checks.check_options(granularity, hidden_size, seed, value=None)
+  _checks.check_options(granularity, hidden_size, seed)
   _hyperparams.check_bounds(
     max_learning_rate=max_learning_rate,
     max_effective_learning_rate=max_effective_learning_rate,
@@ -183,7 +183,7 @@ def garo(
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
     del extra_args
     groups = _checked_groups(updates, state, params, granularity)
-    _checks.check_options(granularity, hidden_size, seed, value)
+    _checks.check_loss(value)
     _checks.check_state(state, groups, _hidden_shape(groups, hidden_size))
     bias = _hyperparams.head_biases(starting, groups, state.count, home)
 
@@ -207,7 +207,12 @@ def garo(
       lr, mom, max_learning_rate, max_effective_learning_rate
     )
     backoff, safeguard = _safeguard.safeguard(
-      state.safeguard, state.count, statistics, value, previous_lr
+      state.safeguard,
+      state.count,
+      statistics,
+      value,
+      None if value is None else (state.feature_state.loss, feature_state.loss),
+      previous_lr,
     )
     lr, mom = _safeguard.apply(lr, mom, backoff, safeguard)
     lr, mom, wd = _xla.computed_once(lr, mom, wd)
@@ -221,7 +226,7 @@ def garo(
       mu=mu,
       hyperparams={
         name: _hyperparams.by_group(x, groups)
-        for name, x in zip(_hyperparams.NAMES, (lr, mom, wd), strict=True)
+        for name, x in zip(_controller.HEAD_NAMES, (lr, mom, wd), strict=True)
       },
       feature_state=feature_state,
       safeguard=safeguard,
@@ -266,7 +271,7 @@ def _initial_state(params, starting, granularity, hidden_size, mu_dtype) -> Garo
       # no group names: plain arrays there keep its state a prefix of every
       # real state.
       name: _hyperparams.by_group(x, groups) if groups.leaf_groups else x
-      for name, x in zip(_hyperparams.NAMES, values, strict=True)
+      for name, x in zip(_controller.HEAD_NAMES, values, strict=True)
     },
     feature_state=_features.init_feature_state(len(groups.names)),
     safeguard=_safeguard.init_safeguard_state(len(groups.names)),
