@@ -94,10 +94,15 @@ def _median(record: dict[str, Any], key: str) -> float:
   return math.inf if value is None else value
 
 
-def _variant_summary(results: dict[str, Any], variant: str, names: Sequence[str]):
-  """Wins against the references and loss ratio to the best tuned baseline."""
+def _variant_summary(
+  results: dict[str, Any],
+  variant: str,
+  names: Sequence[str],
+  references: Sequence[str] = optimizers_lib.REFERENCES,
+):
+  """Wins against ``references`` and loss ratio to the best tuned baseline."""
   wins = {}
-  for reference in optimizers_lib.REFERENCES:
+  for reference in references:
     loss_wins = metric_wins = total = 0
     for name in names:
       task = results["tasks"][name]
@@ -133,8 +138,55 @@ def _variant_summary(results: dict[str, Any], variant: str, names: Sequence[str]
   }
 
 
+def _held_out(results: dict[str, Any]) -> list[str]:
+  return [n for n, t in results["tasks"].items() if t["split"] == "held_out"]
+
+
+def best_peer(results: dict[str, Any]) -> str | None:
+  """The tuning-free peer of lowest geometric mean over the held-out tasks of
+  final loss / best tuned (see ``optimizers.PEERS``); None without one."""
+  held_out = _held_out(results)
+  means = {
+    n: _variant_summary(results, n, held_out)["geomean_loss_ratio_to_best_tuned"]
+    for n in results["config"]["optimizers"]
+    if n in optimizers_lib.PEERS
+  }
+  means = {n: m for n, m in means.items() if not math.isnan(m)}
+  return min(means, key=means.get) if means else None
+
+
+def _references(results: dict[str, Any]) -> tuple[str, ...]:
+  """What every untuned optimizer is compared with: adam, sgd, the best peer."""
+  peer = best_peer(results)
+  return optimizers_lib.REFERENCES + ((peer,) if peer else ())
+
+
+_REFERENCE_NAMES = {"adam": "adam(1e-3)", "sgd": "sgd(0.01)"}
+
+
+def _beats(reference: str) -> str:
+  """A column title: beating ``reference`` (a peer among them is the best)."""
+  if reference in optimizers_lib.PEERS:
+    return f"beats `{reference}` (best peer)"
+  return f"beats {_REFERENCE_NAMES.get(reference, reference)}"
+
+
+def _compared(results: dict[str, Any]) -> str:
+  """The references in words: adam, sgd and the best peer, named."""
+  peer = best_peer(results)
+  if peer is None:
+    return "`optax.adam(1e-3)` and `optax.sgd(0.01)`"
+  peers = [n for n in results["config"]["optimizers"] if n in optimizers_lib.PEERS]
+  return (
+    "`optax.adam(1e-3)`, `optax.sgd(0.01)` and the best tuning-free peer, "
+    f"`{peer}` (of `{'`, `'.join(peers)}`: the one of lowest geometric mean over "
+    "the held-out tasks)"
+  )
+
+
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
-  """Adds targets, steps to target and the per-variant summary, in place.
+  """Adds targets, steps to target, the best peer and the per-variant summary,
+  in place.
 
   The target loss of a task is the median final train loss of ``adam``
   (``optax.adam(1e-3)``); without ``adam`` in the run there is no target.
@@ -151,12 +203,13 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         if task["target_loss"] is not None
         else None
       )
-  names = list(results["tasks"])
-  held_out = [n for n in names if results["tasks"][n]["split"] == "held_out"]
+  names, held_out = list(results["tasks"]), _held_out(results)
+  results["best_peer"] = best_peer(results)
+  references = _references(results)
   results["summary"] = {
     variant: {
-      "all": _variant_summary(results, variant, names),
-      "held_out": _variant_summary(results, variant, held_out),
+      "all": _variant_summary(results, variant, names, references),
+      "held_out": _variant_summary(results, variant, held_out, references),
     }
     for variant in results["config"]["optimizers"]
     if optimizers_lib.OPTIMIZERS[variant].is_garo
@@ -180,6 +233,7 @@ def _summary_lines(results: dict[str, Any], plots: str) -> list[str]:
   """How the suite ran, the summary tables and the loss plot."""
   config, tasks = results["config"], results["tasks"]
   m = results["machine"]
+  references = _references(results)
   lines = [
     f"# GARO training-quality suite ({config['mode']})",
     "",
@@ -190,7 +244,7 @@ def _summary_lines(results: dict[str, Any], plots: str) -> list[str]:
     f"({m['cores']} cores), jax {m['jax']}, optax {m['optax']}.",
     "",
     "For each GARO variant: on how many tasks its median final train loss "
-    "(and test metric) beats `optax.adam(1e-3)` and `optax.sgd(0.01)`, and "
+    f"(and test metric) beats {_compared(results)}; and "
     "the geometric mean over tasks of its final train loss divided by the "
     "best tuned baseline's (`sgd_momentum_tuned` or `adam_tuned`; < 1 is "
     f"better than tuned; losses below {RELATIVE_LOSS_FLOOR:g} of the task's "
@@ -203,15 +257,16 @@ def _summary_lines(results: dict[str, Any], plots: str) -> list[str]:
       else ""
     ),
     "",
-    "| GARO variant | tasks | beats adam(1e-3): loss, metric | "
-    "beats sgd(0.01): loss, metric | final loss / best tuned (geo-mean) |",
-    "|---|---|---|---|---|",
+    "| GARO variant | tasks | "
+    + "".join(f"{_beats(r)}: loss, metric | " for r in references)
+    + "final loss / best tuned (geo-mean) |",
+    "|---|---|" + "---|" * (len(references) + 1),
   ]
   for variant, parts in results["summary"].items():
     for part, label in (("all", "all"), ("held_out", "held-out")):
       s = parts[part]
       cells = []
-      for ref in optimizers_lib.REFERENCES:
+      for ref in references:
         w = s["wins"][ref]
         cells.append(f"{w['loss']}/{w['tasks']}, {w['metric']}/{w['tasks']}")
       lines.append(
@@ -261,18 +316,18 @@ def summary_markdown(results: dict[str, Any], plots: str = "") -> str:
 
 def headline_markdown(results: dict[str, Any], everyone: bool = False) -> str:
   """Untuned optimizers on the held-out tasks: GARO's variants, the best other
-  one (a tuning-free peer, as a rule), ``adam`` and ``sgd`` (the README's
-  table); with ``everyone``, every untuned optimizer of the run."""
-  held_out = [n for n, t in results["tasks"].items() if t["split"] == "held_out"]
+  one, the best tuning-free peer, ``adam`` and ``sgd`` (the README's table);
+  with ``everyone``, every untuned optimizer of the run."""
+  held_out, references = _held_out(results), _references(results)
   untuned = [
     n for n in results["config"]["optimizers"] if n not in optimizers_lib.TUNED
   ]
-  rows = {n: _variant_summary(results, n, held_out) for n in untuned}
+  rows = {n: _variant_summary(results, n, held_out, references) for n in untuned}
   order = sorted(untuned, key=lambda n: rows[n]["geomean_loss_ratio_to_best_tuned"])
   if not everyone:
     garo = [n for n in order if n.startswith("garo")]
     others = [n for n in order if n not in garo]
-    keep = {*garo, *others[:1], "adam", "sgd"}
+    keep = {*garo, *others[:1], *references}
     order = [n for n in order if n in keep]
   lines = [
     "# Untuned optimizers on the held-out tasks",
@@ -281,15 +336,18 @@ def headline_markdown(results: dict[str, Any], everyone: bool = False) -> str:
     f"{len(results['config']['seeds'])} seeds; final train loss over the best "
     "grid-tuned SGD+momentum or Adam's, geometric mean (< 1 is better than "
     "tuned), and the tasks on which the median final loss beats "
-    "`adam(1e-3)`'s.",
+    f"{_compared(results)}.",
     "",
-    "| optimizer (no tuning) | final loss / best tuned (geo-mean) | beats adam(1e-3) |",
-    "|---|---|---|",
+    "| optimizer (no tuning) | final loss / best tuned (geo-mean) | "
+    + " | ".join(_beats(r) for r in references)
+    + " |",
+    "|---|---|" + "---|" * len(references),
   ]
   for name in order:
-    row = rows[name]
-    wins = row["wins"]["adam"]
-    beats = "—" if name == "adam" else f"{wins['loss']}/{wins['tasks']}"
+    wins = rows[name]["wins"]
+    cells = [
+      "—" if name == r else f"{wins[r]['loss']}/{wins[r]['tasks']}" for r in references
+    ]
     description = next(
       t["optimizers"][name]["description"]
       for t in results["tasks"].values()
@@ -297,7 +355,9 @@ def headline_markdown(results: dict[str, Any], everyone: bool = False) -> str:
     )
     lines.append(
       f"| `{name}`: {description} | "
-      f"{_fmt(row['geomean_loss_ratio_to_best_tuned'])} | {beats} |"
+      f"{_fmt(rows[name]['geomean_loss_ratio_to_best_tuned'])} | "
+      + " | ".join(cells)
+      + " |"
     )
   return "\n".join(lines) + "\n"
 
@@ -404,7 +464,8 @@ def _median_curve(curves: Sequence[Sequence[float]]) -> np.ndarray:
 # Baselines: thin dashed lines; GARO variants: thick solid or dotted lines.
 _BASELINE_COLORS = (
   "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown",
-  "tab:pink", "tab:olive", "tab:cyan", "navy", "goldenrod", "silver",
+  "tab:pink", "tab:olive", "tab:cyan", "navy", "goldenrod", "silver", "teal",
+  "darkkhaki",
 )  # fmt: skip
 _GARO_STYLES = {
   "garo_init": {"color": "black", "ls": "-"},
