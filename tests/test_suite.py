@@ -268,6 +268,32 @@ def test_best_peer_is_the_peer_of_lowest_held_out_geomean():
   assert rows["cocob"][-1] == "— |"
 
 
+def test_merge_adds_rows_and_keeps_the_others(tmp_path):
+  common = ["--quick", "--steps", "20", "--out", str(tmp_path)]
+  suite.main([*common, "--tasks", "quadratic", "--seeds", "1", "--optimizers",
+              "adam", "cocob"])  # fmt: skip
+  before = report.read(tmp_path / "suite_results.json")
+  suite.main([*common, "--optimizers", "dadapt_adamw", "cocob", "--merge"])
+  after = report.read(tmp_path / "suite_results.json")
+  rows = after["tasks"]["quadratic"]["optimizers"]
+  assert (
+    list(rows) == after["config"]["optimizers"] == ["adam", "dadapt_adamw", "cocob"]
+  )
+  assert rows["adam"] == before["tasks"]["quadratic"]["optimizers"]["adam"]
+  assert [run["optimizers"] for run in after["config"]["runs"]] == [
+    ["adam", "cocob"],
+    ["dadapt_adamw", "cocob"],
+  ]
+  assert after["config"]["runs"][1]["command"].endswith("cocob --merge")
+  assert (
+    "then `python -m benchmarks.suite --quick"
+    in (tmp_path / "suite_summary.md").read_text()
+  )
+  with pytest.raises(ValueError, match="steps of quadratic"):
+    suite.main(["--quick", "--steps", "10", "--out", str(tmp_path), "--optimizers",
+                "sgd", "--merge"])  # fmt: skip
+
+
 def test_task_split_is_a_partition():
   parts = (tasks.META_TRAIN, tasks.VALIDATION, tasks.HELD_OUT)
   assert sum(map(len, parts)) == len(set().union(*parts))
