@@ -488,7 +488,7 @@ def _median_curve(curves: Sequence[Sequence[float]]) -> np.ndarray:
 _BASELINE_COLORS = (
   "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown",
   "tab:pink", "tab:olive", "tab:cyan", "navy", "goldenrod", "silver", "teal",
-  "darkkhaki",
+  "lime",
 )  # fmt: skip
 _GARO_STYLES = {
   "garo_init": {"color": "black", "ls": "-"},
