@@ -17,6 +17,8 @@ Usage::
   nice -n 10 python -m benchmarks.meta_family_cost               # "default"
   nice -n 10 python -m benchmarks.meta_family_cost --families tiny
   nice -n 10 python -m benchmarks.meta_family_cost --only conv_8x8_b16
+
+``results/meta_family_cost_cpu.md`` is ``--repeats 7`` on two CPUs.
 """
 
 import argparse

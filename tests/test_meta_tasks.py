@@ -288,3 +288,23 @@ def test_badly_scaled_features_span_decades():
   z, x = _run(lambda k: tasks._badly_scaled_features(k, 2048, 32), jax.random.key(0))
   spread = np.ptp(np.log10(np.std(x, 0) / np.std(z, 0)))
   assert 2.5 <= spread <= 4.0
+
+
+def test_cost_benchmark_runs(capsys):
+  from benchmarks import meta_family_cost
+
+  meta_family_cost.main(
+    [
+      "--families",
+      "tiny",
+      "--only",
+      "quadratic_d8_b4",
+      "--steps",
+      "2",
+      "--repeats",
+      "1",
+    ]
+  )
+  table = capsys.readouterr().out
+  assert "| quadratic_d8_b4 | quadratic | 8 | 1 | 4 |" in table
+  assert "1 families:" in table
