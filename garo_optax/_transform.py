@@ -38,6 +38,7 @@ def garo(
   hidden_size: int | None = None,
   seed: int | None = None,
   granularity: _groups.Granularity = "global",
+  total_steps: int | None = None,
   max_learning_rate: float | None = None,
   max_effective_learning_rate: float | None = None,
   home_learning_rate: float | None = None,
@@ -54,16 +55,24 @@ def garo(
   .. math::
 
     h_t &= \mathrm{GRU}(x_t, h_{t-1}), \quad h_{-1} = 0 \\
-    \eta_t &= \mathrm{softplus}(W_\eta h_t + b_\eta), \quad
-    \mu_t = \tanh(W_\mu h_t + b_\mu), \quad
-    \lambda_t = \mathrm{softplus}(W_\lambda h_t + b_\lambda) \\
+    \hat\eta_t &= \mathrm{softplus}(W_\eta h_t + b_\eta), \quad
+    \hat\mu_t = \tanh(W_\mu h_t + b_\mu), \quad
+    \hat\lambda_t = \mathrm{softplus}(W_\lambda h_t + b_\lambda) \\
+    \log \eta_t &= \log \eta^0_t + o_t, \quad
+    o_t = 0.9\, o_{t-1} + 0.1 \log(\hat\eta_t / \eta^0_t)
+    \quad \text{(likewise } \mu_t, \lambda_t\text{)} \\
     m_t &= \mu_t m_{t-1} + g_t + \lambda_t \theta_t, \quad
     u_t = -\eta_t m_t
 
   (``torch.optim.SGD`` semantics). The biases :math:`b` are set from
-  ``learning_rate``, ``momentum`` and ``weight_decay``, and :math:`x_0 = 0`
-  makes :math:`h_0 = 0`, so the first step is exactly SGD with those values;
-  from there the controller adapts them.
+  ``learning_rate``, ``momentum`` and ``weight_decay`` (:math:`\eta^0_t`,
+  :math:`\mu^0_t`, :math:`\lambda^0_t`: the starting values, or a schedule's
+  at step :math:`t`), and the applied values follow the heads' through a
+  running mean of their offsets from those (log ratios for the rates, a
+  difference for the momentum), so they change smoothly, as a schedule does.
+  :math:`x_0 = 0` makes :math:`h_0 = 0` and :math:`o_0 = 0`, so the first
+  step is exactly SGD with the given values; from there the controller adapts
+  them.
 
   **Safeguard.** The momentum is never negative, and when the loss (if
   ``value`` is given) or the gradient norm blows up while the gradient turns
@@ -109,6 +118,11 @@ def garo(
       group labels (a pytree of strings shaped like the params, or a function
       of the params returning one, as in :func:`optax.multi_transform`); every
       group is driven by the same controller weights.
+    total_steps: the number of steps the run will take, if known. The
+      controller then sees the run's progress, ``count / total_steps`` (held
+      at 1 after the last step), and can anneal towards the end as a decay
+      schedule's ``decay_steps`` does; without it (``None``, the default) it
+      adapts from what it measures alone.
     max_learning_rate: if set, the learning rate never exceeds it.
     max_effective_learning_rate: if set, the effective step size of heavy-ball
       momentum, ``learning_rate / (1 - momentum)``, never exceeds it (the
@@ -160,6 +174,7 @@ def garo(
   }
   _hyperparams.check_starting(starting)
   _checks.check_options(granularity, hidden_size, seed)
+  _checks.check_total_steps(total_steps)
   _hyperparams.check_bounds(
     max_learning_rate=max_learning_rate,
     max_effective_learning_rate=max_effective_learning_rate,
@@ -199,9 +214,14 @@ def garo(
       previous_lr,
       _controller.heads(bias)[0],
       value,
+      total_steps,
     )
-    hidden, (lr, mom, wd) = _controller.controller_step(
-      weights, features, state.hidden.reshape(len(groups.names), hidden_size), bias
+    hidden, offsets, (lr, mom, wd) = _controller.controller_step(
+      weights,
+      features,
+      state.hidden.reshape(len(groups.names), hidden_size),
+      state.offsets,
+      bias,
     )
     lr, mom = _hyperparams.bounded(
       lr, mom, max_learning_rate, max_effective_learning_rate
@@ -223,6 +243,7 @@ def garo(
     new_state = GaroState(
       count=optax.safe_increment(state.count),
       hidden=hidden.reshape(state.hidden.shape),
+      offsets=offsets,
       mu=mu,
       hyperparams={
         name: _hyperparams.by_group(x, groups)
@@ -265,6 +286,7 @@ def _initial_state(params, starting, granularity, hidden_size, mu_dtype) -> Garo
   return GaroState(
     count=jnp.zeros((), jnp.int32),
     hidden=jnp.zeros(_hidden_shape(groups, hidden_size), jnp.float32),
+    offsets=jnp.zeros((len(groups.names), len(_controller.HEAD_NAMES)), jnp.float32),
     mu=optax.tree.zeros_like(params, dtype=mu_dtype),
     hyperparams={
       # A tree without leaves (optax.tree.map_params's placeholder params) has

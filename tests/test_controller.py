@@ -61,7 +61,7 @@ def _assert_invalid(path, match):
     ({"gru/hidden_kernel": np.zeros((3, 3))}, "'gru/hidden_kernel' has shape"),
     ({"gru/input_bias": None}, "no array 'gru/input_bias'"),
     ({"head_kernel": None}, "no array 'head_kernel'"),
-    ({"version": np.array(2)}, "version 2"),
+    ({"version": np.array(1)}, "format version 1; this garo_optax reads version 2"),
     ({"version": None}, "no 'version' entry"),
     ({"version": np.array("one")}, "'version' entry is not an integer"),
     ({"num_features": np.array(3)}, "3 features"),
@@ -163,13 +163,15 @@ def test_zero_hidden_state_gives_starting_values(
   controller, learning_rate, momentum, weight_decay
 ):
   bias = _hyperparams.head_bias(learning_rate, momentum, weight_decay)
-  hidden, values = _controller.controller_step(
+  hidden, offsets, values = _controller.controller_step(
     controller,
     jnp.zeros((1, _features.NUM_FEATURES)),
     jnp.zeros((1, HIDDEN_SIZE)),
+    jnp.zeros((1, len(_controller.HEAD_NAMES))),
     bias,
   )
   np.testing.assert_array_equal(hidden, 0.0)
+  np.testing.assert_array_equal(offsets, 0.0)
   np.testing.assert_allclose(
     [v[0] for v in values[:2]], [learning_rate, momentum], rtol=1e-6
   )
@@ -177,3 +179,36 @@ def test_zero_hidden_state_gives_starting_values(
     np.testing.assert_allclose(values[2][0], weight_decay, rtol=1e-6)
   else:
     assert 0 <= values[2][0] < 1e-8
+
+
+def test_applied_values_follow_the_heads_through_a_running_mean(controller):
+  """The applied values are the reference's moved by a running mean of the
+  heads' offsets from it (log ratios for the rates, a difference for the
+  momentum), computed here from the equations."""
+  reference = np.array([0.1, 0.5, 1e-3])
+  bias = _hyperparams.head_bias(*reference)
+  features = jax.random.normal(jax.random.key(1), (1, _features.NUM_FEATURES))
+  hidden = jnp.zeros((1, HIDDEN_SIZE))
+  offsets = jnp.zeros((1, len(_controller.HEAD_NAMES)))
+  decay = _controller.OUTPUT_DECAY
+  expected = np.zeros(3)
+  for _ in range(3):
+    hidden, offsets, values = _controller.controller_step(
+      controller, features, hidden, offsets, bias
+    )
+    lr, mom, wd = _controller.heads(hidden @ controller.head_kernel + bias)
+    target = np.array(
+      [np.log(lr[0] / reference[0]), mom[0] - reference[1], np.log(wd[0] / reference[2])]
+    )
+    expected = decay * expected + (1 - decay) * target
+    np.testing.assert_allclose(offsets[0], expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+      [v[0] for v in values],
+      [
+        reference[0] * np.exp(expected[0]),
+        reference[1] + expected[1],
+        reference[2] * np.exp(expected[2]),
+      ],
+      rtol=1e-5,
+    )
+  assert np.all(np.abs(expected) > 1e-4)  # the heads did move

@@ -77,14 +77,12 @@ def truncated_gradient(
   return loss, grad, jax.lax.stop_gradient(new_state)
 
 
-def _perturbations(key, controller, num_pairs, sigma, dropped_features=()):
+def _perturbations(key, controller, num_pairs, sigma):
   """``num_pairs`` Gaussian perturbations of the controller's weights.
 
   The biases of the GRU's candidate stay unperturbed (and so, under ES, at
   their initial zero): with them zero, a zero input keeps the hidden state at
   zero, which is what makes GARO's first step plain SGD for any controller.
-  Nor are the input weights of ``dropped_features``, so their ES gradient is
-  exactly zero.
   """
   leaves, treedef = jax.tree.flatten(controller)
   keys = jax.random.split(key, len(leaves))
@@ -96,9 +94,6 @@ def _perturbations(key, controller, num_pairs, sigma, dropped_features=()):
   )
   hidden = controller.hidden_size
   gru = epsilon.gru._replace(
-    input_kernel=epsilon.gru.input_kernel.at[
-      :, jnp.asarray(dropped_features, jnp.int32)
-    ].set(0.0),
     input_bias=epsilon.gru.input_bias.at[:, 2 * hidden :].set(0.0),
     hidden_bias=jnp.zeros_like(epsilon.gru.hidden_bias),
   )
@@ -156,7 +151,7 @@ def es_gradient(
     estimate of the gradient of the smoothed meta-loss.
   """
   num_pairs = keys.shape[0]
-  epsilon = _perturbations(key, controller, num_pairs, sigma, config.dropped_features)
+  epsilon = _perturbations(key, controller, num_pairs, sigma)
   losses = jax.vmap(inner.unroll_meta_loss, in_axes=(0, 0, 0, 0, None, None))(
     _antithetic(controller, epsilon),
     jax.tree.map(_twice, task),
@@ -183,10 +178,14 @@ def pes_init(
   keys: jax.Array,
   learning_rate: jax.Array,
   config: inner.InnerConfig = inner.DEFAULT_CONFIG,
+  total_steps: jax.Array | None = None,
 ) -> PESState:
-  """Starts the ``P`` pairs of persistent runs."""
-  state = jax.vmap(inner.inner_init, in_axes=(None, 0, 0, 0, None))(
-    controller, task, keys, learning_rate, config
+  """Starts the ``P`` pairs of persistent runs (``total_steps``: garo's, per
+  pair, 0 or ``None`` for none)."""
+  if total_steps is None:
+    total_steps = jnp.zeros(learning_rate.shape, jnp.float32)
+  state = jax.vmap(inner.inner_init, in_axes=(None, 0, 0, 0, None, 0))(
+    controller, task, keys, learning_rate, config, total_steps
   )
   zeros = jax.tree.map(
     lambda c: jnp.zeros((keys.shape[0], *c.shape), c.dtype), controller
@@ -217,9 +216,7 @@ def pes_gradient(
   Returns:
     ``(inner.meta_loss, gradient, pes_state)``.
   """
-  epsilon = _perturbations(
-    key, controller, learning_rate.shape[0], sigma, config.dropped_features
-  )
+  epsilon = _perturbations(key, controller, learning_rate.shape[0], sigma)
   accumulated = jax.tree.map(jnp.add, pes_state.accumulated, epsilon)
 
   num_pairs = learning_rate.shape[0]

@@ -233,3 +233,12 @@ def training_families() -> tuple[Family, ...]:
     conv_family((8, 8), 16),
     char_family(4, 64, 32),
   )
+
+
+def families(name: str) -> tuple[Family, ...]:
+  """The families of a named distribution: ``"default"`` or ``"tiny"``."""
+  if name == "default":
+    return training_families()
+  if name == "tiny":
+    return (quadratic_family(8, 4), logistic_family(4, 2, 8))
+  raise ValueError(f"Unknown families {name!r}: use 'default' or 'tiny'")
