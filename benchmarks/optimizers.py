@@ -80,6 +80,7 @@ _ALL = (
   ),
   Optimizer("adamw", "optax.adamw(1e-3), weight_decay=1e-4", optax.adamw, 1e-3),
   Optimizer("prodigy", "optax.contrib.prodigy()", contrib.prodigy, 1.0),
+  Optimizer("dadapt_adamw", "optax.contrib.dadapt_adamw()", contrib.dadapt_adamw, 1.0),
   Optimizer("dog", "optax.contrib.dog()", contrib.dog, 1.0),
   Optimizer(
     "mechanize",
@@ -87,11 +88,19 @@ _ALL = (
     lambda lr: contrib.mechanize(optax.adam(lr)),
     1.0,
   ),
+  Optimizer("cocob", "optax.contrib.cocob()", contrib.cocob, 1.0),
   Optimizer(
     "schedule_free_sgd",
     "optax.contrib.schedule_free_sgd(0.1), evaluated at its average",
     contrib.schedule_free_sgd,
     0.1,
+    eval_params=_schedule_free_eval,
+  ),
+  Optimizer(
+    "schedule_free_adamw",
+    "optax.contrib.schedule_free_adamw() (lr 0.0025), evaluated at its average",
+    contrib.schedule_free_adamw,
+    0.0025,
     eval_params=_schedule_free_eval,
   ),
   Optimizer(
@@ -121,6 +130,19 @@ OPTIMIZERS: dict[str, Optimizer] = {opt.name: opt for opt in _ALL}
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
 # Each GARO variant is compared with these (summary of the suite).
 REFERENCES: tuple[str, ...] = ("adam", "sgd")
+# Tuning-free peers: optimizers that set their own step size, and schedule-free
+# ones, at optax's defaults (schedule_free_sgd at 0.1); each GARO variant is
+# also compared with the best of them. Not reduce_on_plateau: a plateau
+# scheduler over a hand-set SGD learning rate.
+PEERS: tuple[str, ...] = (
+  "prodigy",
+  "dadapt_adamw",
+  "dog",
+  "mechanize",
+  "cocob",
+  "schedule_free_sgd",
+  "schedule_free_adamw",
+)
 TUNED: tuple[str, ...] = tuple(opt.name for opt in _ALL if opt.grid)
 
 

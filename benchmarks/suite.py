@@ -11,6 +11,12 @@ Usage::
   python -m benchmarks.suite --full         # the committed results
   python -m benchmarks.suite --quick --tasks quadratic mlp_digits \\
       --optimizers sgd adam garo --seeds 2 --steps 200 --out /tmp/suite
+  python -m benchmarks.suite --full --optimizers cocob --merge
+
+``--merge`` runs only the named optimizers, on the tasks and seeds of the
+results already in the output directory, and writes those results back with
+the new optimizers' rows added or replacing theirs; the other rows are kept
+as they are, and the summary says which command made which rows.
 """
 
 import argparse
@@ -18,6 +24,7 @@ import math
 import os
 import pathlib
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -209,6 +216,69 @@ def run_suite(
   return report.summarize(results)
 
 
+def _in_order(rows: dict[str, Any]) -> dict[str, Any]:
+  """``rows``, keyed by optimizer, in the suite's order of optimizers."""
+  order = {name: i for i, name in enumerate(optimizers_lib.OPTIMIZER_NAMES)}
+  return dict(sorted(rows.items(), key=lambda row: order.get(row[0], len(order))))
+
+
+def _run_entry(results: dict[str, Any], command: str) -> dict[str, Any]:
+  return {
+    "command": command,
+    "optimizers": results["config"]["optimizers"],
+    "wall_seconds": results["wall_seconds"],
+    "cpu_seconds": results["cpu_seconds"],
+  }
+
+
+def merge(
+  into: dict[str, Any], results: dict[str, Any], command: str
+) -> dict[str, Any]:
+  """``into`` with the rows of ``results`` added or replacing its own, in place.
+
+  Args:
+    into: earlier results (as :func:`report.read` returns them).
+    results: a run of other optimizers on the same tasks, steps and seeds.
+    command: the command that made ``results``, recorded in ``config["runs"]``.
+
+  Returns:
+    ``into``, summarized again.
+
+  Raises:
+    ValueError: the two runs differ in their tasks, steps, seeds, machine or
+      library versions, so that their rows would not compare.
+  """
+  config, new = into["config"], results["config"]
+  keys = ("mode", "seeds", "tuning_seed", "evaluations_per_run", "tasks")
+  differences = [k for k in keys if config[k] != new[k]]
+  differences += [
+    k
+    for k in ("cpu", "cores", "jax", "optax")
+    if into["machine"][k] != results["machine"][k]
+  ]
+  for name, task in results["tasks"].items():
+    mine = into["tasks"][name]
+    if (task["steps"], task["every"]) != (mine["steps"], mine["every"]):
+      differences.append(f"steps of {name}")
+  if differences:
+    raise ValueError(f"Cannot merge runs that differ in {', '.join(differences)}.")
+  for name, task in results["tasks"].items():
+    rows = into["tasks"][name]["optimizers"]
+    into["tasks"][name]["optimizers"] = _in_order({**rows, **task["optimizers"]})
+  runs = config.setdefault("runs", [_run_entry(into, config["command"])])
+  runs.append(_run_entry(results, command))
+  config["optimizers"] = list(
+    _in_order(dict.fromkeys(config["optimizers"] + new["optimizers"]))
+  )
+  skipped = config["skipped_optimizers"]
+  for name in new["optimizers"]:
+    skipped.pop(name, None)
+  skipped.update(new["skipped_optimizers"])
+  into["wall_seconds"] = sum(run["wall_seconds"] for run in runs)
+  into["cpu_seconds"] = sum(run["cpu_seconds"] for run in runs)
+  return report.summarize(into)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
     prog="python -m benchmarks.suite", description=__doc__.split("\n")[0]
@@ -235,9 +305,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     type=pathlib.Path,
     help="output directory (default benchmarks/results, or .../quick)",
   )
+  parser.add_argument(
+    "--merge",
+    action="store_true",
+    help="run only --optimizers, on the tasks and seeds of the output "
+    "directory's suite_results.json, and add or replace their rows there",
+  )
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
   mode_name = "full" if args.full else "quick"
   out = args.out or (RESULTS if args.full else RESULTS / "quick")
+  previous = None
+  if args.merge:
+    if not args.optimizers or args.tasks or args.seeds:
+      parser.error("--merge needs --optimizers; it runs the earlier tasks and seeds.")
+    if not (out / "suite_results.json").exists():
+      parser.error(f"--merge: no {out / 'suite_results.json'} to merge into.")
+    previous = report.read(out / "suite_results.json")
+    if previous["config"]["mode"] != mode_name:
+      parser.error(f"--merge: {out} holds a --{previous['config']['mode']} run.")
   try:
     tasks_lib.check_names(args.tasks or ())
     optimizers_lib.check_names(args.optimizers or ())
@@ -249,14 +335,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.error("--seeds and --steps must be at least 1.")
   results = run_suite(
     mode_name,
-    task_names=args.tasks,
+    task_names=previous["config"]["tasks"] if previous else args.tasks,
     optimizer_names=args.optimizers,
-    num_seeds=args.seeds,
+    num_seeds=len(previous["config"]["seeds"]) if previous else args.seeds,
     steps=args.steps,
   )
+  seconds = results["wall_seconds"]
+  if previous:
+    command = shlex.join(["python", "-m", "benchmarks.suite", *argv])
+    results = merge(previous, results, command)
   report.write(results, out)
   print(report.summary_markdown(results))
-  print(f"Wrote {out} in {results['wall_seconds']:.0f} s.", file=sys.stderr)
+  print(f"Wrote {out} in {seconds:.0f} s.", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """The training-quality benchmark suite: a reduced run, determinism, bad input."""
 
+import inspect
 import json
 import math
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from benchmarks import optimizers, report, suite, tasks, train
@@ -131,8 +133,35 @@ def test_tuning_widens_the_grid_past_an_edge():
   assert tuning["grid"][-1] == pytest.approx(10.0)
 
 
+NEW_PEERS = {  # name: the optax function run at its defaults
+  "dadapt_adamw": optax.contrib.dadapt_adamw,
+  "schedule_free_adamw": optax.contrib.schedule_free_adamw,
+  "cocob": optax.contrib.cocob,
+}
+
+
+def test_new_peers_use_optax_defaults_and_lower_the_loss():
+  for name, make in NEW_PEERS.items():
+    default = inspect.signature(make).parameters["learning_rate"].default
+    assert optimizers.OPTIMIZERS[name].learning_rate == default, name
+    assert name in optimizers.PEERS, name
+  assert "reduce_on_plateau" not in optimizers.PEERS
+  results = suite.run_suite(
+    "quick",
+    task_names=["quadratic"],
+    optimizer_names=list(NEW_PEERS),
+    num_seeds=1,
+    steps=20,
+    progress=False,
+  )
+  for name, record in results["tasks"]["quadratic"]["optimizers"].items():
+    curve = np.asarray(record["train_loss"][0])
+    assert np.all(np.isfinite(curve)) and curve[-1] < curve[0], name
+
+
 def _record(curve, metric):
   return {
+    "description": "an optimizer",
     "eval_steps": [0, 10],
     "train_loss": [curve],
     "final_train_loss": {"median": curve[-1]},
@@ -179,6 +208,90 @@ def test_summary_counts_wins_and_ratios_to_the_best_tuned_baseline():
     "median": 10.0,
     "reached": 1,
   }
+
+
+def _results(finals, splits):
+  """Summarized results of one seed: ``finals[task][optimizer]`` is the final
+  train loss, and the test metric (lower is better)."""
+  results = {
+    "config": {
+      "command": "python -m benchmarks.suite --full",
+      "mode": "full",
+      "seeds": [0],
+      "optimizers": list(next(iter(finals.values()))),
+      "skipped_optimizers": {},
+    },
+    "machine": {"cpu": "a CPU", "cores": 1, "jax": "0", "optax": "0"},
+    "wall_seconds": 60.0,
+    "cpu_seconds": 60.0,
+    "tasks": {
+      name: {
+        "split": splits[name],
+        "higher_is_better": False,
+        "optimizers": {opt: _record([2.0, loss], loss) for opt, loss in opts.items()},
+      }
+      for name, opts in finals.items()
+    },
+  }
+  return report.summarize(results)
+
+
+def test_best_peer_is_the_peer_of_lowest_held_out_geomean():
+  # Loss ratios to adam_tuned (0.1): held out, prodigy 2 and 8 (geo-mean 4),
+  # cocob 3 and 3; meta-train task m, where prodigy is far better, does not
+  # count. reduce_on_plateau is better still, but not a tuning-free peer.
+  opts = ("adam_tuned", "adam", "sgd", "prodigy", "cocob", "reduce_on_plateau",
+          "garo_init")  # fmt: skip
+  finals = {
+    "a": dict(zip(opts, (0.1, 0.5, 1.0, 0.2, 0.3, 0.1, 0.25), strict=True)),
+    "b": dict(zip(opts, (0.1, 0.5, 1.0, 0.8, 0.3, 0.1, 0.4), strict=True)),
+    "m": dict(zip(opts, (0.1, 0.5, 1.0, 0.1, 10.0, 0.1, 0.05), strict=True)),
+  }
+  results = _results(finals, {"a": "held_out", "b": "held_out", "m": "meta_train"})
+  assert report.best_peer(results) == results["best_peer"] == "cocob"
+  garo = results["summary"]["garo_init"]
+  assert garo["held_out"]["wins"]["cocob"] == {"loss": 1, "metric": 1, "tasks": 2}
+  assert garo["all"]["wins"]["cocob"] == {"loss": 2, "metric": 2, "tasks": 3}
+
+  summary = report.summary_markdown(results)
+  assert "the best tuning-free peer, `cocob` (of `prodigy`, `cocob`:" in summary
+  assert "beats `cocob` (best peer): loss, metric |" in summary
+  assert "| `garo_init` | held-out | 2/2, 2/2 | 2/2, 2/2 | 1/2, 1/2 | 3.16 |" in summary
+  headline = report.headline_markdown(results).split("\n")
+  assert (
+    "| beats adam(1e-3) | beats sgd(0.01) | beats `cocob` (best peer) |"
+    in (headline[4])
+  )
+  rows = {line.split("`")[1]: line.split(" | ")[-3:] for line in headline[6:-1]}
+  assert list(rows) == ["reduce_on_plateau", "cocob", "garo_init", "adam", "sgd"]
+  assert rows["garo_init"] == ["2/2", "2/2", "1/2 |"]
+  assert rows["cocob"][-1] == "— |"
+
+
+def test_merge_adds_rows_and_keeps_the_others(tmp_path):
+  common = ["--quick", "--steps", "20", "--out", str(tmp_path)]
+  suite.main([*common, "--tasks", "quadratic", "--seeds", "1", "--optimizers",
+              "adam", "cocob"])  # fmt: skip
+  before = report.read(tmp_path / "suite_results.json")
+  suite.main([*common, "--optimizers", "dadapt_adamw", "cocob", "--merge"])
+  after = report.read(tmp_path / "suite_results.json")
+  rows = after["tasks"]["quadratic"]["optimizers"]
+  assert (
+    list(rows) == after["config"]["optimizers"] == ["adam", "dadapt_adamw", "cocob"]
+  )
+  assert rows["adam"] == before["tasks"]["quadratic"]["optimizers"]["adam"]
+  assert [run["optimizers"] for run in after["config"]["runs"]] == [
+    ["adam", "cocob"],
+    ["dadapt_adamw", "cocob"],
+  ]
+  assert after["config"]["runs"][1]["command"].endswith("cocob --merge")
+  assert (
+    "then `python -m benchmarks.suite --quick"
+    in (tmp_path / "suite_summary.md").read_text()
+  )
+  with pytest.raises(ValueError, match="steps of quadratic"):
+    suite.main(["--quick", "--steps", "10", "--out", str(tmp_path), "--optimizers",
+                "sgd", "--merge"])  # fmt: skip
 
 
 def test_task_split_is_a_partition():
