@@ -185,7 +185,7 @@ def summarise(garo, base) -> dict[str, Any]:
       "adam_metric": float(np.mean(b["adam"]["metric"])),
       "best_tuned_metric": float(np.mean(b[tuned]["metric"])),
       **{f"garo_lr{lr:g}": v for lr, v in finals.items()},
-      **{key: float(np.median(default[key])) for key in CHANGES},
+      **{key: float(np.median(default[key])) for key in CHANGES if key in default},
       "lr_spread": _floored_ratio(max(finals.values()), min(finals.values()), floor),
       "lr_spread_unfloored": _ratio(max(finals.values()), min(finals.values())),
       "nonfinite": int(
@@ -209,7 +209,11 @@ def summarise(garo, base) -> dict[str, Any]:
     "lr_spread_within_2x": sum(r["lr_spread"] <= 2.0 for r in rows.values()),
     "nonfinite": sum(r["nonfinite"] for r in rows.values()),
     "above_initial": sum(r["above_initial"] for r in rows.values()),
-    **{f"max_{key}": max(r[key] for r in rows.values()) for key in CHANGES},
+    **{
+      f"max_{key}": max(r[key] for r in rows.values())
+      for key in CHANGES
+      if all(key in r for r in rows.values())
+    },
   }
 
 
@@ -228,7 +232,8 @@ def table(summary) -> str:
       f"| {name} | {r['initial']:.3g} | {r['garo']:.3g} | {r['sgd']:.3g} | "
       f"{r['adam']:.3g} | {r['best_tuned']:.3g} ({r['best_tuned_name']}) | "
       f"{r['ratio']:.3g} | {finals} | {r['lr_spread']:.3g}x | "
-      f"{r['log_learning_rate_step']:.3g} | {r['momentum_step']:.3g} | "
+      f"{r.get('log_learning_rate_step', np.nan):.3g} | "
+      f"{r.get('momentum_step', np.nan):.3g} | "
       f"{r['garo_metric']:.3g} | {r['adam_metric']:.3g} | "
       f"{r['best_tuned_metric']:.3g} |"
     )

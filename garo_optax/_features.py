@@ -107,7 +107,9 @@ def _loss_features(value, feature_state, first, shape):
   _, slow = running_mean(value, feature_state.slow_loss, first, SLOW_EMA_DECAY)
   deviation = value - previous
   variance = jnp.where(first, 0.0, feature_state.loss_variance)
-  variance = SLOW_EMA_DECAY * variance + (1.0 - SLOW_EMA_DECAY) * deviation**2
+  variance = SLOW_EMA_DECAY * variance + (1.0 - SLOW_EMA_DECAY) * jnp.minimum(
+    deviation**2, MAX
+  )
   scale = jnp.maximum(jnp.abs(slow), TINY)
   # Exactly zero on the first step, however the two running means round.
   trend = jnp.where(first, 0.0, (fast - slow) / scale)

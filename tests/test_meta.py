@@ -187,6 +187,16 @@ def test_es_gradient_correlates_with_true_gradient(quadratic):
       sigma=1e-3,
     )
   )(controller)
+  # ES never perturbs the candidate's biases (they stay zero), so it
+  # estimates the gradient's other components only.
+  hidden = controller.hidden_size
+  true = true._replace(
+    gru=true.gru._replace(
+      input_bias=true.gru.input_bias.at[2 * hidden :].set(0.0),
+      hidden_bias=jnp.zeros_like(true.gru.hidden_bias),
+    )
+  )
+  np.testing.assert_array_equal(es.gru.hidden_bias, 0.0)
   cosine = jnp.vdot(_flat(true), _flat(es)) / (
     jnp.linalg.norm(_flat(true)) * jnp.linalg.norm(_flat(es))
   )

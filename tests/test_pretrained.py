@@ -70,12 +70,14 @@ def test_pretrained_uses_its_training_bound():
       out.append(garo_optax.hyperparams(state)["learning_rate"])
     return np.array(out)
 
-  bounded = run(garo_optax.garo(0.5, controller="pretrained"))
+  # lr / (1 - momentum) = 2.5 from the start: the bound of 1 binds.
+  bounded = run(garo_optax.garo(0.5, 0.8, controller="pretrained"))
   np.testing.assert_array_equal(
     bounded,
     run(
       garo_optax.garo(
         0.5,
+        0.8,
         controller=pretrained.load(),
         max_effective_learning_rate=pretrained.MAX_EFFECTIVE_LEARNING_RATE,
         home_learning_rate=pretrained.HOME_LEARNING_RATE,
@@ -87,6 +89,7 @@ def test_pretrained_uses_its_training_bound():
   unbounded = run(
     garo_optax.garo(
       0.5,
+      0.8,
       controller=pretrained.load(),
       home_learning_rate=pretrained.HOME_LEARNING_RATE,
       home_steps=pretrained.HOME_STEPS,

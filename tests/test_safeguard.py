@@ -146,9 +146,9 @@ def test_stable_run_never_backs_off(loss_fn, params, train):
 
 def test_momentum_is_never_negative(params, random_grads):
   """A controller whose momentum head swings both ways is floored at 0."""
-  controller = garo_optax.init_controller(jax.random.key(0), head_scale=3.0)
+  controller = garo_optax.init_controller(jax.random.key(1), head_scale=3.0)
   tx = garo_optax.garo(0.01, 0.1, controller=controller)
-  grads = random_grads(jax.random.key(1), params, 50)
+  grads = random_grads(jax.random.key(1), params, 100)
 
   def step(state, g):
     _, state = tx.update(g, state, params)

@@ -172,7 +172,7 @@ def test_hyperparams_invariant_to_gradient_scale(params, random_grads):
 
 
 def test_learning_rate_caps(params, random_grads):
-  grads = random_grads(jax.random.key(0), params, 20)
+  grads = random_grads(jax.random.key(0), params, 100)
   effective = lambda hp: hp["learning_rate"] / (1.0 - jnp.abs(hp["momentum"]))
 
   def peaks(**cap):
