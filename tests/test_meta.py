@@ -1,4 +1,5 @@
-"""Tests of garo_optax.meta: task families and meta-gradient estimators."""
+"""Tests of garo_optax.meta: the inner loop, meta-gradient estimators and the
+trainer (the task families are in ``test_meta_tasks.py``)."""
 
 import jax
 import jax.numpy as jnp
@@ -15,65 +16,6 @@ def quadratic():
   return tasks.quadratic_family(8, 4).sample(jax.random.key(0))
 
 
-@pytest.mark.parametrize("family", tasks.training_families(), ids=lambda f: f.name)
-def test_family_makes_trainable_tasks(family):
-  def make(key):
-    task = family.sample(key)
-    params = task.init(jax.random.key(3))
-    loss, grads = jax.value_and_grad(task.loss)(params, task.batch(jax.random.key(4)))
-    return params, loss, grads
-
-  # Shapes only (no compilation): a scalar loss, gradients shaped like params.
-  params, loss, grads = jax.eval_shape(make, jax.random.key(1))
-  assert loss.shape == () and loss.dtype == jnp.float32
-  assert jax.tree.structure(grads) == jax.tree.structure(params)
-  assert [g.shape for g in jax.tree.leaves(grads)] == [
-    p.shape for p in jax.tree.leaves(params)
-  ]
-  batched = jax.eval_shape(
-    jax.vmap(family.sample), jax.random.split(jax.random.key(0), 3)
-  )
-  assert all(x.shape[0] == 3 for x in jax.tree.leaves(batched))
-
-
-@pytest.mark.parametrize(
-  "family",
-  [tasks.logistic_family(4, 3, 8), tasks.mlp_teacher_family((8,), "tanh", 4, True)],
-  ids=lambda f: f.name,
-)
-def test_family_is_deterministic(family):
-  @jax.jit
-  def make(key):
-    task = family.sample(key)
-    params = task.init(jax.random.key(3))
-    return task, jax.value_and_grad(task.loss)(params, task.batch(jax.random.key(4)))
-
-  task, (loss, grads) = make(jax.random.key(1))
-  again = make(jax.random.key(1))[0]
-  other = make(jax.random.key(2))[0]
-  for a, b in zip(jax.tree.leaves(task), jax.tree.leaves(again), strict=True):
-    np.testing.assert_array_equal(a, b)
-  assert any(
-    not np.array_equal(a, b)
-    for a, b in zip(jax.tree.leaves(task), jax.tree.leaves(other), strict=True)
-  )
-  assert np.isfinite(loss)
-  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
-
-
-def test_family_shapes():
-  family = tasks.mlp_teacher_family((32, 16), "tanh", 8, regression=False)
-  params = jax.eval_shape(lambda k: family.sample(k).init(k), jax.random.key(0))
-  assert [p["w"].shape for p in params] == [(16, 32), (32, 16), (16, 8)]
-  x, y = jax.eval_shape(lambda k: family.sample(k).batch(k), jax.random.key(2))
-  assert x.shape == (8, 16) and y.shape == (8,) and y.dtype == jnp.int32
-  windows = jax.eval_shape(
-    jax.vmap(lambda k: tasks.char_family(4, 16, 8).sample(k).batch(k)),
-    jax.random.split(jax.random.key(0), 3),
-  )
-  assert windows.shape == (3, 8, 5)
-
-
 def test_conv_matches_lax_conv():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
   w = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
@@ -81,33 +23,6 @@ def test_conv_matches_lax_conv():
     x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
   )
   np.testing.assert_allclose(problems._conv3x3(x, w), expected, rtol=1e-4, atol=1e-4)
-
-
-def test_training_datasets_are_not_held_out():
-  names = {f.dataset for f in tasks.training_families()}
-  assert names <= set(tasks.DATASETS)
-  held_out_datasets = {
-    "breast_cancer",
-    "diabetes",
-    "tiny_shakespeare",
-    "rosenbrock",
-    "mnist1d",
-  }
-  assert not names & held_out_datasets
-  # The only shared dataset, digits, is used by an MLP here and a convnet there.
-  assert {f.name for f in tasks.training_families() if f.dataset == "digits"} <= {
-    f.name for f in tasks.training_families() if "mlp" in f.name
-  }
-  bench = pytest.importorskip("benchmarks.tasks")
-  assert set(bench.META_TRAIN) == {"quadratic", "mlp_digits"}
-  assert {
-    "logreg_breast_cancer",
-    "diabetes",
-    "char_lm",
-    "rosenbrock",
-    "mlp_mnist1d",
-    "conv_digits",
-  } == set(bench.HELD_OUT)
 
 
 def test_meta_loss_penalises_divergence():

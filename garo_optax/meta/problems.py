@@ -3,10 +3,17 @@
 A :class:`Task` is a problem instance: it makes initial params, draws a
 minibatch from a key, and scores params on a minibatch. Tasks are pytrees
 whose arrays (data, teacher weights, initial scale) are the leaves and whose
-architecture (widths, activation, batch size) is static, so a batch of tasks
-of one architecture is a single task with a leading axis, made and trained
-under :func:`jax.vmap`. The families that sample them are in
+architecture (widths, activation, layer norm, batch size) is static, so a
+batch of tasks of one architecture is a single task with a leading axis, made
+and trained under :func:`jax.vmap`. The families that sample them are in
 :mod:`garo_optax.meta.tasks`.
+
+The types: :class:`MLPTask` (linear and logistic regression, MLPs with or
+without layer norm, autoencoders), :class:`QuadraticTask`, :class:`ConvTask`,
+:class:`CharTask` (an embedding and an MLP over a window of characters) and
+:class:`TransformerTask` (a small causal transformer language model). All
+are written in plain :mod:`jax.numpy` so that a vmapped batch of them is a
+batch of matmuls.
 """
 
 import dataclasses
@@ -20,7 +27,6 @@ Params = Any
 Batch = Any
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu}
-# Datasets the families draw from (the held-out suite must use none of them).
 
 
 class Task(Protocol):
@@ -46,20 +52,40 @@ def _pytree(*, data: tuple[str, ...], meta: tuple[str, ...]):
   return register
 
 
-def dense_init(key, sizes, scale):
+def dense_init(key, sizes, scale, layer_norm=False):
+  """Layers ``{"w", "b"}`` of an MLP with widths ``sizes``: LeCun-normal
+  weights times ``scale``, zero biases; with ``layer_norm``, every hidden
+  layer also has a ``"gain"`` (ones) for its layer norm."""
   keys = jax.random.split(key, len(sizes) - 1)
-  return [
+  layers = [
     {
       "w": scale * jax.random.normal(k, (m, n)) / jnp.sqrt(m),
       "b": jnp.zeros((n,)),
     }
     for k, m, n in zip(keys, sizes[:-1], sizes[1:], strict=True)
   ]
+  if layer_norm:
+    for layer in layers[:-1]:
+      layer["gain"] = jnp.ones_like(layer["b"])
+  return layers
+
+
+def layer_norm(x, eps=1e-5):
+  """``x`` normalised to zero mean and unit variance over its last axis."""
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
 def dense_apply(params, x, activation):
+  """The MLP of :func:`dense_init`: a hidden layer with a ``"gain"`` is
+  ``activation(gain * layer_norm(x @ w) + b)``, one without is
+  ``activation(x @ w + b)``; the last layer is linear."""
   for layer in params[:-1]:
-    x = ACTIVATIONS[activation](x @ layer["w"] + layer["b"])
+    x = x @ layer["w"]
+    if "gain" in layer:
+      x = layer["gain"] * layer_norm(x)
+    x = ACTIVATIONS[activation](x + layer["b"])
   return x @ params[-1]["w"] + params[-1]["b"]
 
 
@@ -69,18 +95,33 @@ def _sample_rows(key, arrays, batch_size):
 
 
 def _loss(outputs, targets, objective):
+  """Mean cross-entropy of logits ``outputs`` (..., K) against classes
+  ``targets`` (...), or mean squared error against same-shaped targets."""
   if objective == "xent":
+    # A product with one-hot targets: its gradient is dense, which XLA:CPU
+    # runs faster than the scatter that the gradient of a gather is.
     logp = jax.nn.log_softmax(outputs)
-    return -jnp.mean(jnp.take_along_axis(logp, targets[:, None], -1))
+    return -jnp.mean(jnp.sum(logp * jax.nn.one_hot(targets, logp.shape[-1]), -1))
   return jnp.mean(jnp.square(outputs - targets))
 
 
 @_pytree(
   data=("inputs", "targets", "init_scale"),
-  meta=("hidden", "activation", "batch_size", "objective", "num_outputs"),
+  meta=(
+    "hidden",
+    "activation",
+    "batch_size",
+    "objective",
+    "num_outputs",
+    "layer_norm",
+  ),
 )
 class MLPTask:
-  """An MLP (no hidden layer: linear or logistic regression) on a dataset."""
+  """An MLP (no hidden layer: linear or logistic regression) on a dataset.
+
+  An autoencoder is an MLP with a narrow hidden layer whose targets are its
+  inputs (``objective="mse"``, ``num_outputs`` the input width).
+  """
 
   inputs: jax.Array  # (N, D) float32
   targets: jax.Array  # (N,) int32 classes, or (N, K) float32 regression targets
@@ -90,10 +131,11 @@ class MLPTask:
   batch_size: int
   objective: str  # "xent" or "mse"
   num_outputs: int
+  layer_norm: bool = False  # layer norm (with a learned gain) in hidden layers
 
   def init(self, key):
     sizes = (self.inputs.shape[-1], *self.hidden, self.num_outputs)
-    return dense_init(key, sizes, self.init_scale)
+    return dense_init(key, sizes, self.init_scale, self.layer_norm)
 
   def batch(self, key):
     return _sample_rows(key, (self.inputs, self.targets), self.batch_size)
@@ -184,6 +226,12 @@ def _conv3x3(x, w):
   return patches @ w.reshape(-1, w.shape[-1])
 
 
+def _windows(key, text, context, batch_size):
+  """``batch_size`` random windows of ``context + 1`` characters of ``text``."""
+  start = jax.random.randint(key, (batch_size,), 0, text.shape[0] - context)
+  return text[start[:, None] + jnp.arange(context + 1)]
+
+
 @_pytree(
   data=("text", "init_scale"),
   meta=("context", "embed", "hidden", "vocab", "batch_size"),
@@ -211,12 +259,102 @@ class CharTask:
     }
 
   def batch(self, key):
-    start = jax.random.randint(
-      key, (self.batch_size,), 0, self.text.shape[0] - self.context
-    )
-    window = start[:, None] + jnp.arange(self.context + 1)
-    return self.text[window]
+    return _windows(key, self.text, self.context, self.batch_size)
 
   def loss(self, params, batch):
     x = params["embed"][batch[:, :-1]].reshape(batch.shape[0], -1)
     return _loss(dense_apply(params["mlp"], x, "tanh"), batch[:, -1], "xent")
+
+
+def causal_self_attention(x, qkv, heads):
+  """Multi-head causal self-attention of ``x`` (B, T, W) with queries, keys
+  and values ``x @ qkv`` (W, 3W): position ``t`` attends to positions ``≤ t``.
+  Returns the heads' outputs, concatenated: (B, T, W)."""
+  batch, length, width = x.shape
+  head = width // heads
+  q, k, v = jnp.split((x @ qkv).reshape(batch, length, 3 * heads, head), 3, axis=2)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(head)
+  causal = np.tril(np.ones((length, length), bool))
+  weights = jax.nn.softmax(jnp.where(causal, logits, -1e9), axis=-1)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, length, width)
+
+
+@_pytree(
+  data=("text", "init_scale"),
+  meta=("context", "width", "depth", "heads", "vocab", "batch_size"),
+)
+class TransformerTask:
+  """A decoder-only transformer language model on a text of characters.
+
+  Token and learned position embeddings, ``depth`` pre-norm blocks (causal
+  self-attention, then a GELU MLP of width ``4 * width``, each added to the
+  residual stream), a final layer norm and a linear readout. The loss is the
+  mean next-character cross-entropy over every position of a window of
+  ``context`` characters. Layer norms have a learned gain and bias.
+  """
+
+  text: jax.Array  # (N,) int32 characters
+  init_scale: jax.Array  # () multiplies the LeCun-normal init of the matrices
+  context: int
+  width: int
+  depth: int
+  heads: int
+  vocab: int
+  batch_size: int
+
+  def init(self, key):
+    keys = jax.random.split(key, 3 + 4 * self.depth)
+    width = self.width
+
+    def matrix(k, m, n):
+      return self.init_scale * jax.random.normal(k, (m, n)) / np.sqrt(m)
+
+    def dense(k, m, n):
+      return {"w": matrix(k, m, n), "b": jnp.zeros((n,))}
+
+    def norm():
+      return {"gain": jnp.ones((width,)), "bias": jnp.zeros((width,))}
+
+    blocks = [
+      {
+        "norm1": norm(),
+        "qkv": matrix(k[0], width, 3 * width),
+        "proj": dense(k[1], width, width),
+        "norm2": norm(),
+        "up": dense(k[2], width, 4 * width),
+        "down": dense(k[3], 4 * width, width),
+      }
+      for k in keys[3:].reshape(self.depth, 4)
+    ]
+    return {
+      "embed": jax.random.normal(keys[0], (self.vocab, width)),
+      "position": 0.1 * jax.random.normal(keys[1], (self.context, width)),
+      "blocks": blocks,
+      "norm": norm(),
+      "head": dense(keys[2], width, self.vocab),
+    }
+
+  def batch(self, key):
+    return _windows(key, self.text, self.context, self.batch_size)
+
+  def logits(self, params, tokens):
+    """Next-character logits (B, T, vocab) at every position of ``tokens``."""
+
+    def norm(p, x):
+      return p["gain"] * layer_norm(x) + p["bias"]
+
+    def dense(p, x):
+      return x @ p["w"] + p["b"]
+
+    x = params["embed"][tokens] + params["position"][: tokens.shape[1]]
+    for block in params["blocks"]:
+      attended = causal_self_attention(
+        norm(block["norm1"], x), block["qkv"], self.heads
+      )
+      x = x + dense(block["proj"], attended)
+      hidden = jax.nn.gelu(dense(block["up"], norm(block["norm2"], x)))
+      x = x + dense(block["down"], hidden)
+    return dense(params["head"], norm(params["norm"], x))
+
+  def loss(self, params, batch):
+    return _loss(self.logits(params, batch[:, :-1]), batch[:, 1:], "xent")

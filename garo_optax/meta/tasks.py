@@ -2,14 +2,21 @@
 
 A task (:class:`garo_optax.meta.problems.Task`) is a problem instance; a
 :class:`Family` is a static architecture plus a sampler of random instances
-of it (data, scales, conditioning). :func:`training_families` lists the
-families of the shipped controller. All data is made offline: synthetic, or
-scikit-learn's bundled digits.
+of it (data, scales, conditioning, label noise, initial-weight scale).
+:func:`families` names the distributions of families: ``"default"``, the
+broad one (linear and logistic models with badly scaled features, quadratics,
+MLPs of depth 1 to 6 and width 16 to 1024 with and without layer norm,
+autoencoders, regression with raw targets, classification with noisy labels,
+convnets, a character MLP and small transformer language models; batch sizes
+8 to 512); ``"tiny"``, two very cheap families for end-to-end tests of the
+trainer; and ``"v1"``, the eight families of the first shipped controller.
+All data is made offline: synthetic, or scikit-learn's bundled digits.
 
-None of the evaluation suite's held-out problems is here: no breast cancer,
-diabetes, Tiny Shakespeare, Rosenbrock, MNIST-1D, or convnet on digits. Every
-held-out task differs from every meta-training task in its data or in its
-architecture (``tests/test_meta.py`` checks the dataset names).
+None of the evaluation suite's held-out or validation problems is here: no
+breast cancer, diabetes, wine, Tiny Shakespeare, Rosenbrock, MNIST-1D, or
+convnet on digits. Every held-out task differs from every meta-training task
+in its data or in its architecture (``tests/test_meta_tasks.py`` checks the
+dataset names and that digits only meets MLPs).
 """
 
 import dataclasses
@@ -26,10 +33,13 @@ from garo_optax.meta import problems
 Params = Any
 Batch = Any
 
+# Datasets the families draw from (the held-out suite must use none of them).
 DATASETS = (
   "quadratic",
   "gaussian_clusters",
   "random_teacher",
+  "badly_scaled_features",
+  "low_rank_gaussian",
   "digits",
   "synthetic_images",
   "markov_text",
@@ -49,14 +59,48 @@ class Family:
   sample: Callable[[jax.Array], problems.Task]
 
 
+# Range of the log-uniform initial-weight scale of the "default" families
+# (the "v1" families draw it from 0.5 to 2).
+INIT_SCALES = (0.3, 3.0)
+
+
 def _log_uniform(key, low, high, shape=()):
   return jnp.exp(
     jax.random.uniform(key, shape, minval=np.log(low), maxval=np.log(high))
   )
 
 
+def _hidden_name(hidden):
+  return "x".join(map(str, hidden))
+
+
+def _raw_targets(key, y):
+  """``y`` standardised, then times a scale log-uniform in [1, 100] and plus an
+  offset per output of ``scale * N(0, 3²)``: targets as unscaled and
+  uncentred as raw measurements."""
+  scale_key, offset_key = jax.random.split(key)
+  scale = _log_uniform(scale_key, 1.0, 100.0)
+  offset = 3.0 * scale * jax.random.normal(offset_key, y.shape[1:])
+  return scale * (y - jnp.mean(y, 0)) / jnp.std(y) + offset
+
+
+def _noisy_labels(key, labels, classes, max_fraction):
+  """``labels`` with a random fraction of them, uniform in
+  ``[0, max_fraction]``, replaced by uniformly random classes."""
+  fraction_key, mask_key, class_key = jax.random.split(key, 3)
+  fraction = jax.random.uniform(fraction_key, (), maxval=max_fraction)
+  replace = jax.random.uniform(mask_key, labels.shape) < fraction
+  random = jax.random.randint(class_key, labels.shape, 0, classes)
+  return jnp.where(replace, random, labels)
+
+
 def _teacher_data(key, dim, classes, n, regression):
-  """Gaussian inputs of random scale labelled by a random ReLU teacher."""
+  """Gaussian inputs of random scale labelled by a random ReLU teacher.
+
+  Regression targets have a random scale (0.3 to 3) drawn with the same key
+  as the inputs' scale, so the two move together (as the "v1" families drew
+  them).
+  """
   x_key, scale_key, teacher_key, noise_key = jax.random.split(key, 4)
   scale = _log_uniform(scale_key, 0.1, 10.0)
   x = jax.random.normal(x_key, (n, dim))
@@ -69,31 +113,57 @@ def _teacher_data(key, dim, classes, n, regression):
 
 
 def mlp_teacher_family(
-  hidden: tuple[int, ...], activation: str, batch_size: int, regression: bool
+  hidden: tuple[int, ...],
+  activation: str,
+  batch_size: int,
+  regression: bool,
+  *,
+  layer_norm: bool = False,
+  raw_targets: bool = False,
+  label_noise: float = 0.0,
+  init_scales: tuple[float, float] = (0.5, 2.0),
 ) -> Family:
-  """MLPs on data labelled by a random teacher network (dim 16, 8 outputs)."""
+  """MLPs on data labelled by a random teacher network (8 outputs).
+
+  Inputs are 16 Gaussian features of a random scale (0.1 to 10). With
+  ``raw_targets``, regression targets are unstandardised
+  (:func:`_raw_targets`); with ``label_noise``, up to that fraction of the
+  class labels is random.
+  """
+  if (raw_targets and not regression) or (label_noise and regression):
+    raise ValueError("raw_targets is for regression, label_noise for classes")
 
   def sample(key):
     data_key, scale_key = jax.random.split(key)
     x, y = _teacher_data(data_key, 16, 8, 2048, regression)
+    if raw_targets:
+      y = _raw_targets(jax.random.fold_in(data_key, 1), y)
+    if label_noise:
+      y = _noisy_labels(jax.random.fold_in(data_key, 2), y, 8, label_noise)
     return problems.MLPTask(
       x,
       y,
-      _log_uniform(scale_key, 0.5, 2.0),
+      _log_uniform(scale_key, *init_scales),
       hidden,
       activation,
       batch_size,
       "mse" if regression else "xent",
       8,
+      layer_norm,
     )
 
   kind = "regression" if regression else "classification"
-  name = f"teacher_{kind}_mlp_{'x'.join(map(str, hidden))}_{activation}_b{batch_size}"
+  kind = ("raw_" if raw_targets else "noisy_" if label_noise else "") + kind
+  ln = "_ln" if layer_norm else ""
+  name = f"teacher_{kind}_mlp_{_hidden_name(hidden)}_{activation}{ln}_b{batch_size}"
   return Family(name, "random_teacher", sample)
 
 
-def logistic_family(dim: int, classes: int, batch_size: int) -> Family:
-  """Logistic regression on overlapping Gaussian clusters of random scale."""
+def logistic_family(
+  dim: int, classes: int, batch_size: int, label_noise: float = 0.0
+) -> Family:
+  """Logistic regression on overlapping Gaussian clusters of random scale;
+  with ``label_noise``, up to that fraction of the labels is random."""
 
   def sample(key):
     center_key, label_key, x_key, scale_key, sep_key = jax.random.split(key, 5)
@@ -103,12 +173,69 @@ def logistic_family(dim: int, classes: int, batch_size: int) -> Family:
     labels = jax.random.randint(label_key, (2048,), 0, classes)
     x = centers[labels] + jax.random.normal(x_key, (2048, dim))
     x = x * _log_uniform(scale_key, 0.1, 10.0)
+    if label_noise:
+      labels = _noisy_labels(
+        jax.random.fold_in(label_key, 1), labels, classes, label_noise
+      )
+    return problems.MLPTask(
+      x, labels, jnp.zeros(()), (), "relu", batch_size, "xent", classes
+    )
+
+  noisy = "noisy_" if label_noise else ""
+  return Family(
+    f"{noisy}logistic_d{dim}_k{classes}_b{batch_size}", "gaussian_clusters", sample
+  )
+
+
+def _badly_scaled_features(key, n, dim):
+  """Correlated Gaussian features ``z`` and their badly scaled copies
+  ``x = z * scales``, the scales log-spread over 3 to 4 decades around 1."""
+  z_key, mix_key, decade_key, scale_key = jax.random.split(key, 4)
+  mixing = jnp.eye(dim) + 0.5 * jax.random.normal(mix_key, (dim, dim)) / np.sqrt(dim)
+  z = jax.random.normal(z_key, (n, dim)) @ mixing
+  decades = jax.random.uniform(decade_key, (), minval=3.0, maxval=4.0)
+  scales = 10.0 ** (decades * (jax.random.uniform(scale_key, (dim,)) - 0.5))
+  return z, z * scales
+
+
+def badly_scaled_linear_family(dim: int, batch_size: int) -> Family:
+  """Linear regression (zero init) on features whose scales spread over 3 to
+  4 decades, with targets that depend on every feature alike in its own units
+  (so the small features need large weights), plus noise: Hessians of
+  condition number about 1e6 to 1e8."""
+
+  def sample(key):
+    feature_key, weight_key, noise_key, scale_key = jax.random.split(key, 4)
+    z, x = _badly_scaled_features(feature_key, 2048, dim)
+    y = z @ jax.random.normal(weight_key, (dim, 1)) / np.sqrt(dim)
+    y = y + 0.1 * jax.random.normal(noise_key, y.shape)
+    y = y * _log_uniform(scale_key, 0.3, 3.0)
+    return problems.MLPTask(x, y, jnp.zeros(()), (), "relu", batch_size, "mse", 1)
+
+  return Family(
+    f"badly_scaled_linear_d{dim}_b{batch_size}", "badly_scaled_features", sample
+  )
+
+
+def badly_scaled_logistic_family(dim: int, classes: int, batch_size: int) -> Family:
+  """Logistic regression (zero init) on features whose scales spread over 3
+  to 4 decades, labels drawn from a random linear teacher of the unscaled
+  features with a random temperature (so some labels are noisy)."""
+
+  def sample(key):
+    feature_key, weight_key, label_key, sharp_key = jax.random.split(key, 4)
+    z, x = _badly_scaled_features(feature_key, 2048, dim)
+    logits = z @ jax.random.normal(weight_key, (dim, classes)) / np.sqrt(dim)
+    logits = logits * _log_uniform(sharp_key, 1.0, 10.0)
+    labels = jax.random.categorical(label_key, logits).astype(jnp.int32)
     return problems.MLPTask(
       x, labels, jnp.zeros(()), (), "relu", batch_size, "xent", classes
     )
 
   return Family(
-    f"logistic_d{dim}_k{classes}_b{batch_size}", "gaussian_clusters", sample
+    f"badly_scaled_logistic_d{dim}_k{classes}_b{batch_size}",
+    "badly_scaled_features",
+    sample,
   )
 
 
@@ -120,27 +247,91 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
   return data.data.astype(np.float32) / 16.0, data.target.astype(np.int32)
 
 
-def digits_family(hidden: tuple[int, ...], activation: str, batch_size: int) -> Family:
-  """MLPs on a random half of scikit-learn's digits, inputs rescaled at random."""
+def digits_family(
+  hidden: tuple[int, ...],
+  activation: str,
+  batch_size: int,
+  *,
+  layer_norm: bool = False,
+  label_noise: float = 0.0,
+  init_scales: tuple[float, float] = (0.5, 2.0),
+) -> Family:
+  """MLPs on a random half of scikit-learn's digits, inputs rescaled at random;
+  with ``label_noise``, up to that fraction of the labels is random."""
   images, labels = _digits()
 
   def sample(key):
     subset_key, scale_key, init_key = jax.random.split(key, 3)
     idx = jax.random.permutation(subset_key, images.shape[0])[:1024]
+    y = jnp.asarray(labels)[idx]
+    if label_noise:
+      y = _noisy_labels(jax.random.fold_in(subset_key, 1), y, 10, label_noise)
     x = jnp.asarray(images)[idx] * _log_uniform(scale_key, 0.3, 3.0)
     return problems.MLPTask(
       x,
-      jnp.asarray(labels)[idx],
-      _log_uniform(init_key, 0.5, 2.0),
+      y,
+      _log_uniform(init_key, *init_scales),
       hidden,
       activation,
       batch_size,
       "xent",
       10,
+      layer_norm,
     )
 
-  name = f"digits_mlp_{'x'.join(map(str, hidden))}_{activation}_b{batch_size}"
+  noisy = "noisy_" if label_noise else ""
+  ln = "_ln" if layer_norm else ""
+  name = f"{noisy}digits_mlp_{_hidden_name(hidden)}_{activation}{ln}_b{batch_size}"
   return Family(name, "digits", sample)
+
+
+def autoencoder_family(
+  hidden: tuple[int, ...],
+  activation: str,
+  batch_size: int,
+  dataset: str,
+  *,
+  layer_norm: bool = False,
+) -> Family:
+  """MLP autoencoders (``hidden`` has a narrow middle layer), squared error of
+  the reconstruction of their inputs.
+
+  ``dataset`` is ``"digits"`` (a random half of scikit-learn's digits, 64
+  pixels, rescaled at random) or ``"low_rank_gaussian"`` (32 features: a
+  random linear map of 4 to 16 latent Gaussians, plus a little noise, of
+  random scale).
+  """
+
+  def sample(key):
+    data_key, scale_key, init_key = jax.random.split(key, 3)
+    if dataset == "digits":
+      images, _ = _digits()
+      idx = jax.random.permutation(data_key, images.shape[0])[:1024]
+      x = jnp.asarray(images)[idx]
+    else:
+      latent_key, map_key, rank_key, noise_key = jax.random.split(data_key, 4)
+      rank = jax.random.randint(rank_key, (), 4, 17)
+      latent = jax.random.normal(latent_key, (2048, 16)) * (jnp.arange(16) < rank)
+      x = latent @ jax.random.normal(map_key, (16, 32)) / jnp.sqrt(rank)
+      x = x + 0.05 * jax.random.normal(noise_key, x.shape)
+    x = x * _log_uniform(scale_key, 0.3, 3.0)
+    return problems.MLPTask(
+      x,
+      x,
+      _log_uniform(init_key, *INIT_SCALES),
+      hidden,
+      activation,
+      batch_size,
+      "mse",
+      x.shape[-1],
+      layer_norm,
+    )
+
+  if dataset not in ("digits", "low_rank_gaussian"):
+    raise ValueError(f"unknown dataset {dataset!r}")
+  ln = "_ln" if layer_norm else ""
+  name = f"{dataset}_autoencoder_{_hidden_name(hidden)}_{activation}{ln}_b{batch_size}"
+  return Family(name, dataset, sample)
 
 
 def quadratic_family(dim: int, batch_size: int) -> Family:
@@ -165,7 +356,12 @@ def quadratic_family(dim: int, batch_size: int) -> Family:
   return Family(f"quadratic_d{dim}_b{batch_size}", "quadratic", sample)
 
 
-def conv_family(channels: tuple[int, ...], batch_size: int) -> Family:
+def conv_family(
+  channels: tuple[int, ...],
+  batch_size: int,
+  *,
+  init_scales: tuple[float, float] = (0.5, 2.0),
+) -> Family:
   """Convnets on 8x8 synthetic images: noisy, shifted copies of class templates."""
 
   def sample(key):
@@ -179,50 +375,83 @@ def conv_family(channels: tuple[int, ...], batch_size: int) -> Family:
     return problems.ConvTask(
       images[..., None],
       labels,
-      _log_uniform(init_key, 0.5, 2.0),
+      _log_uniform(init_key, *init_scales),
       channels,
       batch_size,
       4,
     )
 
   return Family(
-    f"conv_{'x'.join(map(str, channels))}_b{batch_size}", "synthetic_images", sample
+    f"conv_{_hidden_name(channels)}_b{batch_size}", "synthetic_images", sample
   )
 
 
-def char_family(context: int, hidden: int, batch_size: int, vocab: int = 16) -> Family:
+def _markov_text(chain_key, text_key, vocab, length=4096):
+  """Text of ``length`` characters from a random sparse second-order Markov
+  chain over ``vocab`` symbols."""
+  logits = 3.0 * jax.random.normal(chain_key, (vocab, vocab, vocab))
+
+  def step(prev, k):
+    c = jax.random.categorical(k, logits[prev[0], prev[1]])
+    return (prev[1], c), c
+
+  _, text = jax.lax.scan(step, (0, 0), jax.random.split(text_key, length))
+  return text.astype(jnp.int32)
+
+
+def char_family(
+  context: int,
+  hidden: int,
+  batch_size: int,
+  vocab: int = 16,
+  *,
+  embed: int = 8,
+  init_scales: tuple[float, float] = (0.5, 2.0),
+) -> Family:
   """Character models on text from a random sparse second-order Markov chain."""
 
   def sample(key):
     chain_key, text_key, init_key = jax.random.split(key, 3)
-    logits = 3.0 * jax.random.normal(chain_key, (vocab, vocab, vocab))
-
-    def step(prev, k):
-      c = jax.random.categorical(k, logits[prev[0], prev[1]])
-      return (prev[1], c), c
-
-    _, text = jax.lax.scan(step, (0, 0), jax.random.split(text_key, 4096))
     return problems.CharTask(
-      text.astype(jnp.int32),
-      _log_uniform(init_key, 0.5, 2.0),
+      _markov_text(chain_key, text_key, vocab),
+      _log_uniform(init_key, *init_scales),
       context,
-      8,
+      embed,
       hidden,
       vocab,
       batch_size,
     )
 
-  return Family(
-    f"markov_text_c{context}_h{hidden}_b{batch_size}", "markov_text", sample
-  )
+  name = f"markov_text_c{context}_h{hidden}_b{batch_size}"
+  if (vocab, embed) != (16, 8):
+    name = name.replace("_c", f"_v{vocab}_e{embed}_c", 1)
+  return Family(name, "markov_text", sample)
 
 
-def training_families() -> tuple[Family, ...]:
-  """The meta-training distribution of the shipped controller.
+def transformer_family(
+  width: int, depth: int, heads: int, context: int, vocab: int, batch_size: int
+) -> Family:
+  """Causal transformer language models on text from a random sparse
+  second-order Markov chain over ``vocab`` symbols."""
 
-  Widths 16 to 256, depths 0 to 4, ReLU and tanh, batch sizes 16 to 64,
-  input scales over two decades, convex and non-convex problems.
-  """
+  def sample(key):
+    chain_key, text_key, init_key = jax.random.split(key, 3)
+    return problems.TransformerTask(
+      _markov_text(chain_key, text_key, vocab),
+      _log_uniform(init_key, *INIT_SCALES),
+      context,
+      width,
+      depth,
+      heads,
+      vocab,
+      batch_size,
+    )
+
+  name = f"markov_text_transformer_w{width}_d{depth}_h{heads}_c{context}_v{vocab}"
+  return Family(f"{name}_b{batch_size}", "markov_text", sample)
+
+
+def _v1() -> tuple[Family, ...]:
   return (
     quadratic_family(32, 16),
     logistic_family(16, 4, 64),
@@ -235,10 +464,73 @@ def training_families() -> tuple[Family, ...]:
   )
 
 
+def _tiny() -> tuple[Family, ...]:
+  return (quadratic_family(8, 4), logistic_family(4, 2, 8))
+
+
+def _default() -> tuple[Family, ...]:
+  init = {"init_scales": INIT_SCALES}
+  teacher = functools.partial(mlp_teacher_family, **init)
+  digits = functools.partial(digits_family, **init)
+  return (
+    # Convex: quadratics, and linear models on badly scaled or noisy data.
+    quadratic_family(16, 8),
+    quadratic_family(128, 128),
+    badly_scaled_linear_family(32, 32),
+    badly_scaled_logistic_family(64, 10, 128),
+    logistic_family(16, 4, 512, label_noise=0.4),
+    # MLPs on a teacher's data: depth 1 to 6, width 16 to 1024.
+    teacher((1024,), "relu", 32, regression=False),
+    teacher((512, 256), "gelu", 8, regression=True, raw_targets=True),
+    teacher((256, 256), "relu", 16, regression=False, layer_norm=True),
+    teacher((128,) * 4, "relu", 32, regression=False, label_noise=0.4),
+    teacher((64,) * 3, "tanh", 256, regression=True, raw_targets=True),
+    teacher((64,) * 3, "gelu", 64, regression=True, layer_norm=True),
+    teacher((32,) * 6, "tanh", 64, regression=False, layer_norm=True),
+    teacher((16,) * 5, "gelu", 512, regression=False),
+    # MLPs on digits.
+    digits((1024,), "relu", 16),
+    digits((128,) * 3, "gelu", 32, layer_norm=True),
+    digits((64,) * 6, "tanh", 16),
+    digits((64,), "relu", 128, label_noise=0.4),
+    # Autoencoders.
+    autoencoder_family((128, 16, 128), "gelu", 32, "digits"),
+    autoencoder_family((64, 8, 64), "tanh", 128, "low_rank_gaussian", layer_norm=True),
+    # Convnets on synthetic images.
+    conv_family((8, 8), 16, **init),
+    conv_family((16,), 8, **init),
+    conv_family((8, 16, 16), 8, **init),
+    # Language models on Markov text.
+    char_family(8, 256, 64, 32, embed=16, **init),
+    transformer_family(32, 1, 1, 16, 16, 8),
+    transformer_family(32, 2, 2, 16, 32, 8),
+    transformer_family(64, 1, 2, 8, 32, 8),
+    transformer_family(16, 1, 2, 32, 16, 8),
+  )
+
+
+_REGISTRY: dict[str, Callable[[], tuple[Family, ...]]] = {
+  "default": _default,
+  "tiny": _tiny,
+  "v1": _v1,
+}
+NAMES = tuple(_REGISTRY)
+
+
+@functools.cache
 def families(name: str) -> tuple[Family, ...]:
-  """The families of a named distribution: ``"default"`` or ``"tiny"``."""
-  if name == "default":
-    return training_families()
-  if name == "tiny":
-    return (quadratic_family(8, 4), logistic_family(4, 2, 8))
-  raise ValueError(f"Unknown families {name!r}: use 'default' or 'tiny'")
+  """The families of the distribution called ``name`` (one of :data:`NAMES`):
+  ``"default"`` (the broad distribution), ``"tiny"`` (two cheap families, for
+  end-to-end tests) or ``"v1"`` (the first shipped controller's eight).
+
+  Cached, so that a family is the same object (the same closure, hence the
+  same jit cache entries) on every call.
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown families {name!r}; valid: {', '.join(NAMES)}")
+  return _REGISTRY[name]()
+
+
+def training_families() -> tuple[Family, ...]:
+  """``families("default")``, for the trainer that calls it by this name."""
+  return families("default")
