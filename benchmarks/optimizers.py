@@ -29,6 +29,8 @@ class Optimizer(NamedTuple):
   # Params to evaluate (schedule-free evaluates at its averaged iterate).
   eval_params: Callable[[Any, Any], Any] = lambda state, params: params
   is_garo: bool = False
+  # Built as make(learning_rate, total_steps=<the run's steps>).
+  uses_total_steps: bool = False
 
 
 def _grid(low: float, high: float) -> tuple[float, ...]:
@@ -37,14 +39,18 @@ def _grid(low: float, high: float) -> tuple[float, ...]:
   return tuple(float(x) for x in np.logspace(np.log10(low), np.log10(high), num))
 
 
-def garo_variant(name: str, description: str, **garo_kwargs: Any) -> Optimizer:
-  """``garo_optax.garo(lr, **garo_kwargs)``, starting from a learning rate of 0.01."""
+def garo_variant(
+  name: str, description: str, uses_total_steps: bool = False, **garo_kwargs: Any
+) -> Optimizer:
+  """``garo_optax.garo(lr, **garo_kwargs)``, starting from a learning rate of
+  0.01 (and told the run's length if ``uses_total_steps``)."""
   return Optimizer(
     name,
     description,
     functools.partial(garo_optax.garo, **garo_kwargs),
     0.01,
     is_garo=True,
+    uses_total_steps=uses_total_steps,
   )
 
 
@@ -118,6 +124,11 @@ _ALL = (
     "garo_per_leaf",
     'garo_optax.garo(0.01, granularity="per_leaf")',
     granularity="per_leaf",
+  ),
+  garo_variant(
+    "garo_total_steps",
+    "garo_optax.garo(0.01, total_steps=<the run's steps>)",
+    uses_total_steps=True,
   ),
   garo_variant(
     "garo_pretrained",

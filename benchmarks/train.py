@@ -115,7 +115,11 @@ def compile_run(
   programs = _task_programs(task, steps // every + 1)
 
   def run(learning_rate, seed, params, data):
-    tx = optax.with_extra_args_support(optimizer.make(learning_rate))
+    if optimizer.uses_total_steps:
+      tx = optimizer.make(learning_rate, total_steps=steps)
+    else:
+      tx = optimizer.make(learning_rate)
+    tx = optax.with_extra_args_support(tx)
     state = tx.init(params)
 
     def step(carry, key):

@@ -224,6 +224,9 @@ def test_configs_are_checked(tmp_path):
   path = tmp_path / "mine.json"
   path.write_text(default.to_json())
   assert config.load(path) == default
+  path.write_text('{"families": "tiny"}')
+  with pytest.raises(ValueError, match="missing field.*meta_steps"):
+    config.load(path)
 
 
 def test_default_config_is_the_shipped_controllers():

@@ -40,7 +40,6 @@ def test_registry():
   assert len(tasks.families("v1")) == 8
   # Cached: the same family objects (closures) every time.
   assert tasks.families("default") is tasks.families("default")
-  assert tasks.training_families() is tasks.families("default")
   with pytest.raises(ValueError, match="valid: default, tiny, v1"):
     tasks.families("broad")
 

@@ -19,45 +19,45 @@ CONFIGS = pathlib.Path(__file__).with_name("configs")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """One meta-training recipe (see ``python -m garo_optax.meta.train --help``)."""
+  """One meta-training recipe: every field is given by its JSON file."""
 
   # Task families: a name of garo_optax.meta.tasks.families.
-  families: str = "default"
+  families: str
   # Every family is trained at global granularity; every `per_leaf_stride`-th
   # one (by index) at per-leaf granularity too (0: never).
-  per_leaf_stride: int = 0
+  per_leaf_stride: int
   # Slots (family, granularity) drawn per meta-step, and antithetic pairs of
   # runs per slot.
-  slots_per_step: int = 4
-  pairs: int = 4
+  slots_per_step: int
+  pairs: int
   # "pes": persistent ES over truncations of `unroll` steps of runs of
   # `min_horizon`..`max_horizon` steps (log-uniform); "es": antithetic ES
   # over whole runs of `unroll` steps.
-  estimator: str = "pes"
-  unroll: int = 50
-  min_horizon: int = 200
-  max_horizon: int = 3000
+  estimator: str
+  unroll: int
+  min_horizon: int
+  max_horizon: int
   # Share of the runs given their length as garo's total_steps.
-  total_steps_share: float = 0.5
+  total_steps_share: float
   # ES perturbation scale, Adam's learning rate, and meta-steps.
-  sigma: float = 0.05
-  meta_lr: float = 0.01
-  meta_steps: int = 500
+  sigma: float
+  meta_lr: float
+  meta_steps: int
   # Starting learning rates of the inner runs (log-uniform).
-  min_lr: float = 1e-3
-  max_lr: float = 1e-1
+  min_lr: float
+  max_lr: float
   # The seeded controller training starts from.
-  hidden_size: int = 16
-  head_scale: float = 0.1
+  hidden_size: int
+  head_scale: float
   # How garo is built in the inner runs (the shipped controller's defaults).
-  max_effective_learning_rate: float | None = 1.0
-  home_learning_rate: float | None = 0.01
-  home_steps: float | None = 100.0
+  max_effective_learning_rate: float | None
+  home_learning_rate: float | None
+  home_steps: float | None
   # The meta-loss floors log(loss_t / loss_0) at minus this.
-  log_floor: float = 10.0
-  checkpoint_every: int = 10
+  log_floor: float
+  checkpoint_every: int
   # The meta-seeds the recipe is run with (the model card reports them all).
-  seeds: tuple[int, ...] = (0, 1, 2)
+  seeds: tuple[int, ...]
 
   def __post_init__(self):
     if self.estimator not in ("pes", "es"):
@@ -86,9 +86,10 @@ def _from_dict(values: dict[str, Any], source: str) -> Config:
       f"{source}: unknown field(s) {', '.join(unknown)}; the fields are "
       f"{', '.join(sorted(fields))}"
     )
-  if "seeds" in values:
-    values = {**values, "seeds": tuple(values["seeds"])}
-  return Config(**values)
+  missing = sorted(fields - set(values))
+  if missing:
+    raise ValueError(f"{source}: missing field(s) {', '.join(missing)}")
+  return Config(**{**values, "seeds": tuple(values["seeds"])})
 
 
 def names() -> tuple[str, ...]:

@@ -529,8 +529,3 @@ def families(name: str) -> tuple[Family, ...]:
   if name not in _REGISTRY:
     raise ValueError(f"unknown families {name!r}; valid: {', '.join(NAMES)}")
   return _REGISTRY[name]()
-
-
-def training_families() -> tuple[Family, ...]:
-  """``families("default")``, for the trainer that calls it by this name."""
-  return families("default")
