@@ -1,6 +1,7 @@
 """The optimizers the suite compares, and which of them are available."""
 
 import functools
+import pathlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -65,6 +66,21 @@ def _reduce_on_plateau_sgd(learning_rate):
 
 def _schedule_free_eval(state, params):
   return contrib.schedule_free_eval_params(state, params)
+
+
+# Controllers of the meta-training recipe, one per meta-seed
+# (python -m garo_optax.meta.train --config default --seed N): the shipped one
+# is chosen among them on the validation tasks.
+META_SEEDS_DIR = pathlib.Path(__file__).parent / "results" / "meta_v2"
+
+
+def _meta_seed(seed: int) -> Optimizer:
+  path = META_SEEDS_DIR / f"seed{seed}.npz"
+  return garo_variant(
+    f"garo_seed{seed}",
+    f"garo_optax.garo(0.01, controller=<meta-seed {seed}'s controller>)",
+    controller=path,
+  )
 
 
 _ALL = (
@@ -135,6 +151,7 @@ _ALL = (
     'garo_optax.garo(0.01, controller="pretrained"): meta-trained controller',
     controller="pretrained",
   ),
+  *(_meta_seed(seed) for seed in (0, 1, 2)),
 )
 
 OPTIMIZERS: dict[str, Optimizer] = {opt.name: opt for opt in _ALL}

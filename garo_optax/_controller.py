@@ -23,8 +23,12 @@ FILE_FORMAT = "garo_optax.controller"
 # running-mean outputs (``OUTPUT_DECAY``). Version 1 files were trained on the
 # features of 0.2 and cannot drive this GARO.
 FILE_VERSION = 2
-# Decay of the running mean the applied hyperparameters follow the heads with.
+# Decay of the running mean the applied hyperparameters follow the heads with,
+# and the most that mean moves in one step: log learning rate, momentum, log
+# weight decay. A factor of 10 in the learning rate takes 77 steps, a change
+# of momentum from 0 to 0.9 takes 180.
 OUTPUT_DECAY = 0.9
+MAX_OFFSET_STEP = (0.03, 0.005, 0.03)
 
 
 class ControllerParams(NamedTuple):
@@ -121,7 +125,8 @@ def controller_step(
   """Advances the GRU and reads the hyperparameters off the new hidden state.
 
   The heads' values are not applied as they are: the applied values follow
-  them through a running mean (decay ``OUTPUT_DECAY``) of their offsets from
+  them through a running mean (decay ``OUTPUT_DECAY``, moving at most
+  ``MAX_OFFSET_STEP`` a step) of their offsets from
   the reference values the biases stand for (log ratios for the learning rate
   and the weight decay, differences for the momentum). The hyperparameters
   change smoothly, as a schedule does, however noisy a step's reading is, and
@@ -141,7 +146,12 @@ def controller_step(
   hidden = _gru.gru_cell(controller.gru, features, hidden)
   bias = jnp.broadcast_to(bias, offsets.shape)
   target = _offsets(hidden @ controller.head_kernel + bias, bias)
-  offsets = OUTPUT_DECAY * offsets + (1.0 - OUTPUT_DECAY) * target
+  step = jnp.clip(
+    (1.0 - OUTPUT_DECAY) * (target - offsets),
+    -np.asarray(MAX_OFFSET_STEP, np.float32),
+    np.asarray(MAX_OFFSET_STEP, np.float32),
+  )
+  offsets = offsets + step
   return hidden, offsets, _apply_offsets(offsets, bias)
 
 

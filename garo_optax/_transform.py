@@ -59,8 +59,10 @@ def garo(
     \hat\mu_t = \tanh(W_\mu h_t + b_\mu), \quad
     \hat\lambda_t = \mathrm{softplus}(W_\lambda h_t + b_\lambda) \\
     \log \eta_t &= \log \eta^0_t + o_t, \quad
-    o_t = 0.9\, o_{t-1} + 0.1 \log(\hat\eta_t / \eta^0_t)
-    \quad \text{(likewise } \mu_t, \lambda_t\text{)} \\
+    o_t = o_{t-1} + \mathrm{clip}\big(0.1 (\log(\hat\eta_t / \eta^0_t)
+    - o_{t-1}), \pm 0.03\big)
+    \quad \text{(likewise } \mu_t \text{ within } \pm 0.005,
+    \lambda_t\text{)} \\
     m_t &= \mu_t m_{t-1} + g_t + \lambda_t \theta_t, \quad
     u_t = -\eta_t m_t
 
@@ -69,7 +71,9 @@ def garo(
   :math:`\mu^0_t`, :math:`\lambda^0_t`: the starting values, or a schedule's
   at step :math:`t`), and the applied values follow the heads' through a
   running mean of their offsets from those (log ratios for the rates, a
-  difference for the momentum), so they change smoothly, as a schedule does.
+  difference for the momentum) that moves a bounded step at a time
+  (``_controller.MAX_OFFSET_STEP``: a factor of 10 in the learning rate takes
+  77 steps), so they change smoothly, as a schedule does.
   :math:`x_0 = 0` makes :math:`h_0 = 0` and :math:`o_0 = 0`, so the first
   step is exactly SGD with the given values; from there the controller adapts
   them.

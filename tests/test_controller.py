@@ -184,13 +184,14 @@ def test_zero_hidden_state_gives_starting_values(
 def test_applied_values_follow_the_heads_through_a_running_mean(controller):
   """The applied values are the reference's moved by a running mean of the
   heads' offsets from it (log ratios for the rates, a difference for the
-  momentum), computed here from the equations."""
+  momentum) whose steps are clipped, computed here from the equations."""
   reference = np.array([0.1, 0.5, 1e-3])
   bias = _hyperparams.head_bias(*reference)
   features = jax.random.normal(jax.random.key(1), (1, _features.NUM_FEATURES))
   hidden = jnp.zeros((1, HIDDEN_SIZE))
   offsets = jnp.zeros((1, len(_controller.HEAD_NAMES)))
   decay = _controller.OUTPUT_DECAY
+  max_step = np.array(_controller.MAX_OFFSET_STEP)
   expected = np.zeros(3)
   for _ in range(3):
     hidden, offsets, values = _controller.controller_step(
@@ -200,7 +201,9 @@ def test_applied_values_follow_the_heads_through_a_running_mean(controller):
     target = np.array(
       [np.log(lr[0] / reference[0]), mom[0] - reference[1], np.log(wd[0] / reference[2])]
     )
-    expected = decay * expected + (1 - decay) * target
+    expected = expected + np.clip(
+      (1 - decay) * (target - expected), -max_step, max_step
+    )
     np.testing.assert_allclose(offsets[0], expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(
       [v[0] for v in values],

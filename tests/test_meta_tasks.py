@@ -207,7 +207,12 @@ def test_training_datasets_are_not_held_out():
       assert isinstance(task, problems.MLPTask), family.name
   bench = pytest.importorskip("benchmarks.tasks")
   assert set(bench.META_TRAIN) == {"quadratic", "mlp_digits"}
-  assert set(bench.VALIDATION) == {"diabetes_raw"}
+  assert set(bench.VALIDATION) == {
+    "diabetes_raw",
+    "wine_logreg",
+    "wine_mlp",
+    "noisy_logreg",
+  }
   assert {
     "logreg_breast_cancer",
     "diabetes",

@@ -4,8 +4,8 @@ The reference is the step as ``garo``'s docstring states it, written for
 clarity, not speed: the sums Σg², Σm², Σg·m as separate ``optax.tree``
 reductions, the features of ``_features.FEATURE_NAMES`` computed one by one,
 ``h_t = GRU(x_t, h_{t-1})``, the heads (softplus, tanh, softplus of
-``W h_t + b``) and the running mean of their offsets from the starting values,
-then SGD with momentum leaf by leaf,
+``W h_t + b``) and the running mean of their offsets from the starting values
+(its steps clipped), then SGD with momentum leaf by leaf,
 ``m_t = μ_t m_{t-1} + g_t + λ_t θ_t`` and ``u_t = -η_t m_t``. The controller's
 gradient through the fast sums is compared with that through plain sums too.
 """
@@ -28,6 +28,7 @@ from garo_optax import (
 CLIP = _features.FEATURE_CLIP
 FAST, SLOW = _features.EMA_DECAY, _features.SLOW_EMA_DECAY
 DECAY = _controller.OUTPUT_DECAY
+MAX_STEP = np.array(_controller.MAX_OFFSET_STEP)
 
 
 def _softplus_inverse(x):
@@ -91,7 +92,7 @@ def reference_run(
         np.log(float(jax.nn.softplus(pre[2])) / wd_ref),
       ]
     )
-    offsets = DECAY * offsets + (1 - DECAY) * target
+    offsets = offsets + np.clip((1 - DECAY) * (target - offsets), -MAX_STEP, MAX_STEP)
     lr = lr_ref * np.exp(offsets[0])
     mom = max(mom_ref + offsets[1], 0.0)
     wd = wd_ref * np.exp(offsets[2])

@@ -28,7 +28,8 @@ resumed from its checkpoint (``--checkpoint``, written every
 those of ``meta_steps=<that step>``) ends with the same weights, byte for
 byte, as an uninterrupted one. The persistent runs are part of the
 checkpoint. ``--set key=value`` changes a field of the configuration;
-``--plot`` draws the meta-loss curve. A JSON record of the run (the
+``--plot`` draws the meta-loss curve, ``--snapshots`` keeps the weights of
+every checkpoint. A JSON record of the run (the
 configuration, the seed, the time, the versions) is written next to
 ``--out``.
 """
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     help="change fields of the configuration, e.g. --set meta_steps=10",
   )
   p.add_argument("--plot", default=None, help="PNG of the meta-loss curve")
+  p.add_argument(
+    "--snapshots",
+    default=None,
+    help="folder for the weights at every checkpoint (step<N>.npz), to choose "
+    "a checkpoint on validation tasks",
+  )
   return p
 
 
@@ -224,6 +231,7 @@ def train(
   out: str | os.PathLike,
   checkpoint: str | os.PathLike | None = None,
   plot: str | os.PathLike | None = None,
+  snapshots: str | os.PathLike | None = None,
 ) -> garo_optax.ControllerParams:
   """Meta-trains a controller as the module's docstring says; returns it."""
   from tqdm import tqdm
@@ -266,6 +274,11 @@ def train(
     )
     if checkpoint:
       _save_checkpoint(checkpoint, step, history, state)
+    if snapshots:
+      os.makedirs(snapshots, exist_ok=True)
+      garo_optax.save_controller(
+        os.path.join(snapshots, f"step{step}.npz"), state["controller"]
+      )
     if plot:
       _plot(plot, history, f"GARO meta-training, seed {seed}")
 
@@ -299,7 +312,7 @@ def train(
 def main(argv: list[str] | None = None) -> None:
   args = _parser().parse_args(argv)
   config = config_lib.override(config_lib.load(args.config), args.set)
-  train(config, args.seed, args.out, args.checkpoint, args.plot)
+  train(config, args.seed, args.out, args.checkpoint, args.plot, args.snapshots)
 
 
 if __name__ == "__main__":
