@@ -151,7 +151,8 @@ _ALL = (
     'garo_optax.garo(0.01, controller="pretrained"): meta-trained controller',
     controller="pretrained",
   ),
-  *(_meta_seed(seed) for seed in (0, 1, 2)),
+  # Meta-seed 0's controller is the shipped one (garo_pretrained).
+  *(_meta_seed(seed) for seed in (1, 2)),
 )
 
 OPTIMIZERS: dict[str, Optimizer] = {opt.name: opt for opt in _ALL}

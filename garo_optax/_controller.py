@@ -168,7 +168,7 @@ def save_controller(path: str | os.PathLike, controller: ControllerParams) -> No
   integer, currently 2), ``num_features``, ``hidden_size``, and one float32
   array per weight: ``gru/input_kernel`` ``(F, 3H)``, ``gru/input_bias``
   ``(3H,)``, ``gru/hidden_kernel`` ``(H, 3H)``, ``gru/hidden_bias`` ``(H,)``,
-  ``head_kernel`` ``(H, 3)``.
+  ``head_kernel`` ``(H, 3)``. The same weights give the same bytes.
 
   Args:
     path: where to write; ``numpy`` appends ``.npz`` if it is missing.
@@ -177,14 +177,23 @@ def save_controller(path: str | os.PathLike, controller: ControllerParams) -> No
   problem = _shape_problem(_flatten(controller))
   if problem:
     raise ValueError(f"Cannot save this controller: {problem}.")
-  np.savez(
-    path,
-    format=np.array(FILE_FORMAT),
-    version=np.array(FILE_VERSION),
-    num_features=np.array(_features.NUM_FEATURES),
-    hidden_size=np.array(controller.hidden_size),
+  arrays = {
+    "format": np.array(FILE_FORMAT),
+    "version": np.array(FILE_VERSION),
+    "num_features": np.array(_features.NUM_FEATURES),
+    "hidden_size": np.array(controller.hidden_size),
     **_flatten(controller),
-  )
+  }
+  path = os.fspath(path)
+  if not path.endswith(".npz"):
+    path += ".npz"
+  # np.savez stamps each entry with the time of writing; a fixed stamp makes
+  # the same weights the same bytes.
+  with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+    for name, array in arrays.items():
+      info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+      with archive.open(info, "w") as file:
+        np.lib.format.write_array(file, np.asanyarray(array), allow_pickle=False)
 
 
 def _expected_shapes(hidden_size: int) -> dict[str, tuple[int, ...]]:

@@ -215,3 +215,17 @@ def test_applied_values_follow_the_heads_through_a_running_mean(controller):
       rtol=1e-5,
     )
   assert np.all(np.abs(expected) > 1e-4)  # the heads did move
+
+
+def test_same_weights_same_bytes(tmp_path, controller):
+  """A controller file depends on the weights only (not on when it was
+  written), so a rerun of meta-training can be compared byte for byte."""
+  import time
+
+  garo_optax.save_controller(tmp_path / "a.npz", controller)
+  time.sleep(2.1)  # the zip format stamps entries to 2 s
+  garo_optax.save_controller(tmp_path / "b", controller)
+  assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+  other = controller._replace(head_kernel=controller.head_kernel + 1.0)
+  garo_optax.save_controller(tmp_path / "c.npz", other)
+  assert (tmp_path / "c.npz").read_bytes() != (tmp_path / "a.npz").read_bytes()
