@@ -26,9 +26,9 @@ FILE_VERSION = 2
 # Decay of the running mean the applied hyperparameters follow the heads with,
 # and the most that mean moves in one step: log learning rate, momentum, log
 # weight decay. A factor of 10 in the learning rate takes 77 steps, a change
-# of momentum from 0 to 0.9 takes 18.
+# of momentum from 0 to 0.9 takes 180.
 OUTPUT_DECAY = 0.9
-MAX_OFFSET_STEP = (0.03, 0.05, 0.03)
+MAX_OFFSET_STEP = (0.03, 0.005, 0.03)
 
 
 class ControllerParams(NamedTuple):
