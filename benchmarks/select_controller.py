@@ -2,9 +2,9 @@
 
 Meta-training writes a controller at every checkpoint (``python -m
 garo_optax.meta.train ... --snapshots DIR``); this evaluates some of them, and
-the final controllers of other meta-seeds, on the suite's validation tasks
-(``benchmarks.tasks.VALIDATION``, never the held-out ones) as
-``python -m benchmarks.pretrained --split validation`` does, and ranks them::
+the final controllers of other meta-seeds, on every suite task that is not
+held out (``benchmarks.tasks.VALIDATION`` and ``META_TRAIN``, never
+``HELD_OUT``) as ``python -m benchmarks.pretrained`` does, and ranks them::
 
   python -m benchmarks.select_controller runs/meta_v2/seed0_snapshots/step*.npz \\
       --out benchmarks/results/meta_v2/validation.json
@@ -41,12 +41,22 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("controllers", nargs="+", help="controller .npz files")
   p.add_argument("--seeds", type=int, default=3)
+  p.add_argument(
+    "--tasks",
+    nargs="+",
+    default=list(tasks.VALIDATION + tasks.META_TRAIN),
+    help="tasks to choose on (never held-out ones)",
+  )
   p.add_argument("--out", default=None, help="JSON of every controller's summary")
   args = p.parse_args(argv)
-  names = list(tasks.VALIDATION)
+  names = args.tasks
+  tasks.check_names(names)
+  held_out = [n for n in names if tasks.split(n) == "held_out"]
+  if held_out:
+    raise ValueError(f"{', '.join(held_out)} are held out: choices never see them.")
   seeds = list(range(args.seeds))
   base = pretrained.baselines(
-    names, seeds, "benchmarks/results/pretrained/validation_baselines.json"
+    names, seeds, "benchmarks/results/pretrained/selection_baselines.json"
   )
   results = {}
   for path in args.controllers:

@@ -28,7 +28,9 @@ FILE_VERSION = 2
 # weight decay. A factor of 10 in the learning rate takes 77 steps, a change
 # of momentum from 0 to 0.9 takes 180.
 OUTPUT_DECAY = 0.9
-MAX_OFFSET_STEP = (0.03, 0.005, 0.03)
+MAX_OFFSET_STEP = (0.03, 0.01, 0.03)
+# The largest float32 below 1: momentum stays in [0, 1).
+_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
 
 class ControllerParams(NamedTuple):
@@ -107,10 +109,19 @@ def _offsets(pre_activation: jax.Array, bias: jax.Array) -> jax.Array:
 def _apply_offsets(
   offsets: jax.Array, bias: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  lr, mom, wd = heads(bias)
+  """The hyperparameters at ``offsets`` from the reference values.
+
+  The learning-rate offset moves heavy ball's effective step
+  ``learning_rate / (1 - momentum)``: a change of momentum leaves the
+  effective step as it was (the learning rate moves by ``1 - momentum``), so
+  the controller can trade noise averaging against step size in one head.
+  Momentum is kept in ``[0, 1)``.
+  """
+  lr, mom_ref, wd = heads(bias)
+  mom = jnp.clip(mom_ref + offsets[..., 1], 0.0, _BELOW_ONE)
   return (
-    lr * jnp.exp(offsets[..., 0]),
-    mom + offsets[..., 1],
+    lr * jnp.exp(offsets[..., 0]) * ((1.0 - mom) / (1.0 - mom_ref)),
+    mom,
     wd * jnp.exp(offsets[..., 2]),
   )
 

@@ -157,7 +157,7 @@ def test_init_controller_is_float32_with_x64():
 
 @pytest.mark.parametrize(
   ("learning_rate", "momentum", "weight_decay"),
-  [(0.1, 0.0, 0.0), (3e-4, 0.9, 0.05), (1.0, -0.5, 1e-6)],
+  [(0.1, 0.0, 0.0), (3e-4, 0.9, 0.05), (1.0, 0.5, 1e-6)],
 )
 def test_zero_hidden_state_gives_starting_values(
   controller, learning_rate, momentum, weight_decay
@@ -208,7 +208,10 @@ def test_applied_values_follow_the_heads_through_a_running_mean(controller):
     np.testing.assert_allclose(
       [v[0] for v in values],
       [
-        reference[0] * np.exp(expected[0]),
+        reference[0]
+        * np.exp(expected[0])
+        * (1 - (reference[1] + expected[1]))
+        / (1 - reference[1]),
         reference[1] + expected[1],
         reference[2] * np.exp(expected[2]),
       ],

@@ -5,7 +5,8 @@ clarity, not speed: the sums Σg², Σm², Σg·m as separate ``optax.tree``
 reductions, the features of ``_features.FEATURE_NAMES`` computed one by one,
 ``h_t = GRU(x_t, h_{t-1})``, the heads (softplus, tanh, softplus of
 ``W h_t + b``) and the running mean of their offsets from the starting values
-(its steps clipped), then SGD with momentum leaf by leaf,
+(its steps clipped; the learning-rate offset moves the effective step
+``η/(1 - μ)``), then SGD with momentum leaf by leaf,
 ``m_t = μ_t m_{t-1} + g_t + λ_t θ_t`` and ``u_t = -η_t m_t``. The controller's
 gradient through the fast sums is compared with that through plain sums too.
 """
@@ -93,8 +94,9 @@ def reference_run(
       ]
     )
     offsets = offsets + np.clip((1 - DECAY) * (target - offsets), -MAX_STEP, MAX_STEP)
-    lr = lr_ref * np.exp(offsets[0])
-    mom = max(mom_ref + offsets[1], 0.0)
+    mom = min(max(mom_ref + offsets[1], 0.0), 1.0)
+    # the learning-rate offset moves the effective step lr / (1 - momentum)
+    lr = lr_ref * np.exp(offsets[0]) * (1 - mom) / (1 - mom_ref)
     wd = wd_ref * np.exp(offsets[2])
     mu = jax.tree.map(
       lambda m, g, p, mom=mom, wd=wd: mom * m + g + wd * p, mu, grads, params
