@@ -58,11 +58,13 @@ def garo(
     \hat\eta_t &= \mathrm{softplus}(W_\eta h_t + b_\eta), \quad
     \hat\mu_t = \tanh(W_\mu h_t + b_\mu), \quad
     \hat\lambda_t = \mathrm{softplus}(W_\lambda h_t + b_\lambda) \\
-    \log \eta_t &= \log \eta^0_t + o_t, \quad
-    o_t = o_{t-1} + \mathrm{clip}\big(0.1 (\log(\hat\eta_t / \eta^0_t)
-    - o_{t-1}), \pm 0.03\big)
-    \quad \text{(likewise } \mu_t \text{ within } \pm 0.005,
-    \lambda_t\text{)} \\
+    o_t &= o_{t-1} + \mathrm{clip}\big(0.1\,(\hat o_t - o_{t-1}),
+    \pm o_{\max}\big), \quad
+    \hat o_t = \big(\log(\hat\eta_t / \eta^0_t),\ \hat\mu_t - \mu^0_t,\
+    \log(\hat\lambda_t / \lambda^0_t)\big) \\
+    \mu_t &= \mathrm{clip}(\mu^0_t + o_{t,\mu}, 0, 1), \quad
+    \frac{\eta_t}{1 - \mu_t} = \frac{\eta^0_t}{1 - \mu^0_t}\, e^{o_{t,\eta}},
+    \quad \lambda_t = \lambda^0_t\, e^{o_{t,\lambda}} \\
     m_t &= \mu_t m_{t-1} + g_t + \lambda_t \theta_t, \quad
     u_t = -\eta_t m_t
 
@@ -70,10 +72,14 @@ def garo(
   ``learning_rate``, ``momentum`` and ``weight_decay`` (:math:`\eta^0_t`,
   :math:`\mu^0_t`, :math:`\lambda^0_t`: the starting values, or a schedule's
   at step :math:`t`), and the applied values follow the heads' through a
-  running mean of their offsets from those (log ratios for the rates, a
-  difference for the momentum) that moves a bounded step at a time
-  (``_controller.MAX_OFFSET_STEP``: a factor of 10 in the learning rate takes
-  77 steps), so they change smoothly, as a schedule does.
+  running mean :math:`o_t` of their offsets from those (log ratios for the
+  rates, a difference for the momentum) that moves at most
+  ``_controller.MAX_OFFSET_STEP`` a step (:math:`o_{\max}`: a factor of 10
+  in the learning rate takes 77 steps, momentum from 0 to 0.9 takes 90), so
+  they change smoothly, as a schedule does. The learning-rate offset moves
+  heavy ball's effective step :math:`\eta_t / (1 - \mu_t)`: raising the
+  momentum lowers the learning rate so that the effective step stays where
+  it was.
   :math:`x_0 = 0` makes :math:`h_0 = 0` and :math:`o_0 = 0`, so the first
   step is exactly SGD with the given values; from there the controller adapts
   them.
