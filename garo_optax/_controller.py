@@ -28,7 +28,7 @@ FILE_VERSION = 2
 # weight decay. A factor of 10 in the learning rate takes 77 steps, a change
 # of momentum from 0 to 0.9 takes 90.
 OUTPUT_DECAY = 0.9
-MAX_OFFSET_STEP = (0.03, 0.01, 0.03)
+MAX_OFFSET_STEP = (0.05, 0.02, 0.05)
 # The largest float32 below 1: momentum stays in [0, 1).
 _BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 

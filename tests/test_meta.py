@@ -155,6 +155,30 @@ def test_pes_first_truncation_is_es_and_perturbations_accumulate(quadratic):
   )
 
 
+def test_sign_shaping_gives_each_pair_one_vote():
+  """With fitness shaping each antithetic pair weighs its perturbation by the
+  sign of its loss difference: scaling one pair's losses changes nothing,
+  and a pair whose runs tie (both diverged, say) adds nothing."""
+  epsilon = {"w": jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])}
+  plus = jnp.array([2.0, 0.5, 3.0])
+  minus = jnp.array([1.0, 0.7, 3.0])
+  grad = estimators._es_combine(plus, minus, epsilon, 0.5, "sign")
+  # (+1 * [1, 0] + -1 * [0, 1] + 0 * [1, 1]) / 3 pairs / (2 * 0.25)
+  np.testing.assert_allclose(grad["w"], np.array([1.0, -1.0]) / 3 / 0.5)
+  scaled = estimators._es_combine(
+    plus * jnp.array([1e3, 1.0, 1.0]),
+    minus * jnp.array([1e3, 1.0, 1.0]),
+    epsilon,
+    0.5,
+    "sign",
+  )
+  np.testing.assert_allclose(scaled["w"], grad["w"])
+  raw = estimators._es_combine(plus, minus, epsilon, 0.5, "none")
+  np.testing.assert_allclose(raw["w"], np.array([1.0, -0.2]) / 3 / 0.5)
+  with pytest.raises(ValueError, match="shaping"):
+    estimators._es_combine(plus, minus, epsilon, 0.5, "ranks")
+
+
 def test_es_keeps_candidate_biases_at_zero():
   controller = _small_controller()
   epsilon = jax.jit(estimators._perturbations, static_argnums=(2, 3))(
@@ -217,6 +241,8 @@ def test_configs_are_checked(tmp_path):
     config.override(default, ["meta_step=3"])
   with pytest.raises(ValueError, match="go together"):
     config.override(default, ["home_steps=null"])
+  with pytest.raises(ValueError, match="fitness_shaping"):
+    config.override(default, ["fitness_shaping=ranks"])
   with pytest.raises(ValueError, match="unroll <= min_horizon"):
     config.override(default, ["unroll=500", "min_horizon=200"])
   with pytest.raises(FileNotFoundError, match="tiny"):
@@ -249,7 +275,9 @@ def test_total_steps_reaches_the_inner_runs():
   controller = _small_controller()
   task = tasks.quadratic_family(4, 2).sample(jax.random.key(0))
   for total, expected in ((0.0, 0.0), (20.0, 0.5)):
-    state = inner.inner_init(controller, task, jax.random.key(1), 0.01, total_steps=total)
+    state = inner.inner_init(
+      controller, task, jax.random.key(1), 0.01, total_steps=total
+    )
     state, _, _ = inner.inner_unroll(controller, task, state, 0.01, 10)
     assert float(state.total_steps) == total
     assert float(_features.progress(state.step, state.total_steps)) == expected

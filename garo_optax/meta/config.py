@@ -39,6 +39,9 @@ class Config:
   max_horizon: int
   # Share of the runs given their length as garo's total_steps.
   total_steps_share: float
+  # "none", or "sign": each antithetic pair weighs its perturbation by the
+  # sign of its loss difference, not the difference (fitness shaping).
+  fitness_shaping: str
   # ES perturbation scale, Adam's learning rate, and meta-steps.
   sigma: float
   meta_lr: float
@@ -62,6 +65,10 @@ class Config:
   def __post_init__(self):
     if self.estimator not in ("pes", "es"):
       raise ValueError(f"estimator must be 'pes' or 'es', got {self.estimator!r}")
+    if self.fitness_shaping not in ("none", "sign"):
+      raise ValueError(
+        f"fitness_shaping must be 'none' or 'sign', got {self.fitness_shaping!r}"
+      )
     if self.estimator == "pes" and not (
       self.unroll <= self.min_horizon <= self.max_horizon
     ):

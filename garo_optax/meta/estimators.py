@@ -111,9 +111,22 @@ def _twice(x):
   return jnp.concatenate([x, x])
 
 
-def _es_combine(loss_plus, loss_minus, epsilon, sigma):
-  """``mean_i (L⁺_i − L⁻_i) ε_i / (2σ²)``, the antithetic ES gradient."""
-  weight = (loss_plus - loss_minus) / (2.0 * sigma**2)
+SHAPINGS = ("none", "sign")
+
+
+def _es_combine(loss_plus, loss_minus, epsilon, sigma, shaping="none"):
+  """``mean_i w_i ε_i / (2σ²)``, the antithetic ES gradient, with
+  ``w_i = L⁺_i − L⁻_i``; with ``shaping="sign"``, ``w_i`` is the sign of that
+  difference (fitness shaping: each pair, one problem, casts one vote, so
+  that the problems whose losses move most, the ones on the edge of
+  divergence above all, do not outweigh the others; a pair whose runs both
+  diverged casts none)."""
+  if shaping not in SHAPINGS:
+    raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}")
+  difference = loss_plus - loss_minus
+  if shaping == "sign":
+    difference = jnp.sign(difference)
+  weight = difference / (2.0 * sigma**2)
   return jax.tree.map(
     lambda e: jnp.tensordot(weight, e, axes=1) / weight.shape[0], epsilon
   )
@@ -129,6 +142,7 @@ def es_gradient(
   *,
   sigma: float,
   config: inner.InnerConfig = inner.DEFAULT_CONFIG,
+  shaping: str = "none",
 ) -> tuple[jax.Array, garo_optax.ControllerParams]:
   """Antithetic ES over whole unrolls, one pair of perturbations per task.
 
@@ -145,6 +159,7 @@ def es_gradient(
     key: key for the perturbations.
     sigma: standard deviation of the perturbations.
     config: how GARO is built.
+    shaping: ``"none"`` or ``"sign"`` (see ``_es_combine``).
 
   Returns:
     ``(inner.meta_loss, gradient)``: the mean meta-loss of the pairs and the ES
@@ -161,7 +176,7 @@ def es_gradient(
     config,
   )
   loss_plus, loss_minus = losses[:num_pairs], losses[num_pairs:]
-  return jnp.mean(losses), _es_combine(loss_plus, loss_minus, epsilon, sigma)
+  return jnp.mean(losses), _es_combine(loss_plus, loss_minus, epsilon, sigma, shaping)
 
 
 class PESState(NamedTuple):
@@ -203,6 +218,7 @@ def pes_gradient(
   *,
   sigma: float,
   config: inner.InnerConfig = inner.DEFAULT_CONFIG,
+  shaping: str = "none",
 ) -> tuple[jax.Array, garo_optax.ControllerParams, PESState]:
   """Persistent ES: one truncation of ``num_steps`` for each pair of runs.
 
@@ -232,5 +248,5 @@ def pes_gradient(
   plus = jax.tree.map(lambda x: x[:num_pairs], states)
   minus = jax.tree.map(lambda x: x[num_pairs:], states)
   mean = jnp.mean(losses)
-  grad = _es_combine(loss_plus, loss_minus, accumulated, sigma)
+  grad = _es_combine(loss_plus, loss_minus, accumulated, sigma, shaping)
   return mean, grad, PESState(plus, minus, accumulated)

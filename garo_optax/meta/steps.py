@@ -39,7 +39,7 @@ def _log_uniform(key, shape, low, high):
 
 
 @functools.cache
-def family_step(family, pairs, unroll, config):
+def family_step(family, pairs, unroll, config, shaping="none"):
   """The jitted ES gradient on fresh problems of one family (whole runs)."""
 
   @jax.jit
@@ -56,6 +56,7 @@ def family_step(family, pairs, unroll, config):
       es_key,
       sigma=sigma,
       config=config,
+      shaping=shaping,
     )
 
   return step
@@ -77,7 +78,7 @@ def _where_rows(condition, new, old):
 
 
 @functools.cache
-def family_pes_step(family, pairs, unroll, horizons: Horizons, config):
+def family_pes_step(family, pairs, unroll, horizons: Horizons, config, shaping="none"):
   """The jitted PES gradient of one truncation of one slot's persistent runs.
 
   ``state`` holds, per pair, the problem's key, the starting learning rate,
@@ -89,9 +90,7 @@ def family_pes_step(family, pairs, unroll, horizons: Horizons, config):
 
   @jax.jit
   def step(controller, state, key, sigma, min_lr, max_lr):
-    task_key, run_key, lr_key, es_key, length_key, total_key = jax.random.split(
-      key, 6
-    )
+    task_key, run_key, lr_key, es_key, length_key, total_key = jax.random.split(key, 6)
     restart = state["left"] <= 0
     task_keys = jnp.where(
       restart[:, None],
@@ -132,6 +131,7 @@ def family_pes_step(family, pairs, unroll, horizons: Horizons, config):
       es_key,
       sigma=sigma,
       config=config,
+      shaping=shaping,
     )
     new_state = {
       "task_key": task_keys,

@@ -193,10 +193,17 @@ def _slot_step(config, slot):
   args = (config.sigma, config.min_lr, config.max_lr)
   if config.estimator == "pes":
     fn = steps.family_pes_step(
-      slot.family, config.pairs, config.unroll, _horizons(config), ic
+      slot.family,
+      config.pairs,
+      config.unroll,
+      _horizons(config),
+      ic,
+      config.fitness_shaping,
     )
     return lambda controller, state, key: fn(controller, state, key, *args)
-  fn = steps.family_step(slot.family, config.pairs, config.unroll, ic)
+  fn = steps.family_step(
+    slot.family, config.pairs, config.unroll, ic, config.fitness_shaping
+  )
   return lambda controller, state, key: (*fn(controller, key, *args), state)
 
 
