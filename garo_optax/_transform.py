@@ -75,7 +75,7 @@ def garo(
   running mean :math:`o_t` of their offsets from those (log ratios for the
   rates, a difference for the momentum) that moves at most
   ``_controller.MAX_OFFSET_STEP`` a step (:math:`o_{\max}`: a factor of 10
-  in the learning rate takes 77 steps, momentum from 0 to 0.9 takes 90), so
+  in the learning rate takes 47 steps, momentum from 0 to 0.9 takes 45), so
   they change smoothly, as a schedule does. The learning-rate offset moves
   heavy ball's effective step :math:`\eta_t / (1 - \mu_t)`: raising the
   momentum lowers the learning rate so that the effective step stays where
