@@ -32,7 +32,9 @@ def score(summary) -> float:
   for row in summary["tasks"].values():
     for lr in pretrained.GARO_LEARNING_RATES:
       ratios.append(
-        pretrained._floored_ratio(row[f"garo_lr{lr:g}"], row["best_tuned"], row["floor"])
+        pretrained._floored_ratio(
+          row[f"garo_lr{lr:g}"], row["best_tuned"], row["floor"]
+        )
       )
   return report.geomean(ratios)
 

@@ -47,9 +47,7 @@ def check_total_steps(total_steps: Any) -> None:
     return
   if isinstance(total_steps, jax.Array | np.ndarray):
     if total_steps.shape != ():
-      raise ValueError(
-        f"total_steps must be a scalar, got shape {total_steps.shape}."
-      )
+      raise ValueError(f"total_steps must be a scalar, got shape {total_steps.shape}.")
     total_steps = total_steps.item()
   if isinstance(total_steps, bool) or not isinstance(
     total_steps, int | np.integer | float

@@ -10,8 +10,11 @@ worse, and works like a backtracking line search:
 - **Blow-up.** The running mean of the loss (when ``value`` is given) rises
   above ``LOSS_FACTOR`` times its lowest value, and by more than ``NOISE_Z``
   standard deviations of the minibatch losses, or the running mean of the
-  global log gradient norm rises above its lowest by ``log(GRAD_NORM_FACTOR)``;
-  and the gradient turns against the last step (``Σg·m < 0``), as the
+  global log gradient norm rises above its lowest by ``log(GRAD_NORM_FACTOR)``,
+  or one step's gradient norm jumps to ``GRAD_JUMP_FACTOR`` times that running
+  mean (a step past the edge of stability on a steep valley, Rosenbrock's,
+  blows up within three steps: the running mean would see it too late); and
+  the gradient turns against the last step (``Σg·m < 0``), as the
   stiffest direction does when a step overshoots. Rises below ``RELEVANT``
   times the first loss (or gradient norm) are noise near a minimum. The sums
   come from the one statistics pass: the safeguard reads nothing more.
@@ -45,6 +48,9 @@ DECAY = _features.EMA_DECAY
 LOSS_FACTOR = 2.0
 # A rise of the running mean of log‖g‖ above its lowest by log(GRAD_NORM_FACTOR).
 GRAD_NORM_FACTOR = 10.0
+# One step's gradient norm at GRAD_JUMP_FACTOR times the running mean of the
+# log norm (a sudden blow-up, which the running means see too late).
+GRAD_JUMP_FACTOR = 8.0
 # A rise of the loss's running mean by less than NOISE_Z standard deviations
 # of the minibatch loss is not a blow-up; the spread is a slower running mean
 # of the squared deviations, over steps that raised no suspicion.
@@ -127,7 +133,8 @@ def safeguard(
   )
   lowest_grad = _lowest(first, state.lowest_log_grad_norm, running_grad)
   first_grad = jnp.where(first, log_grad_norm, state.first_log_grad_norm)
-  blew_up = (running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) & (
+  jumped = log_grad_norm - state.running_log_grad_norm > jnp.log(GRAD_JUMP_FACTOR)
+  blew_up = ((running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) | jumped) & (
     running_grad > first_grad + jnp.log(RELEVANT)
   )
   # How far past a stable step size the last one was: on a quadratic, the

@@ -199,7 +199,11 @@ def test_applied_values_follow_the_heads_through_a_running_mean(controller):
     )
     lr, mom, wd = _controller.heads(hidden @ controller.head_kernel + bias)
     target = np.array(
-      [np.log(lr[0] / reference[0]), mom[0] - reference[1], np.log(wd[0] / reference[2])]
+      [
+        np.log(lr[0] / reference[0]),
+        mom[0] - reference[1],
+        np.log(wd[0] / reference[2]),
+      ]
     )
     expected = expected + np.clip(
       (1 - decay) * (target - expected), -max_step, max_step

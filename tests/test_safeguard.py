@@ -133,6 +133,23 @@ def test_backoff_caps_a_rate_above_stability(value):
   assert np.all(lr[backoff_steps[-1] + 1 :] < 2 / 100)
 
 
+def test_sudden_blow_up_backs_off_before_it_runs_away():
+  """On Rosenbrock's valley a rate past the edge of stability blows up within
+  three steps, too fast for the running means, and GARO away from the valley
+  cannot come back (the curvature grows with the params). The one-step jump
+  of the gradient norm backs off in time, with no loss given."""
+  rosenbrock = lambda p: (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2
+  controller = garo_optax.init_controller(jax.random.key(0), head_scale=0.0)
+  # The home move raises the rate from 1e-3 (stable) to 0.03 (not).
+  tx = garo_optax.garo(
+    1e-3, controller=controller, home_learning_rate=0.03, home_steps=30.0
+  )
+  (params, state), (losses, _) = _run(tx, rosenbrock, jnp.zeros(2), 20_000, value=False)
+  assert int(state.safeguard.backoffs) >= 1
+  assert np.all(np.isfinite(losses))
+  np.testing.assert_allclose(params, [1.0, 1.0], atol=1e-2)
+
+
 def test_stable_run_never_backs_off(loss_fn, params, train):
   """No blow-up, no back-off: the cap stays infinite, and a near-SGD
   controller gives plain SGD's trajectory."""

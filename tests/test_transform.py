@@ -510,7 +510,9 @@ def test_total_steps_changes_the_run_only_through_progress(params, random_grads)
 
   without, with_horizon = trajectory(None), trajectory(10)
   assert without["learning_rate"][0] == with_horizon["learning_rate"][0]
-  assert not np.allclose(without["learning_rate"][5:], with_horizon["learning_rate"][5:])
+  assert not np.allclose(
+    without["learning_rate"][5:], with_horizon["learning_rate"][5:]
+  )
   # optax.inject_hyperparams makes it an array: the same run.
   injected = optax.inject_hyperparams(garo_optax.garo)(
     0.05, controller=_controller(3.0), total_steps=10

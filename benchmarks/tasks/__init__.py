@@ -47,7 +47,12 @@ _FACTORIES: dict[str, Callable[[], Task]] = {
 
 TASK_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 META_TRAIN: tuple[str, ...] = ("quadratic", "mlp_digits")
-VALIDATION: tuple[str, ...] = ("diabetes_raw", "wine_logreg", "wine_mlp", "noisy_logreg")
+VALIDATION: tuple[str, ...] = (
+  "diabetes_raw",
+  "wine_logreg",
+  "wine_mlp",
+  "noisy_logreg",
+)
 HELD_OUT: tuple[str, ...] = tuple(
   n for n in TASK_NAMES if n not in META_TRAIN + VALIDATION
 )
