@@ -251,7 +251,7 @@ def test_configs_are_checked(tmp_path):
   path.write_text(default.to_json())
   assert config.load(path) == default
   path.write_text('{"families": "tiny"}')
-  with pytest.raises(ValueError, match="missing field.*meta_steps"):
+  with pytest.raises(ValueError, match=r"missing field.*meta_steps"):
     config.load(path)
 
 
