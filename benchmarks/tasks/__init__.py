@@ -43,6 +43,7 @@ _FACTORIES: dict[str, Callable[[], Task]] = {
   "wine_logreg": validation.wine_logreg,
   "wine_mlp": validation.wine_mlp,
   "noisy_logreg": validation.noisy_logreg,
+  "wine_factorization": validation.wine_factorization,
 }
 
 TASK_NAMES: tuple[str, ...] = tuple(_FACTORIES)

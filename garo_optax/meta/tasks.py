@@ -5,6 +5,7 @@ A task (:class:`garo_optax.meta.problems.Task`) is a problem instance; a
 of it (data, scales, conditioning, label noise, initial-weight scale).
 :func:`families` names the distributions of families: ``"default"``, the
 broad one (linear and logistic models with badly scaled features, quadratics,
+deterministic low-rank matrix factorisations,
 MLPs of depth 1 to 6 and width 16 to 1024 with and without layer norm,
 autoencoders, regression with raw targets, classification with noisy labels,
 convnets, a character MLP and small transformer language models; batch sizes
@@ -43,6 +44,7 @@ DATASETS = (
   "digits",
   "synthetic_images",
   "markov_text",
+  "low_rank_matrix",
 )
 
 
@@ -356,6 +358,24 @@ def quadratic_family(dim: int, batch_size: int) -> Family:
   return Family(f"quadratic_d{dim}_b{batch_size}", "quadratic", sample)
 
 
+def factorization_family(rows: int, cols: int, rank: int) -> Family:
+  """Deterministic factorisations of random matrices of rank ``rank`` with
+  singular values spread over a decade and a scale drawn over two decades
+  (on typical draws SGD at 0.01 converges and at 0.1 diverges)."""
+
+  def sample(key):
+    a_key, b_key, spread_key, scale_key, init_key = jax.random.split(key, 5)
+    a, _ = jnp.linalg.qr(jax.random.normal(a_key, (rows, rank)))
+    b, _ = jnp.linalg.qr(jax.random.normal(b_key, (cols, rank)))
+    singular = jnp.exp(-jnp.log(10.0) * jax.random.uniform(spread_key, (rank,)))
+    scale = _log_uniform(scale_key, 1.0, 100.0) * np.sqrt(rows * cols / rank)
+    return problems.FactorizationTask(
+      scale * (a * singular) @ b.T, _log_uniform(init_key, 0.1, 1.0), rank
+    )
+
+  return Family(f"factorization_{rows}x{cols}_r{rank}", "low_rank_matrix", sample)
+
+
 def conv_family(
   channels: tuple[int, ...],
   batch_size: int,
@@ -479,6 +499,9 @@ def _default() -> tuple[Family, ...]:
     badly_scaled_linear_family(32, 32),
     badly_scaled_logistic_family(64, 10, 128),
     logistic_family(16, 4, 512, label_noise=0.4),
+    # Deterministic and nonconvex: stiffer as the factors grow.
+    factorization_family(32, 32, 4),
+    factorization_family(64, 16, 8),
     # MLPs on a teacher's data: depth 1 to 6, width 16 to 1024.
     teacher((1024,), "relu", 32, regression=False),
     teacher((512, 256), "gelu", 8, regression=True, raw_targets=True),
