@@ -214,6 +214,7 @@ def test_training_datasets_are_not_held_out():
     "wine_logreg",
     "wine_mlp",
     "noisy_logreg",
+    "wine_factorization",
   }
   assert {
     "logreg_breast_cancer",

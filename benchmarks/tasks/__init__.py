@@ -53,6 +53,7 @@ VALIDATION: tuple[str, ...] = (
   "wine_logreg",
   "wine_mlp",
   "noisy_logreg",
+  "wine_factorization",
 )
 HELD_OUT: tuple[str, ...] = tuple(
   n for n in TASK_NAMES if n not in META_TRAIN + VALIDATION
