@@ -44,13 +44,9 @@ def test_registry():
     tasks.families("broad")
 
 
-@pytest.mark.parametrize(
-  "family",
-  [f for f in ALL_FAMILIES if f not in tasks.families("default")],
-  ids=_name,
-)
+@pytest.mark.parametrize("family", ALL_FAMILIES, ids=_name)
 def test_family_makes_trainable_tasks(family):
-  """The families outside ``"default"`` (which the next test trains)."""
+  """Every family's tasks trace: losses, gradients, batches of tasks."""
 
   def make(key):
     task = family.sample(key)
@@ -71,7 +67,32 @@ def test_family_makes_trainable_tasks(family):
   assert all(x.shape[0] == 3 for x in jax.tree.leaves(batched))
 
 
-@pytest.mark.parametrize("family", tasks.families("default"), ids=_name)
+# One family of each kind of problem and option in "default" (every task type,
+# layer norm, label noise, raw targets, autoencoders, embeddings, attention):
+# the rest differ from these in sizes only, and train in the slow run
+# (pytest -m slow); every family is traced in the default run above.
+_REPRESENTATIVES = (
+  "quadratic_d16_b8",
+  "badly_scaled_logistic_d64_k10_b128",
+  "noisy_logistic_d16_k4_b512",
+  "teacher_raw_regression_mlp_64x64x64_tanh_b256",
+  "teacher_classification_mlp_32x32x32x32x32x32_tanh_ln_b64",
+  "digits_autoencoder_128x16x128_gelu_b32",
+  "conv_16_b8",
+  "markov_text_v32_e16_c8_h256_b64",
+  "markov_text_transformer_w16_d1_h2_c32_v16_b8",
+  "factorization_32x32_r4",
+)
+
+
+@pytest.mark.parametrize(
+  "family",
+  [
+    f if f.name in _REPRESENTATIVES else pytest.param(f, marks=pytest.mark.slow)
+    for f in tasks.families("default")
+  ],
+  ids=_name,
+)
 def test_default_family_trains(family):
   """Two tasks sampled under vmap: finite initial losses that a few small
   Adam steps on a fixed minibatch bring down; other keys, other tasks."""
