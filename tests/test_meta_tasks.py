@@ -85,6 +85,12 @@ _REPRESENTATIVES = (
 )
 
 
+def test_representatives_are_default_families():
+  """A misspelt representative would quietly leave the default run with one
+  kind of problem fewer trained."""
+  assert set(_REPRESENTATIVES) <= {f.name for f in tasks.families("default")}
+
+
 @pytest.mark.parametrize(
   "family",
   [
