@@ -14,6 +14,8 @@ import os
 import pathlib
 from typing import Any
 
+from garo_optax.meta import estimators
+
 CONFIGS = pathlib.Path(__file__).with_name("configs")
 
 
@@ -65,9 +67,10 @@ class Config:
   def __post_init__(self):
     if self.estimator not in ("pes", "es"):
       raise ValueError(f"estimator must be 'pes' or 'es', got {self.estimator!r}")
-    if self.fitness_shaping not in ("none", "sign"):
+    if self.fitness_shaping not in estimators.SHAPINGS:
       raise ValueError(
-        f"fitness_shaping must be 'none' or 'sign', got {self.fitness_shaping!r}"
+        f"fitness_shaping must be one of {estimators.SHAPINGS}, got "
+        f"{self.fitness_shaping!r}"
       )
     if self.estimator == "pes" and not (
       self.unroll <= self.min_horizon <= self.max_horizon
