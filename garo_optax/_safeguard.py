@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from garo_optax import _features
 
@@ -64,6 +65,11 @@ RELEVANT = 0.01
 # but not below MIN_BACKOFF.
 BACKOFF = 0.5
 MIN_BACKOFF = 0.01
+# After the k-th back-off the cap doubles every k * RECOVERY_STEPS steps: the
+# stiffness that blew up may pass (it often comes from the start, or from one
+# stretch of a curved valley), and a problem that stays stiff blows up again
+# ever more rarely. None keeps the cap for the rest of the run.
+RECOVERY_STEPS: float | None = 100.0
 
 
 class SafeguardState(NamedTuple):
@@ -99,6 +105,16 @@ def init_safeguard_state(num_groups: int) -> SafeguardState:
 
 def _lowest(first, lowest, running):
   return jnp.where(first, running, jnp.minimum(lowest, running))
+
+
+def _recovered(cap: jax.Array, backoffs: jax.Array) -> jax.Array:
+  """The cap one step later: doubled every ``backoffs * RECOVERY_STEPS``
+  steps, until it is lifted."""
+  if RECOVERY_STEPS is None:
+    return cap
+  rate = np.log(2.0) / (RECOVERY_STEPS * jnp.maximum(backoffs, 1).astype(jnp.float32))
+  grown = cap * jnp.exp(rate)
+  return jnp.where(grown < NO_CAP / 2, grown, NO_CAP)
 
 
 def safeguard(
@@ -181,7 +197,7 @@ def safeguard(
     max_learning_rate=jnp.where(
       backoff,
       jnp.minimum(state.max_learning_rate, cut * previous_learning_rate),
-      state.max_learning_rate,
+      _recovered(state.max_learning_rate, state.backoffs),
     ),
     log_grad_norm=log_grad_norm,
     running_log_grad_norm=running_grad,

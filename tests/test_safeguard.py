@@ -10,6 +10,7 @@ import pytest
 
 import garo_optax
 from benchmarks.tasks import stiff
+from garo_optax import _safeguard
 from garo_optax._safeguard import NO_CAP
 
 STEPS = 300
@@ -123,14 +124,32 @@ def test_backoff_caps_a_rate_above_stability(value):
   )
   (_, state), (losses, states) = _run(tx, loss_fn, {"x": jnp.ones(2)}, 400, value)
   assert int(state.safeguard.backoffs) >= 1
-  assert float(state.safeguard.max_learning_rate[0]) < 2 / 100
   assert np.all(np.isfinite(losses))
   assert float(losses[-1]) < 1e-3 * float(losses[0])
   lr = np.asarray(states.hyperparams["learning_rate"])
   momentum = np.asarray(states.hyperparams["momentum"])
   backoff_steps = np.flatnonzero(np.diff(np.asarray(states.safeguard.backoffs)))
   assert np.all(momentum[backoff_steps + 1] == 0.0)
-  assert np.all(lr[backoff_steps[-1] + 1 :] < 2 / 100)
+  # Capped below stability, then the cap recovers: it doubles in
+  # RECOVERY_STEPS steps after a first back-off.
+  first = backoff_steps[0] + 1
+  cap = np.asarray(states.safeguard.max_learning_rate)[:, 0]
+  assert lr[first] < 2 / 100
+  steps = int(_safeguard.RECOVERY_STEPS)
+  assert len(backoff_steps) == 1  # a second blow-up would need a second rise
+  np.testing.assert_allclose(cap[first + steps], 2 * cap[first], rtol=1e-3)
+
+
+@pytest.mark.parametrize("backoffs", [1, 3])
+def test_cap_recovers_ever_more_slowly(backoffs):
+  """After the k-th back-off the cap doubles every k * RECOVERY_STEPS steps;
+  no cap stays no cap (finite)."""
+  cap = jnp.asarray([1e-3, NO_CAP], jnp.float32)
+  count = jnp.asarray(backoffs, jnp.int32)
+  for _ in range(backoffs * int(_safeguard.RECOVERY_STEPS)):
+    cap = _safeguard._recovered(cap, count)
+  np.testing.assert_allclose(cap[0], 2e-3, rtol=1e-4)
+  assert cap[1] == NO_CAP
 
 
 def test_sudden_blow_up_backs_off_before_it_runs_away():

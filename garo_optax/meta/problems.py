@@ -27,7 +27,12 @@ import numpy as np
 Params = Any
 Batch = Any
 
-ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu}
+ACTIVATIONS = {
+  "relu": jax.nn.relu,
+  "tanh": jnp.tanh,
+  "gelu": jax.nn.gelu,
+  "linear": lambda x: x,
+}
 
 
 class Task(Protocol):
@@ -120,6 +125,7 @@ def _loss(outputs, targets, objective):
 class MLPTask:
   """An MLP (no hidden layer: linear or logistic regression) on a dataset.
 
+  ``batch_size=0`` trains on the whole dataset at every step (deterministic).
   An autoencoder is an MLP with a narrow hidden layer whose targets are its
   inputs (``objective="mse"``, ``num_outputs`` the input width).
   """
@@ -139,6 +145,8 @@ class MLPTask:
     return dense_init(key, sizes, self.init_scale, self.layer_norm)
 
   def batch(self, key):
+    if self.batch_size == 0:
+      return self.inputs, self.targets
     return _sample_rows(key, (self.inputs, self.targets), self.batch_size)
 
   def loss(self, params, batch):
