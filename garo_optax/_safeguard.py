@@ -19,10 +19,12 @@ worse, and works like a backtracking line search:
   times the first loss (or gradient norm) are noise near a minimum. The sums
   come from the one statistics pass: the safeguard reads nothing more.
 - **Back-off.** That step is taken without momentum (the buffer restarts from
-  the gradient), and every group's learning rate is capped, for the rest of
-  the run, at a fraction of the rate applied before: ``BACKOFF``, or less the
-  faster the blow-up grew (down to ``MIN_BACKOFF``). The lowest values are
-  reset to the current ones, so a further back-off needs a further rise.
+  the gradient), and every group's learning rate is capped at a fraction of
+  the rate applied before: ``BACKOFF``, or less the faster the blow-up grew
+  (down to ``MIN_BACKOFF``). The lowest values are reset to the current ones,
+  so a further back-off needs a further rise.
+- **Recovery.** The cap lifts as a line search's trial step grows again: after
+  the k-th back-off it doubles every ``k * RECOVERY_STEPS`` steps.
 
 A run that never blows up is never capped, and the first step, which cannot
 see a rise, is always plain SGD. The thresholds were set on the stiff problems

@@ -87,10 +87,13 @@ def garo(
   **Safeguard.** The momentum is never negative, and when the loss (if
   ``value`` is given) or the gradient norm blows up while the gradient turns
   against the last step, GARO backs off: that step is taken without momentum
-  and the learning rate is capped, for the rest of the run, at a fraction of
-  the rate applied before (half, or less the faster the blow-up grew). A run
-  that does not blow up is never capped; ``state.safeguard.backoffs`` counts
-  the back-offs.
+  and the learning rate is capped at a fraction of the rate applied before
+  (half, or less the faster the blow-up grew). The cap lifts slowly: after
+  the k-th back-off it doubles every ``100 k`` steps, so a stiffness that
+  passes (the start of training, one stretch of a curved valley) does not
+  slow the rest of the run, and one that stays blows up ever more rarely. A
+  run that does not blow up is never capped; ``state.safeguard.backoffs``
+  counts the back-offs.
 
   Non-finite gradients (or a non-finite ``value``) skip the step: the updates
   are zero, the state is held and ``skipped`` is incremented. So do gradients

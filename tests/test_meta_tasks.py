@@ -244,6 +244,8 @@ def test_training_datasets_are_not_held_out():
     "wine_mlp",
     "noisy_logreg",
     "wine_factorization",
+    "helical_valley",
+    "sine_regression",
   }
   assert {
     "logreg_breast_cancer",

@@ -44,6 +44,8 @@ _FACTORIES: dict[str, Callable[[], Task]] = {
   "wine_mlp": validation.wine_mlp,
   "noisy_logreg": validation.noisy_logreg,
   "wine_factorization": validation.wine_factorization,
+  "helical_valley": validation.helical_valley,
+  "sine_regression": validation.sine_regression,
 }
 
 TASK_NAMES: tuple[str, ...] = tuple(_FACTORIES)
@@ -54,6 +56,8 @@ VALIDATION: tuple[str, ...] = (
   "wine_mlp",
   "noisy_logreg",
   "wine_factorization",
+  "helical_valley",
+  "sine_regression",
 )
 HELD_OUT: tuple[str, ...] = tuple(
   n for n in TASK_NAMES if n not in META_TRAIN + VALIDATION
