@@ -24,7 +24,9 @@ worse, and works like a backtracking line search:
   (down to ``MIN_BACKOFF``). The lowest values are reset to the current ones,
   so a further back-off needs a further rise.
 - **Recovery.** The cap lifts as a line search's trial step grows again: after
-  the k-th back-off it doubles every ``k * RECOVERY_STEPS`` steps.
+  the k-th back-off it doubles every ``k * RECOVERY_STEPS`` steps, up to
+  ``RECOVER_TO`` times the lowest rate that blew up, never beyond: a problem
+  that stays stiff is not blown up again by the same rate.
 
 A run that never blows up is never capped, and the first step, which cannot
 see a rise, is always plain SGD. The thresholds were set on the stiff problems
@@ -72,12 +74,16 @@ MIN_BACKOFF = 0.01
 # stretch of a curved valley), and a problem that stays stiff blows up again
 # ever more rarely. None keeps the cap for the rest of the run.
 RECOVERY_STEPS: float | None = 100.0
+# The cap lifts to at most RECOVER_TO times the lowest rate that blew up.
+RECOVER_TO = 0.7
 
 
 class SafeguardState(NamedTuple):
   """What the safeguard remembers between steps."""
 
   max_learning_rate: jax.Array  # shape=(G,), float32: cap; NO_CAP until a back-off
+  # shape=(G,), float32: the most the cap recovers to; NO_CAP until a back-off
+  max_recovered_learning_rate: jax.Array
   log_grad_norm: jax.Array  # shape=(), float32: the last step's global log‖g‖
   running_log_grad_norm: jax.Array  # shape=(), float32: its running mean
   lowest_log_grad_norm: jax.Array  # shape=(), float32: lowest running mean
@@ -93,6 +99,7 @@ def init_safeguard_state(num_groups: int) -> SafeguardState:
   zero = jnp.zeros((), jnp.float32)
   return SafeguardState(
     max_learning_rate=jnp.full((num_groups,), NO_CAP, jnp.float32),
+    max_recovered_learning_rate=jnp.full((num_groups,), NO_CAP, jnp.float32),
     log_grad_norm=zero,
     running_log_grad_norm=zero,
     lowest_log_grad_norm=zero,
@@ -199,7 +206,17 @@ def safeguard(
     max_learning_rate=jnp.where(
       backoff,
       jnp.minimum(state.max_learning_rate, cut * previous_learning_rate),
-      _recovered(state.max_learning_rate, state.backoffs),
+      jnp.minimum(
+        _recovered(state.max_learning_rate, state.backoffs),
+        state.max_recovered_learning_rate,
+      ),
+    ),
+    max_recovered_learning_rate=jnp.where(
+      backoff,
+      jnp.minimum(
+        state.max_recovered_learning_rate, RECOVER_TO * previous_learning_rate
+      ),
+      state.max_recovered_learning_rate,
     ),
     log_grad_norm=log_grad_norm,
     running_log_grad_norm=running_grad,

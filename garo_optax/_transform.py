@@ -89,9 +89,10 @@ def garo(
   against the last step, GARO backs off: that step is taken without momentum
   and the learning rate is capped at a fraction of the rate applied before
   (half, or less the faster the blow-up grew). The cap lifts slowly: after
-  the k-th back-off it doubles every ``100 k`` steps, so a stiffness that
-  passes (the start of training, one stretch of a curved valley) does not
-  slow the rest of the run, and one that stays blows up ever more rarely. A
+  the k-th back-off it doubles every ``100 k`` steps, up to 0.7 times the
+  lowest rate that blew up, so that a deep cut made early (at the stiff start
+  of training) does not slow the rest of the run, and a rate that blew up
+  is not tried again. A
   run that does not blow up is never capped; ``state.safeguard.backoffs``
   counts the back-offs.
 

@@ -131,13 +131,21 @@ def test_backoff_caps_a_rate_above_stability(value):
   backoff_steps = np.flatnonzero(np.diff(np.asarray(states.safeguard.backoffs)))
   assert np.all(momentum[backoff_steps + 1] == 0.0)
   # Capped below stability, then the cap recovers: it doubles in
-  # RECOVERY_STEPS steps after a first back-off.
+  # RECOVERY_STEPS steps after a first back-off, up to RECOVER_TO times the
+  # rate that blew up.
   first = backoff_steps[0] + 1
   cap = np.asarray(states.safeguard.max_learning_rate)[:, 0]
+  ceiling = np.asarray(states.safeguard.max_recovered_learning_rate)[:, 0]
   assert lr[first] < 2 / 100
-  steps = int(_safeguard.RECOVERY_STEPS)
   assert len(backoff_steps) == 1  # a second blow-up would need a second rise
-  np.testing.assert_allclose(cap[first + steps], 2 * cap[first], rtol=1e-3)
+  np.testing.assert_allclose(
+    ceiling[first], _safeguard.RECOVER_TO * lr[first - 1], rtol=1e-5
+  )
+  steps = int(_safeguard.RECOVERY_STEPS)
+  np.testing.assert_allclose(
+    cap[first + steps], min(2 * cap[first], ceiling[first]), rtol=1e-3
+  )
+  assert np.all(cap[first:] <= ceiling[first]) and np.all(lr[first:] <= cap[first:])
 
 
 @pytest.mark.parametrize("backoffs", [1, 3])
