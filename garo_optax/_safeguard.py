@@ -121,7 +121,9 @@ def _recovered(cap: jax.Array, backoffs: jax.Array) -> jax.Array:
   steps, until it is lifted."""
   if RECOVERY_STEPS is None:
     return cap
-  rate = np.log(2.0) / (RECOVERY_STEPS * jnp.maximum(backoffs, 1).astype(jnp.float32))
+  rate = float(np.log(2.0)) / (
+    RECOVERY_STEPS * jnp.maximum(backoffs, 1).astype(jnp.float32)
+  )
   grown = cap * jnp.exp(rate)
   return jnp.where(grown < NO_CAP / 2, grown, NO_CAP)
 

@@ -18,24 +18,24 @@ SEEDS = 2
 
 
 @functools.cache
-def _task(name):
-  return {t.name: t for t in stiff.all_tasks(STEPS)}[name]
+def _task(name, steps=STEPS):
+  return {t.name: t for t in stiff.all_tasks(steps)}[name]
 
 
-def _losses(name, make, learning_rate, seed):
+def _losses(name, make, learning_rate, seed, steps=STEPS):
   """Full-batch losses at the start and the end, and every minibatch loss."""
-  return _compiled(name, make)(learning_rate, seed)
+  return _compiled(name, make, steps)(learning_rate, seed)
 
 
 @functools.cache
-def _compiled(name, make):
-  return jax.jit(functools.partial(_run_task, _task(name), make))
+def _compiled(name, make, steps):
+  return jax.jit(functools.partial(_run_task, _task(name, steps), make))
 
 
 def _run_task(task, make, learning_rate, seed):
   tx = make(learning_rate)
   params = task.init(jax.random.fold_in(jax.random.key(seed), 0))
-  keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), STEPS)
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), task.steps)
 
   def step(carry, key):
     params, state = carry
@@ -85,12 +85,15 @@ def test_stiff_problem_trains_where_sgd_does(name, learning_rate, variant):
 
 def test_sgd_diverges_where_garo_recovers():
   """The reproducer: targets / 10, starting at 0.1, where SGD diverges; GARO
-  backs off and ends within 2x of what SGD reaches at 0.01."""
-  name = "diabetes_raw"
+  backs off and ends within 2x of what SGD reaches at 0.01, over the stiff
+  benchmark's 1500 steps (after 300, meta-seed 2's controller was still 2.4x
+  above on seed 0: its rate, capped below the one that blew up, stays high
+  for a batch of 32)."""
+  name, steps = "diabetes_raw", 1500
   for seed in range(SEEDS):
-    _, sgd_last, _ = _losses(name, optax.sgd, 0.01, seed)
-    assert not np.isfinite(_losses(name, optax.sgd, 0.1, seed)[1])
-    _, last, losses = _losses(name, VARIANTS["pretrained"], 0.1, seed)
+    _, sgd_last, _ = _losses(name, optax.sgd, 0.01, seed, steps)
+    assert not np.isfinite(_losses(name, optax.sgd, 0.1, seed, steps)[1])
+    _, last, losses = _losses(name, VARIANTS["pretrained"], 0.1, seed, steps)
     assert np.all(np.isfinite(losses))
     assert last < 2 * sgd_last
 
