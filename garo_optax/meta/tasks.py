@@ -184,9 +184,9 @@ def full_batch_teacher_family(
 def deep_linear_family(depth: int, width: int, num_examples: int) -> Family:
   """Deep linear networks (``depth`` weight matrices, no activation) fitting a
   random linear map of badly scaled inputs on all ``num_examples`` points at
-  every step, from a small initialisation (0.3 to 1 of LeCun's): a saddle at
-  the start, then a curved valley of equivalent factorisations whose
-  curvature grows as the weights do."""
+  every step, from a small initialisation (0.3 to 1 of LeCun's): a curved
+  valley of equivalent factorisations whose curvature grows as the weights
+  do."""
 
   def sample(key):
     feature_key, map_key, scale_key = jax.random.split(key, 3)
