@@ -1,6 +1,7 @@
 """The optimizers the suite compares, and which of them are available."""
 
 import functools
+import pathlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,6 +30,8 @@ class Optimizer(NamedTuple):
   # Params to evaluate (schedule-free evaluates at its averaged iterate).
   eval_params: Callable[[Any, Any], Any] = lambda state, params: params
   is_garo: bool = False
+  # Built as make(learning_rate, total_steps=<the run's steps>).
+  uses_total_steps: bool = False
 
 
 def _grid(low: float, high: float) -> tuple[float, ...]:
@@ -37,14 +40,18 @@ def _grid(low: float, high: float) -> tuple[float, ...]:
   return tuple(float(x) for x in np.logspace(np.log10(low), np.log10(high), num))
 
 
-def garo_variant(name: str, description: str, **garo_kwargs: Any) -> Optimizer:
-  """``garo_optax.garo(lr, **garo_kwargs)``, starting from a learning rate of 0.01."""
+def garo_variant(
+  name: str, description: str, uses_total_steps: bool = False, **garo_kwargs: Any
+) -> Optimizer:
+  """``garo_optax.garo(lr, **garo_kwargs)``, starting from a learning rate of
+  0.01 (and told the run's length if ``uses_total_steps``)."""
   return Optimizer(
     name,
     description,
     functools.partial(garo_optax.garo, **garo_kwargs),
     0.01,
     is_garo=True,
+    uses_total_steps=uses_total_steps,
   )
 
 
@@ -59,6 +66,26 @@ def _reduce_on_plateau_sgd(learning_rate):
 
 def _schedule_free_eval(state, params):
   return contrib.schedule_free_eval_params(state, params)
+
+
+# Controllers of the meta-training recipe, one per meta-seed
+# (python -m garo_optax.meta.train --config default --seed N): the shipped one
+# is chosen among them on the tasks that are not held out
+# (python -m benchmarks.select_controller, results/meta_v2/selection.json).
+META_SEEDS_DIR = pathlib.Path(__file__).parent / "results" / "meta_v2"
+META_SEEDS = (0, 1, 2)
+# The meta-seed whose controller ships (garo_optax/pretrained/controller.npz,
+# the suite's garo_pretrained); the others are variants garo_seed<N>.
+SHIPPED_META_SEED = 2
+
+
+def _meta_seed(seed: int) -> Optimizer:
+  path = META_SEEDS_DIR / f"seed{seed}.npz"
+  return garo_variant(
+    f"garo_seed{seed}",
+    f"garo_optax.garo(0.01, controller=<meta-seed {seed}'s controller>)",
+    controller=path,
+  )
 
 
 _ALL = (
@@ -120,10 +147,17 @@ _ALL = (
     granularity="per_leaf",
   ),
   garo_variant(
+    "garo_total_steps",
+    "garo_optax.garo(0.01, total_steps=<the run's steps>)",
+    uses_total_steps=True,
+  ),
+  garo_variant(
     "garo_pretrained",
     'garo_optax.garo(0.01, controller="pretrained"): meta-trained controller',
     controller="pretrained",
   ),
+  # Meta-seed 2's controller is the shipped one (garo_pretrained).
+  *(_meta_seed(seed) for seed in META_SEEDS if seed != SHIPPED_META_SEED),
 )
 
 OPTIMIZERS: dict[str, Optimizer] = {opt.name: opt for opt in _ALL}

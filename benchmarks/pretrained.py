@@ -40,10 +40,12 @@ import garo_optax
 from benchmarks import report
 from garo_optax._controller import HEAD_NAMES
 
-GARO_LEARNING_RATES = (1e-3, 1e-2, 1e-1)
+GARO_LEARNING_RATES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 # Full-batch evaluations per run (the hyperparameter plots have one point each).
 EVALUATIONS = 50
 BASELINES = ("sgd", "adam", "sgd_momentum_tuned", "adam_tuned")
+# Median step-to-step changes of GARO's log learning rate and momentum.
+CHANGES = ("log_learning_rate_step", "momentum_step")
 
 
 def _mean(x) -> float:
@@ -77,11 +79,15 @@ def _floored_ratio(loss: float, best: float, floor: float) -> float:
 
 
 def _record(curves) -> dict[str, Any]:
-  return {
+  out = {
     "initial": [float(c.train_loss[0]) for c in curves],
     "final": [float(c.train_loss[-1]) for c in curves],
     "metric": [float(c.metric[-1]) for c in curves],
   }
+  for key in CHANGES:
+    if key in curves[0].hyperparams:
+      out[key] = [float(np.median(c.hyperparams[key])) for c in curves]
+  return out
 
 
 def baselines(task_names, seeds, path) -> dict[str, Any]:
@@ -179,6 +185,7 @@ def summarise(garo, base) -> dict[str, Any]:
       "adam_metric": float(np.mean(b["adam"]["metric"])),
       "best_tuned_metric": float(np.mean(b[tuned]["metric"])),
       **{f"garo_lr{lr:g}": v for lr, v in finals.items()},
+      **{key: float(np.median(default[key])) for key in CHANGES if key in default},
       "lr_spread": _floored_ratio(max(finals.values()), min(finals.values()), floor),
       "lr_spread_unfloored": _ratio(max(finals.values()), min(finals.values())),
       "nonfinite": int(
@@ -202,6 +209,11 @@ def summarise(garo, base) -> dict[str, Any]:
     "lr_spread_within_2x": sum(r["lr_spread"] <= 2.0 for r in rows.values()),
     "nonfinite": sum(r["nonfinite"] for r in rows.values()),
     "above_initial": sum(r["above_initial"] for r in rows.values()),
+    **{
+      f"max_{key}": max(r[key] for r in rows.values())
+      for key in CHANGES
+      if all(key in r for r in rows.values())
+    },
   }
 
 
@@ -209,17 +221,19 @@ def table(summary) -> str:
   """The summary as a markdown table."""
   lines = [
     "| task | initial | GARO | SGD(0.01) | Adam(1e-3) | best tuned "
-    "| ratio to tuned | GARO lr0=1e-3 / 1e-2 / 1e-1 | spread "
+    f"| ratio to tuned | GARO lr0={' / '.join(f'{lr:g}' for lr in GARO_LEARNING_RATES)}"
+    " | spread | median \\|Δ log lr\\| | median \\|Δ momentum\\| "
     "| GARO test | Adam test | tuned test |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for name, r in summary["tasks"].items():
+    finals = " / ".join(f"{r[f'garo_lr{lr:g}']:.3g}" for lr in GARO_LEARNING_RATES)
     lines.append(
       f"| {name} | {r['initial']:.3g} | {r['garo']:.3g} | {r['sgd']:.3g} | "
       f"{r['adam']:.3g} | {r['best_tuned']:.3g} ({r['best_tuned_name']}) | "
-      f"{r['ratio']:.3g} | "
-      f"{r['garo_lr0.001']:.3g} / {r['garo_lr0.01']:.3g} / {r['garo_lr0.1']:.3g} | "
-      f"{r['lr_spread']:.3g}x | "
+      f"{r['ratio']:.3g} | {finals} | {r['lr_spread']:.3g}x | "
+      f"{r.get('log_learning_rate_step', np.nan):.3g} | "
+      f"{r.get('momentum_step', np.nan):.3g} | "
       f"{r['garo_metric']:.3g} | {r['adam_metric']:.3g} | "
       f"{r['best_tuned_metric']:.3g} |"
     )
@@ -273,16 +287,30 @@ def main(argv=None) -> None:
     default=1,
     help="seeds of the runs from learning rates 1e-3 and 1e-1",
   )
-  p.add_argument("--tasks", nargs="*", default=None, help="default: HELD_OUT")
   p.add_argument(
-    "--baselines", default="benchmarks/results/pretrained/held_out_baselines.json"
+    "--split",
+    choices=("validation", "held_out"),
+    default="held_out",
+    help="the suite's tasks to evaluate on (choices are made on validation)",
+  )
+  p.add_argument("--tasks", nargs="*", default=None, help="default: the split's")
+  p.add_argument(
+    "--baselines",
+    default=None,
+    help="baselines cache (default: benchmarks/results/pretrained/<split>_"
+    "baselines.json)",
   )
   p.add_argument("--out", default=None, help="JSON summary")
   p.add_argument("--plot", default=None, help="PNG of GARO's hyperparameters")
   args = p.parse_args(argv)
   from benchmarks import tasks
 
-  names = args.tasks or list(tasks.HELD_OUT)
+  names = args.tasks or list(
+    tasks.VALIDATION if args.split == "validation" else tasks.HELD_OUT
+  )
+  args.baselines = (
+    args.baselines or f"benchmarks/results/pretrained/{args.split}_baselines.json"
+  )
   seeds = list(range(args.seeds))
   controller = args.controller
   if controller.endswith(".npz"):

@@ -494,6 +494,10 @@ _GARO_STYLES = {
   "garo_init": {"color": "black", "ls": "-"},
   "garo_per_leaf": {"color": "black", "ls": ":"},
   "garo_pretrained": {"color": "tab:red", "ls": "-"},
+  "garo_total_steps": {"color": "tab:red", "ls": "--"},
+  "garo_seed0": {"color": "salmon", "ls": ":"},
+  "garo_seed1": {"color": "salmon", "ls": "-."},
+  "garo_seed2": {"color": "salmon", "ls": "--"},
 }
 
 

@@ -22,9 +22,25 @@ class Curves(NamedTuple):
   metric: np.ndarray  # (E + 1,) float: the task's test metric
   # GARO's hyperparameters, averaged over the steps up to each record after
   # step 0 (empty for other optimizers):
-  # {"learning_rate": (E,) array, or {group: (E,) array} per leaf, ...}.
+  # {"learning_rate": (E,) array, or {group: (E,) array} per leaf, ...};
+  # and "log_learning_rate_step", "momentum_step": (E,) medians over each
+  # chunk of steps of the step-to-step change of log(lr) and of momentum.
   hyperparams: dict[str, Any]
   seconds_per_step: float  # wall time of the training (no evaluations) / steps
+
+
+def _step_changes(hyperparams: dict[str, Any]) -> dict[str, jax.Array]:
+  """Medians over a chunk's steps (and groups) of how much GARO's learning
+  rate (in log) and momentum change from one step to the next."""
+
+  def median_change(tree, transform):
+    x = jnp.stack(jax.tree.leaves(tree), axis=-1)  # (steps, groups)
+    return jnp.median(jnp.abs(jnp.diff(transform(x), axis=0)))
+
+  return {
+    "log_learning_rate_step": median_change(hyperparams["learning_rate"], jnp.log),
+    "momentum_step": median_change(hyperparams["momentum"], lambda x: x),
+  }
 
 
 class _TaskPrograms(NamedTuple):
@@ -99,7 +115,11 @@ def compile_run(
   programs = _task_programs(task, steps // every + 1)
 
   def run(learning_rate, seed, params, data):
-    tx = optax.with_extra_args_support(optimizer.make(learning_rate))
+    if optimizer.uses_total_steps:
+      tx = optimizer.make(learning_rate, total_steps=steps)
+    else:
+      tx = optimizer.make(learning_rate)
+    tx = optax.with_extra_args_support(tx)
     state = tx.init(params)
 
     def step(carry, key):
@@ -115,6 +135,8 @@ def compile_run(
       carry, hyperparams = jax.lax.scan(step, carry, keys)
       params, state = carry
       mean = jax.tree.map(lambda x: jnp.mean(x, axis=0), hyperparams)
+      if optimizer.is_garo:
+        mean = {**mean, **_step_changes(hyperparams)}
       return carry, (optimizer.eval_params(state, params), mean)
 
     data_key = jax.random.fold_in(jax.random.key(seed), 1)

@@ -9,7 +9,7 @@ from garo_optax._state import GaroState as GaroState
 from garo_optax._state import hyperparams as hyperparams
 from garo_optax._transform import garo as garo
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = (
   "ByGroup",

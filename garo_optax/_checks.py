@@ -40,6 +40,27 @@ def check_options(granularity: Any, hidden_size: Any, seed: Any) -> None:
       raise ValueError(f"{name} must be >= {low}, got {x}.")
 
 
+def check_total_steps(total_steps: Any) -> None:
+  """``total_steps`` is ``None``, a positive integer, or a traced scalar
+  (``optax.inject_hyperparams``, meta-training)."""
+  if total_steps is None or isinstance(total_steps, jax.core.Tracer):
+    return
+  if isinstance(total_steps, jax.Array | np.ndarray):
+    if total_steps.shape != ():
+      raise ValueError(f"total_steps must be a scalar, got shape {total_steps.shape}.")
+    total_steps = total_steps.item()
+  if isinstance(total_steps, bool) or not isinstance(
+    total_steps, int | np.integer | float
+  ):
+    raise TypeError(
+      f"total_steps must be a number of steps or None, got {total_steps!r}."
+    )
+  if not (np.isfinite(total_steps) and total_steps >= 1):
+    raise ValueError(
+      f"total_steps must be a positive number of steps, got {total_steps}."
+    )
+
+
 def check_loss(value: Any) -> None:
   """The loss ``value`` given to ``update`` is a scalar (or ``None``)."""
   if value is not None and jnp.shape(value) != ():

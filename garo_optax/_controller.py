@@ -19,7 +19,18 @@ from garo_optax import _features, _gru
 HEAD_NAMES = ("learning_rate", "momentum", "weight_decay")
 
 FILE_FORMAT = "garo_optax.controller"
-FILE_VERSION = 1
+# Version 2: the features of garo_optax 0.3 (``_features.FEATURE_NAMES``) and
+# running-mean outputs (``OUTPUT_DECAY``). Version 1 files were trained on the
+# features of 0.2 and cannot drive this GARO.
+FILE_VERSION = 2
+# Decay of the running mean the applied hyperparameters follow the heads with,
+# and the most that mean moves in one step: log learning rate, momentum, log
+# weight decay. A factor of 10 in the learning rate takes 47 steps, a change
+# of momentum from 0 to 0.9 takes 45.
+OUTPUT_DECAY = 0.9
+MAX_OFFSET_STEP = (0.05, 0.02, 0.05)
+# The largest float32 below 1: momentum stays in [0, 1).
+_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
 
 class ControllerParams(NamedTuple):
@@ -83,26 +94,76 @@ def heads(pre_activation: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   )
 
 
+def _offsets(pre_activation: jax.Array, bias: jax.Array) -> jax.Array:
+  """How far the heads' values at ``pre_activation`` are from those at ``bias``:
+  ``(..., 3)``, log ratios for the learning rate and the weight decay, the
+  difference for the momentum."""
+  lr, mom, wd = heads(pre_activation)
+  lr_ref, mom_ref, wd_ref = heads(bias)
+  return jnp.stack(
+    [jnp.log(lr) - jnp.log(lr_ref), mom - mom_ref, jnp.log(wd) - jnp.log(wd_ref)],
+    axis=-1,
+  )
+
+
+def _apply_offsets(
+  offsets: jax.Array, bias: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The hyperparameters at ``offsets`` from the reference values.
+
+  The learning-rate offset moves heavy ball's effective step
+  ``learning_rate / (1 - momentum)``: a change of momentum leaves the
+  effective step as it was (the learning rate moves by ``1 - momentum``), so
+  the controller can trade noise averaging against step size in one head.
+  Momentum is kept in ``[0, 1)``.
+  """
+  lr, mom_ref, wd = heads(bias)
+  mom = jnp.clip(mom_ref + offsets[..., 1], 0.0, _BELOW_ONE)
+  return (
+    lr * jnp.exp(offsets[..., 0]) * ((1.0 - mom) / (1.0 - mom_ref)),
+    mom,
+    wd * jnp.exp(offsets[..., 2]),
+  )
+
+
 def controller_step(
   controller: ControllerParams,
   features: jax.Array,
   hidden: jax.Array,
+  offsets: jax.Array,
   bias: jax.Array,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
+) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
   """Advances the GRU and reads the hyperparameters off the new hidden state.
+
+  The heads' values are not applied as they are: the applied values follow
+  them through a running mean (decay ``OUTPUT_DECAY``, moving at most
+  ``MAX_OFFSET_STEP`` a step) of their offsets from
+  the reference values the biases stand for (log ratios for the learning rate
+  and the weight decay, differences for the momentum). The hyperparameters
+  change smoothly, as a schedule does, however noisy a step's reading is, and
+  a zero offset (step 0, or zero head weights) is exactly the reference.
 
   Args:
     controller: the controller's weights.
     features: array ``(G, F)``, one row per group.
     hidden: array ``(G, H)``, the previous hidden state.
-    bias: array ``(3,)`` or ``(G, 3)`` from ``_hyperparams.head_bias``.
+    offsets: array ``(G, 3)``, the previous running offsets.
+    bias: array ``(3,)`` or ``(G, 3)`` from ``_hyperparams.head_biases``.
 
   Returns:
-    ``(hidden, (learning_rate, momentum, weight_decay))``, the hyperparameters
-    each of shape ``(G,)``.
+    ``(hidden, offsets, (learning_rate, momentum, weight_decay))``, the
+    hyperparameters each of shape ``(G,)``.
   """
   hidden = _gru.gru_cell(controller.gru, features, hidden)
-  return hidden, heads(hidden @ controller.head_kernel + bias)
+  bias = jnp.broadcast_to(bias, offsets.shape)
+  target = _offsets(hidden @ controller.head_kernel + bias, bias)
+  step = jnp.clip(
+    (1.0 - OUTPUT_DECAY) * (target - offsets),
+    -np.asarray(MAX_OFFSET_STEP, np.float32),
+    np.asarray(MAX_OFFSET_STEP, np.float32),
+  )
+  offsets = offsets + step
+  return hidden, offsets, _apply_offsets(offsets, bias)
 
 
 def _flatten(controller: ControllerParams) -> dict[str, np.ndarray]:
@@ -115,10 +176,10 @@ def save_controller(path: str | os.PathLike, controller: ControllerParams) -> No
   """Writes a controller to a ``.npz`` file (no pickle).
 
   The file holds ``format`` (``"garo_optax.controller"``), ``version`` (an
-  integer, currently 1), ``num_features``, ``hidden_size``, and one float32
+  integer, currently 2), ``num_features``, ``hidden_size``, and one float32
   array per weight: ``gru/input_kernel`` ``(F, 3H)``, ``gru/input_bias``
   ``(3H,)``, ``gru/hidden_kernel`` ``(H, 3H)``, ``gru/hidden_bias`` ``(H,)``,
-  ``head_kernel`` ``(H, 3)``.
+  ``head_kernel`` ``(H, 3)``. The same weights give the same bytes.
 
   Args:
     path: where to write; ``numpy`` appends ``.npz`` if it is missing.
@@ -127,14 +188,23 @@ def save_controller(path: str | os.PathLike, controller: ControllerParams) -> No
   problem = _shape_problem(_flatten(controller))
   if problem:
     raise ValueError(f"Cannot save this controller: {problem}.")
-  np.savez(
-    path,
-    format=np.array(FILE_FORMAT),
-    version=np.array(FILE_VERSION),
-    num_features=np.array(_features.NUM_FEATURES),
-    hidden_size=np.array(controller.hidden_size),
+  arrays = {
+    "format": np.array(FILE_FORMAT),
+    "version": np.array(FILE_VERSION),
+    "num_features": np.array(_features.NUM_FEATURES),
+    "hidden_size": np.array(controller.hidden_size),
     **_flatten(controller),
-  )
+  }
+  path = os.fspath(path)
+  if not path.endswith(".npz"):
+    path += ".npz"
+  # np.savez stamps each entry with the time of writing; a fixed stamp makes
+  # the same weights the same bytes.
+  with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+    for name, array in arrays.items():
+      info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+      with archive.open(info, "w") as file:
+        np.lib.format.write_array(file, np.asanyarray(array), allow_pickle=False)
 
 
 def _expected_shapes(hidden_size: int) -> dict[str, tuple[int, ...]]:
@@ -232,7 +302,9 @@ def load_controller(path: str | os.PathLike) -> ControllerParams:
   if version != FILE_VERSION:
     raise _invalid(
       path,
-      f"it has format version {version}; this garo_optax reads version {FILE_VERSION}",
+      f"it has format version {version}; this garo_optax reads version "
+      f"{FILE_VERSION} (controllers of version 1, garo_optax 0.2, read other "
+      "features: retrain with garo_optax.meta.train)",
     )
   num_features = _integer_entry(arrays, "num_features", path)
   if num_features != _features.NUM_FEATURES:

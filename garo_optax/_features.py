@@ -2,9 +2,14 @@
 
 The statistics of each group are the sums ``[Σg², Σm², Σg·m]`` of its leaves
 (``_statistics.py``). The features built from them are invariant to the scale
-of the gradients, clipped to ``[-FEATURE_CLIP, FEATURE_CLIP]``, and exactly
-zero at step 0, so a GRU with a zero candidate bias keeps its hidden state at
-zero on the first step (and GARO starts as plain SGD).
+of the gradients (and the loss features to the scale of the loss), clipped to
+``[-FEATURE_CLIP, FEATURE_CLIP]``, and exactly zero at step 0, so a GRU with a
+zero candidate bias keeps its hidden state at zero on the first step (and
+GARO starts as plain SGD).
+
+Every feature is a trend or a running mean rather than a single step's
+reading: a minibatch's gradient norm or loss is mostly noise, and a
+controller that reads noise emits noisy hyperparameters.
 """
 
 from typing import NamedTuple
@@ -14,18 +19,27 @@ import jax.numpy as jnp
 
 from garo_optax._statistics import NUM_STATISTICS
 
-NUM_FEATURES = 6
 FEATURE_NAMES = (
-  "log_grad_norm_change",
-  "cos_grad_momentum",
-  "relative_loss_change",
-  "log_learning_rate_ratio",
-  "time",
+  # log‖g‖ minus its slow running mean: is the gradient norm growing?
   "log_grad_norm_trend",
+  # Running mean of cos(g, m): do successive gradients agree (> 0) or
+  # oscillate (< 0)?
+  "cos_grad_momentum",
+  # Fast minus slow running mean of the loss, over the slow one's magnitude.
+  "loss_trend",
+  # Standard deviation of the minibatch losses around their running mean,
+  # over its magnitude: how noisy the loss is.
+  "loss_noise",
+  # log(lr_{t-1} / lr_ref): how far the controller has moved the rate.
+  "log_learning_rate_ratio",
+  # log1p(t) / 10.
+  "time",
+  # t / total_steps when garo is given total_steps, else 0.
+  "progress",
 )
+NUM_FEATURES = len(FEATURE_NAMES)
 FEATURE_CLIP = 5.0
-# Decays of the running means the features are measured against: a fast one
-# for step-to-step changes and a slow one for the trend of the gradient norm.
+# Decays of the running means the features are measured against.
 EMA_DECAY = 0.9
 SLOW_EMA_DECAY = 0.99
 
@@ -38,15 +52,22 @@ MAX = float(jnp.finfo(jnp.float32).max)
 class FeatureState(NamedTuple):
   """Running statistics the features are measured against."""
 
-  log_grad_norm: jax.Array  # shape=(G,), float32: running mean of log‖g‖
-  slow_log_grad_norm: jax.Array  # shape=(G,), float32: slow running mean
+  slow_log_grad_norm: jax.Array  # shape=(G,), float32: running mean of log‖g‖
+  cos: jax.Array  # shape=(G,), float32: running mean of cos(g, m)
   loss: jax.Array  # shape=(), float32: running mean of the loss
+  slow_loss: jax.Array  # shape=(), float32: slow running mean of the loss
+  loss_variance: jax.Array  # shape=(), float32: of the loss around `loss`
 
 
 def init_feature_state(num_groups: int) -> FeatureState:
   zeros = jnp.zeros((num_groups,), jnp.float32)
+  scalar = jnp.zeros((), jnp.float32)
   return FeatureState(
-    log_grad_norm=zeros, slow_log_grad_norm=zeros, loss=jnp.zeros((), jnp.float32)
+    slow_log_grad_norm=zeros,
+    cos=zeros,
+    loss=scalar,
+    slow_loss=scalar,
+    loss_variance=scalar,
   )
 
 
@@ -67,6 +88,36 @@ def running_mean(
   return previous, decay * previous + (1.0 - decay) * current
 
 
+def progress(count: jax.Array, total_steps: int | jax.Array | None) -> jax.Array:
+  """``count / total_steps`` in ``[0, 1]``, or 0 without a horizon."""
+  if total_steps is None:
+    return jnp.zeros((), jnp.float32)
+  total = jnp.asarray(total_steps, jnp.float32)
+  fraction = count.astype(jnp.float32) / jnp.maximum(total, 1.0)
+  return jnp.where(total > 0, jnp.clip(fraction, 0.0, 1.0), 0.0)
+
+
+def _loss_features(value, feature_state, first, shape):
+  """``loss_trend``, ``loss_noise`` and the loss's running statistics."""
+  if value is None:
+    zeros = jnp.zeros(shape, jnp.float32)
+    return zeros, zeros, feature_state
+  value = jnp.asarray(value, jnp.float32)
+  previous, fast = running_mean(value, feature_state.loss, first)
+  _, slow = running_mean(value, feature_state.slow_loss, first, SLOW_EMA_DECAY)
+  deviation = value - previous
+  variance = jnp.where(first, 0.0, feature_state.loss_variance)
+  variance = SLOW_EMA_DECAY * variance + (1.0 - SLOW_EMA_DECAY) * jnp.minimum(
+    deviation**2, MAX
+  )
+  scale = jnp.maximum(jnp.abs(slow), TINY)
+  # Exactly zero on the first step, however the two running means round.
+  trend = jnp.where(first, 0.0, (fast - slow) / scale)
+  noise = jnp.sqrt(variance) / scale
+  state = feature_state._replace(loss=fast, slow_loss=slow, loss_variance=variance)
+  return jnp.broadcast_to(trend, shape), jnp.broadcast_to(noise, shape), state
+
+
 def compute_features(
   statistics: jax.Array,
   feature_state: FeatureState,
@@ -74,6 +125,7 @@ def compute_features(
   previous_learning_rate: jax.Array,
   reference_learning_rate: jax.Array,
   value: jax.Array | None,
+  total_steps: int | jax.Array | None = None,
 ) -> tuple[jax.Array, FeatureState]:
   """Builds the controller's inputs from the statistics of each group.
 
@@ -84,11 +136,12 @@ def compute_features(
     previous_learning_rate: array ``(G,)``, the rates applied at the last step.
     reference_learning_rate: array ``(G,)``, the rates the controller works
       around at this step (the starting rate, moved home, or a schedule's).
-    value: the loss, or ``None`` (then the loss feature is zero).
+    value: the loss, or ``None`` (then the loss features are zero).
+    total_steps: the run's length, or ``None`` (then ``progress`` is zero).
 
   Returns:
     A tuple ``(features, new_feature_state)`` with ``features`` of shape
-    ``(G, NUM_FEATURES)``.
+    ``(G, NUM_FEATURES)``, in the order of ``FEATURE_NAMES``.
   """
   first = count == 0
   log_learning_rate_ratio = jnp.log(previous_learning_rate) - jnp.log(
@@ -99,34 +152,30 @@ def compute_features(
   log_learning_rate_ratio = jnp.where(first, 0.0, log_learning_rate_ratio)
   grad_sq, mu_sq, grad_dot_mu = (statistics[:, i] for i in range(NUM_STATISTICS))
   log_grad_norm = 0.5 * jnp.log(jnp.clip(grad_sq, TINY, MAX))
-  previous_grad, running_grad = running_mean(
-    log_grad_norm, feature_state.log_grad_norm, first
-  )
   previous_slow, running_slow = running_mean(
     log_grad_norm, feature_state.slow_log_grad_norm, first, SLOW_EMA_DECAY
   )
-  grad_change = log_grad_norm - previous_grad
   grad_trend = log_grad_norm - previous_slow
   # A zero momentum buffer (step 0) gives 0 / tiny = 0.
   cos = grad_dot_mu / jnp.maximum(jnp.sqrt(grad_sq) * jnp.sqrt(mu_sq), TINY)
-
-  if value is None:
-    loss_change = jnp.zeros_like(grad_change)
-    running_loss = feature_state.loss
-  else:
-    value = jnp.asarray(value, jnp.float32)
-    previous_loss, running_loss = running_mean(value, feature_state.loss, first)
-    relative = (value - previous_loss) / jnp.maximum(jnp.abs(previous_loss), TINY)
-    loss_change = jnp.broadcast_to(relative, grad_change.shape)
-
-  time = jnp.broadcast_to(
-    jnp.log1p(count.astype(jnp.float32)) / 10.0, grad_change.shape
+  cos = jnp.nan_to_num(cos)
+  _, running_cos = running_mean(cos, feature_state.cos, first)
+  shape = grad_trend.shape
+  loss_trend, loss_noise, feature_state = _loss_features(
+    value, feature_state, first, shape
   )
+  time = jnp.broadcast_to(jnp.log1p(count.astype(jnp.float32)) / 10.0, shape)
   features = jnp.stack(
-    [grad_change, cos, loss_change, log_learning_rate_ratio, time, grad_trend],
+    [
+      grad_trend,
+      running_cos,
+      loss_trend,
+      loss_noise,
+      log_learning_rate_ratio,
+      time,
+      jnp.broadcast_to(progress(count, total_steps), shape),
+    ],
     axis=-1,
   )
-  new_state = FeatureState(
-    log_grad_norm=running_grad, slow_log_grad_norm=running_slow, loss=running_loss
-  )
+  new_state = feature_state._replace(slow_log_grad_norm=running_slow, cos=running_cos)
   return _finite_clip(features), new_state

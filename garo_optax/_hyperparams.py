@@ -252,6 +252,10 @@ def check_bounds(**bounds: float | None) -> None:
       raise ValueError(f"{name} must be > 0 (or None), got {bound!r}.")
 
 
+# The largest float32 below 1: momentum stays in [0, 1).
+_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+
+
 def bounded(
   learning_rate: jax.Array,
   momentum: jax.Array,
@@ -266,7 +270,7 @@ def bounded(
   momentum)``, heavy ball's effective step, stays below
   ``max_effective_learning_rate``.
   """
-  momentum = jnp.maximum(momentum, 0.0)
+  momentum = jnp.clip(momentum, 0.0, _BELOW_ONE)
   if max_learning_rate is not None:
     learning_rate = jnp.minimum(learning_rate, max_learning_rate)
   if max_effective_learning_rate is not None:

@@ -10,16 +10,23 @@ worse, and works like a backtracking line search:
 - **Blow-up.** The running mean of the loss (when ``value`` is given) rises
   above ``LOSS_FACTOR`` times its lowest value, and by more than ``NOISE_Z``
   standard deviations of the minibatch losses, or the running mean of the
-  global log gradient norm rises above its lowest by ``log(GRAD_NORM_FACTOR)``;
-  and the gradient turns against the last step (``Σg·m < 0``), as the
+  global log gradient norm rises above its lowest by ``log(GRAD_NORM_FACTOR)``,
+  or one step's gradient norm jumps to ``GRAD_JUMP_FACTOR`` times that running
+  mean (a step past the edge of stability on a steep valley, Rosenbrock's,
+  blows up within three steps: the running mean would see it too late); and
+  the gradient turns against the last step (``Σg·m < 0``), as the
   stiffest direction does when a step overshoots. Rises below ``RELEVANT``
   times the first loss (or gradient norm) are noise near a minimum. The sums
   come from the one statistics pass: the safeguard reads nothing more.
 - **Back-off.** That step is taken without momentum (the buffer restarts from
-  the gradient), and every group's learning rate is capped, for the rest of
-  the run, at a fraction of the rate applied before: ``BACKOFF``, or less the
-  faster the blow-up grew (down to ``MIN_BACKOFF``). The lowest values are
-  reset to the current ones, so a further back-off needs a further rise.
+  the gradient), and every group's learning rate is capped at a fraction of
+  the rate applied before: ``BACKOFF``, or less the faster the blow-up grew
+  (down to ``MIN_BACKOFF``). The lowest values are reset to the current ones,
+  so a further back-off needs a further rise.
+- **Recovery.** The cap lifts as a line search's trial step grows again: after
+  the k-th back-off it doubles every ``k * RECOVERY_STEPS`` steps, up to
+  ``RECOVER_TO`` times the lowest rate that blew up, never beyond: a problem
+  that stays stiff is not blown up again by the same rate.
 
 A run that never blows up is never capped, and the first step, which cannot
 see a rise, is always plain SGD. The thresholds were set on the stiff problems
@@ -31,6 +38,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from garo_optax import _features
 
@@ -45,6 +53,9 @@ DECAY = _features.EMA_DECAY
 LOSS_FACTOR = 2.0
 # A rise of the running mean of log‖g‖ above its lowest by log(GRAD_NORM_FACTOR).
 GRAD_NORM_FACTOR = 10.0
+# One step's gradient norm at GRAD_JUMP_FACTOR times the running mean of the
+# log norm (a sudden blow-up, which the running means see too late).
+GRAD_JUMP_FACTOR = 8.0
 # A rise of the loss's running mean by less than NOISE_Z standard deviations
 # of the minibatch loss is not a blow-up; the spread is a slower running mean
 # of the squared deviations, over steps that raised no suspicion.
@@ -58,12 +69,21 @@ RELEVANT = 0.01
 # but not below MIN_BACKOFF.
 BACKOFF = 0.5
 MIN_BACKOFF = 0.01
+# After the k-th back-off the cap doubles every k * RECOVERY_STEPS steps: the
+# stiffness that blew up may pass (it often comes from the start, or from one
+# stretch of a curved valley), and a problem that stays stiff blows up again
+# ever more rarely. None keeps the cap for the rest of the run.
+RECOVERY_STEPS: float | None = 100.0
+# The cap lifts to at most RECOVER_TO times the lowest rate that blew up.
+RECOVER_TO = 0.7
 
 
 class SafeguardState(NamedTuple):
   """What the safeguard remembers between steps."""
 
   max_learning_rate: jax.Array  # shape=(G,), float32: cap; NO_CAP until a back-off
+  # shape=(G,), float32: the most the cap recovers to; NO_CAP until a back-off
+  max_recovered_learning_rate: jax.Array
   log_grad_norm: jax.Array  # shape=(), float32: the last step's global log‖g‖
   running_log_grad_norm: jax.Array  # shape=(), float32: its running mean
   lowest_log_grad_norm: jax.Array  # shape=(), float32: lowest running mean
@@ -79,6 +99,7 @@ def init_safeguard_state(num_groups: int) -> SafeguardState:
   zero = jnp.zeros((), jnp.float32)
   return SafeguardState(
     max_learning_rate=jnp.full((num_groups,), NO_CAP, jnp.float32),
+    max_recovered_learning_rate=jnp.full((num_groups,), NO_CAP, jnp.float32),
     log_grad_norm=zero,
     running_log_grad_norm=zero,
     lowest_log_grad_norm=zero,
@@ -93,6 +114,18 @@ def init_safeguard_state(num_groups: int) -> SafeguardState:
 
 def _lowest(first, lowest, running):
   return jnp.where(first, running, jnp.minimum(lowest, running))
+
+
+def _recovered(cap: jax.Array, backoffs: jax.Array) -> jax.Array:
+  """The cap one step later: doubled every ``backoffs * RECOVERY_STEPS``
+  steps, until it is lifted."""
+  if RECOVERY_STEPS is None:
+    return cap
+  rate = float(np.log(2.0)) / (
+    RECOVERY_STEPS * jnp.maximum(backoffs, 1).astype(jnp.float32)
+  )
+  grown = cap * jnp.exp(rate)
+  return jnp.where(grown < NO_CAP / 2, grown, NO_CAP)
 
 
 def safeguard(
@@ -127,7 +160,8 @@ def safeguard(
   )
   lowest_grad = _lowest(first, state.lowest_log_grad_norm, running_grad)
   first_grad = jnp.where(first, log_grad_norm, state.first_log_grad_norm)
-  blew_up = (running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) & (
+  jumped = log_grad_norm - state.running_log_grad_norm > jnp.log(GRAD_JUMP_FACTOR)
+  blew_up = ((running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) | jumped) & (
     running_grad > first_grad + jnp.log(RELEVANT)
   )
   # How far past a stable step size the last one was: on a quadratic, the
@@ -174,7 +208,17 @@ def safeguard(
     max_learning_rate=jnp.where(
       backoff,
       jnp.minimum(state.max_learning_rate, cut * previous_learning_rate),
-      state.max_learning_rate,
+      jnp.minimum(
+        _recovered(state.max_learning_rate, state.backoffs),
+        state.max_recovered_learning_rate,
+      ),
+    ),
+    max_recovered_learning_rate=jnp.where(
+      backoff,
+      jnp.minimum(
+        state.max_recovered_learning_rate, RECOVER_TO * previous_learning_rate
+      ),
+      state.max_recovered_learning_rate,
     ),
     log_grad_norm=log_grad_norm,
     running_log_grad_norm=running_grad,

@@ -13,6 +13,9 @@ class GaroState(NamedTuple):
 
   count: jax.Array  # shape=(), int32: number of steps applied
   hidden: jax.Array  # shape=(H,) or (G, H) per group, float32
+  # shape=(G, 3), float32: running offsets of the hyperparameters from the
+  # values they start from (log ratios for the rates, differences for momentum)
+  offsets: jax.Array
   mu: optax.Updates  # momentum buffers, shaped like the params
   # Values applied at the last step: float32 scalars, or ByGroup mappings.
   hyperparams: dict[str, Any]

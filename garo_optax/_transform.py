@@ -38,6 +38,7 @@ def garo(
   hidden_size: int | None = None,
   seed: int | None = None,
   granularity: _groups.Granularity = "global",
+  total_steps: int | None = None,
   max_learning_rate: float | None = None,
   max_effective_learning_rate: float | None = None,
   home_learning_rate: float | None = None,
@@ -54,24 +55,46 @@ def garo(
   .. math::
 
     h_t &= \mathrm{GRU}(x_t, h_{t-1}), \quad h_{-1} = 0 \\
-    \eta_t &= \mathrm{softplus}(W_\eta h_t + b_\eta), \quad
-    \mu_t = \tanh(W_\mu h_t + b_\mu), \quad
-    \lambda_t = \mathrm{softplus}(W_\lambda h_t + b_\lambda) \\
+    \hat\eta_t &= \mathrm{softplus}(W_\eta h_t + b_\eta), \quad
+    \hat\mu_t = \tanh(W_\mu h_t + b_\mu), \quad
+    \hat\lambda_t = \mathrm{softplus}(W_\lambda h_t + b_\lambda) \\
+    o_t &= o_{t-1} + \mathrm{clip}\big(0.1\,(\hat o_t - o_{t-1}),
+    \pm o_{\max}\big), \quad
+    \hat o_t = \big(\log(\hat\eta_t / \eta^0_t),\ \hat\mu_t - \mu^0_t,\
+    \log(\hat\lambda_t / \lambda^0_t)\big) \\
+    \mu_t &= \mathrm{clip}(\mu^0_t + o_{t,\mu}, 0, 1), \quad
+    \frac{\eta_t}{1 - \mu_t} = \frac{\eta^0_t}{1 - \mu^0_t}\, e^{o_{t,\eta}},
+    \quad \lambda_t = \lambda^0_t\, e^{o_{t,\lambda}} \\
     m_t &= \mu_t m_{t-1} + g_t + \lambda_t \theta_t, \quad
     u_t = -\eta_t m_t
 
   (``torch.optim.SGD`` semantics). The biases :math:`b` are set from
-  ``learning_rate``, ``momentum`` and ``weight_decay``, and :math:`x_0 = 0`
-  makes :math:`h_0 = 0`, so the first step is exactly SGD with those values;
-  from there the controller adapts them.
+  ``learning_rate``, ``momentum`` and ``weight_decay`` (:math:`\eta^0_t`,
+  :math:`\mu^0_t`, :math:`\lambda^0_t`: the starting values, or a schedule's
+  at step :math:`t`), and the applied values follow the heads' through a
+  running mean :math:`o_t` of their offsets from those (log ratios for the
+  rates, a difference for the momentum) that moves at most
+  ``_controller.MAX_OFFSET_STEP`` a step (:math:`o_{\max}`: a factor of 10
+  in the learning rate takes 47 steps, momentum from 0 to 0.9 takes 45), so
+  they change smoothly, as a schedule does. The learning-rate offset moves
+  heavy ball's effective step :math:`\eta_t / (1 - \mu_t)`: raising the
+  momentum lowers the learning rate so that the effective step stays where
+  it was.
+  :math:`x_0 = 0` makes :math:`h_0 = 0` and :math:`o_0 = 0`, so the first
+  step is exactly SGD with the given values; from there the controller adapts
+  them.
 
   **Safeguard.** The momentum is never negative, and when the loss (if
   ``value`` is given) or the gradient norm blows up while the gradient turns
   against the last step, GARO backs off: that step is taken without momentum
-  and the learning rate is capped, for the rest of the run, at a fraction of
-  the rate applied before (half, or less the faster the blow-up grew). A run
-  that does not blow up is never capped; ``state.safeguard.backoffs`` counts
-  the back-offs.
+  and the learning rate is capped at a fraction of the rate applied before
+  (half, or less the faster the blow-up grew). The cap lifts slowly: after
+  the k-th back-off it doubles every ``100 k`` steps, up to 0.7 times the
+  lowest rate that blew up, so that a deep cut made early (at the stiff start
+  of training) does not slow the rest of the run, and a rate that blew up
+  is not tried again. A
+  run that does not blow up is never capped; ``state.safeguard.backoffs``
+  counts the back-offs.
 
   Non-finite gradients (or a non-finite ``value``) skip the step: the updates
   are zero, the state is held and ``skipped`` is incremented. So do gradients
@@ -109,6 +132,11 @@ def garo(
       group labels (a pytree of strings shaped like the params, or a function
       of the params returning one, as in :func:`optax.multi_transform`); every
       group is driven by the same controller weights.
+    total_steps: the number of steps the run will take, if known. The
+      controller then sees the run's progress, ``count / total_steps`` (held
+      at 1 after the last step), and can anneal towards the end as a decay
+      schedule's ``decay_steps`` does; without it (``None``, the default) it
+      adapts from what it measures alone.
     max_learning_rate: if set, the learning rate never exceeds it.
     max_effective_learning_rate: if set, the effective step size of heavy-ball
       momentum, ``learning_rate / (1 - momentum)``, never exceeds it (the
@@ -160,6 +188,7 @@ def garo(
   }
   _hyperparams.check_starting(starting)
   _checks.check_options(granularity, hidden_size, seed)
+  _checks.check_total_steps(total_steps)
   _hyperparams.check_bounds(
     max_learning_rate=max_learning_rate,
     max_effective_learning_rate=max_effective_learning_rate,
@@ -199,9 +228,14 @@ def garo(
       previous_lr,
       _controller.heads(bias)[0],
       value,
+      total_steps,
     )
-    hidden, (lr, mom, wd) = _controller.controller_step(
-      weights, features, state.hidden.reshape(len(groups.names), hidden_size), bias
+    hidden, offsets, (lr, mom, wd) = _controller.controller_step(
+      weights,
+      features,
+      state.hidden.reshape(len(groups.names), hidden_size),
+      state.offsets,
+      bias,
     )
     lr, mom = _hyperparams.bounded(
       lr, mom, max_learning_rate, max_effective_learning_rate
@@ -223,6 +257,7 @@ def garo(
     new_state = GaroState(
       count=optax.safe_increment(state.count),
       hidden=hidden.reshape(state.hidden.shape),
+      offsets=offsets,
       mu=mu,
       hyperparams={
         name: _hyperparams.by_group(x, groups)
@@ -265,6 +300,7 @@ def _initial_state(params, starting, granularity, hidden_size, mu_dtype) -> Garo
   return GaroState(
     count=jnp.zeros((), jnp.int32),
     hidden=jnp.zeros(_hidden_shape(groups, hidden_size), jnp.float32),
+    offsets=jnp.zeros((len(groups.names), len(_controller.HEAD_NAMES)), jnp.float32),
     mu=optax.tree.zeros_like(params, dtype=mu_dtype),
     hyperparams={
       # A tree without leaves (optax.tree.map_params's placeholder params) has

@@ -61,7 +61,7 @@ def _assert_invalid(path, match):
     ({"gru/hidden_kernel": np.zeros((3, 3))}, "'gru/hidden_kernel' has shape"),
     ({"gru/input_bias": None}, "no array 'gru/input_bias'"),
     ({"head_kernel": None}, "no array 'head_kernel'"),
-    ({"version": np.array(2)}, "version 2"),
+    ({"version": np.array(1)}, "format version 1; this garo_optax reads version 2"),
     ({"version": None}, "no 'version' entry"),
     ({"version": np.array("one")}, "'version' entry is not an integer"),
     ({"num_features": np.array(3)}, "3 features"),
@@ -157,19 +157,21 @@ def test_init_controller_is_float32_with_x64():
 
 @pytest.mark.parametrize(
   ("learning_rate", "momentum", "weight_decay"),
-  [(0.1, 0.0, 0.0), (3e-4, 0.9, 0.05), (1.0, -0.5, 1e-6)],
+  [(0.1, 0.0, 0.0), (3e-4, 0.9, 0.05), (1.0, 0.5, 1e-6)],
 )
 def test_zero_hidden_state_gives_starting_values(
   controller, learning_rate, momentum, weight_decay
 ):
   bias = _hyperparams.head_bias(learning_rate, momentum, weight_decay)
-  hidden, values = _controller.controller_step(
+  hidden, offsets, values = _controller.controller_step(
     controller,
     jnp.zeros((1, _features.NUM_FEATURES)),
     jnp.zeros((1, HIDDEN_SIZE)),
+    jnp.zeros((1, len(_controller.HEAD_NAMES))),
     bias,
   )
   np.testing.assert_array_equal(hidden, 0.0)
+  np.testing.assert_array_equal(offsets, 0.0)
   np.testing.assert_allclose(
     [v[0] for v in values[:2]], [learning_rate, momentum], rtol=1e-6
   )
@@ -177,3 +179,60 @@ def test_zero_hidden_state_gives_starting_values(
     np.testing.assert_allclose(values[2][0], weight_decay, rtol=1e-6)
   else:
     assert 0 <= values[2][0] < 1e-8
+
+
+def test_applied_values_follow_the_heads_through_a_running_mean(controller):
+  """The applied values are the reference's moved by a running mean of the
+  heads' offsets from it (log ratios for the rates, a difference for the
+  momentum) whose steps are clipped, computed here from the equations."""
+  reference = np.array([0.1, 0.5, 1e-3])
+  bias = _hyperparams.head_bias(*reference)
+  features = jax.random.normal(jax.random.key(1), (1, _features.NUM_FEATURES))
+  hidden = jnp.zeros((1, HIDDEN_SIZE))
+  offsets = jnp.zeros((1, len(_controller.HEAD_NAMES)))
+  decay = _controller.OUTPUT_DECAY
+  max_step = np.array(_controller.MAX_OFFSET_STEP)
+  expected = np.zeros(3)
+  for _ in range(3):
+    hidden, offsets, values = _controller.controller_step(
+      controller, features, hidden, offsets, bias
+    )
+    lr, mom, wd = _controller.heads(hidden @ controller.head_kernel + bias)
+    target = np.array(
+      [
+        np.log(lr[0] / reference[0]),
+        mom[0] - reference[1],
+        np.log(wd[0] / reference[2]),
+      ]
+    )
+    expected = expected + np.clip(
+      (1 - decay) * (target - expected), -max_step, max_step
+    )
+    np.testing.assert_allclose(offsets[0], expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+      [v[0] for v in values],
+      [
+        reference[0]
+        * np.exp(expected[0])
+        * (1 - (reference[1] + expected[1]))
+        / (1 - reference[1]),
+        reference[1] + expected[1],
+        reference[2] * np.exp(expected[2]),
+      ],
+      rtol=1e-5,
+    )
+  assert np.all(np.abs(expected) > 1e-4)  # the heads did move
+
+
+def test_same_weights_same_bytes(tmp_path, controller):
+  """A controller file depends on the weights only (not on when it was
+  written), so a rerun of meta-training can be compared byte for byte."""
+  import time
+
+  garo_optax.save_controller(tmp_path / "a.npz", controller)
+  time.sleep(2.1)  # the zip format stamps entries to 2 s
+  garo_optax.save_controller(tmp_path / "b", controller)
+  assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+  other = controller._replace(head_kernel=controller.head_kernel + 1.0)
+  garo_optax.save_controller(tmp_path / "c.npz", other)
+  assert (tmp_path / "c.npz").read_bytes() != (tmp_path / "a.npz").read_bytes()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import garo_optax
+from garo_optax import _features
 from garo_optax.meta import estimators, inner, problems, tasks
 
 
@@ -101,6 +102,16 @@ def test_es_gradient_correlates_with_true_gradient(quadratic):
       sigma=1e-3,
     )
   )(controller)
+  # ES never perturbs the candidate's biases (they stay zero), so it
+  # estimates the gradient's other components only.
+  hidden = controller.hidden_size
+  true = true._replace(
+    gru=true.gru._replace(
+      input_bias=true.gru.input_bias.at[2 * hidden :].set(0.0),
+      hidden_bias=jnp.zeros_like(true.gru.hidden_bias),
+    )
+  )
+  np.testing.assert_array_equal(es.gru.hidden_bias, 0.0)
   cosine = jnp.vdot(_flat(true), _flat(es)) / (
     jnp.linalg.norm(_flat(true)) * jnp.linalg.norm(_flat(es))
   )
@@ -144,6 +155,30 @@ def test_pes_first_truncation_is_es_and_perturbations_accumulate(quadratic):
   )
 
 
+def test_sign_shaping_gives_each_pair_one_vote():
+  """With fitness shaping each antithetic pair weighs its perturbation by the
+  sign of its loss difference: scaling one pair's losses changes nothing,
+  and a pair whose runs tie (both diverged, say) adds nothing."""
+  epsilon = {"w": jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])}
+  plus = jnp.array([2.0, 0.5, 3.0])
+  minus = jnp.array([1.0, 0.7, 3.0])
+  grad = estimators._es_combine(plus, minus, epsilon, 0.5, "sign")
+  # (+1 * [1, 0] + -1 * [0, 1] + 0 * [1, 1]) / 3 pairs / (2 * 0.25)
+  np.testing.assert_allclose(grad["w"], np.array([1.0, -1.0]) / 3 / 0.5)
+  scaled = estimators._es_combine(
+    plus * jnp.array([1e3, 1.0, 1.0]),
+    minus * jnp.array([1e3, 1.0, 1.0]),
+    epsilon,
+    0.5,
+    "sign",
+  )
+  np.testing.assert_allclose(scaled["w"], grad["w"])
+  raw = estimators._es_combine(plus, minus, epsilon, 0.5, "none")
+  np.testing.assert_allclose(raw["w"], np.array([1.0, -0.2]) / 3 / 0.5)
+  with pytest.raises(ValueError, match="shaping"):
+    estimators._es_combine(plus, minus, epsilon, 0.5, "ranks")
+
+
 def test_es_keeps_candidate_biases_at_zero():
   controller = _small_controller()
   epsilon = jax.jit(estimators._perturbations, static_argnums=(2, 3))(
@@ -155,103 +190,109 @@ def test_es_keeps_candidate_biases_at_zero():
   assert np.all(epsilon.head_kernel != 0.0)
 
 
-def test_pes_training_is_deterministic_and_resumes(tmp_path, monkeypatch):
+def _tiny_run(tmp_path, name, meta_steps, checkpoint=None, extra=()):
+  """``python -m garo_optax.meta.train --config tiny`` for ``meta_steps``."""
   from garo_optax.meta import train
 
-  # Two tiny families (one problem type each), so that a pair's runs outlive
-  # the meta-steps in which their family is not drawn.
-  families = (tasks.quadratic_family(4, 2), tasks.logistic_family(4, 2, 4))
-  monkeypatch.setattr(train, "_training_families", lambda: families)
+  out = tmp_path / f"{name}.npz"
+  flags = ["--config", "tiny", "--out", str(out)]
+  if checkpoint:
+    flags += ["--checkpoint", str(checkpoint)]
+  train.main([*flags, "--set", f"meta_steps={meta_steps}", *extra])
+  return out
 
-  def run(name, meta_steps, checkpoint=None):
-    out = tmp_path / f"{name}.npz"
-    flags = ["--out", str(out), "--meta-steps", str(meta_steps)]
-    flags += ["--estimator", "pes", "--unroll", "2", "--horizon", "6"]
-    flags += ["--pairs", "2", "--families-per-step", "1", "--hidden-size", "4"]
-    if checkpoint:
-      flags += ["--checkpoint", str(checkpoint), "--checkpoint-every", "3"]
-    train.main(flags)
-    return _flat(garo_optax.load_controller(str(out)))
 
-  initial = _flat(_small_controller())
-  first = run("first", 8)
-  assert first.shape == initial.shape and np.all(np.isfinite(first))
-  np.testing.assert_array_equal(run("again", 8), first)
-  # Stopped after 6 meta-steps (restarts have happened, runs are mid-horizon),
-  # then resumed from the checkpoint: the same weights as the straight run.
+def test_recipe_is_deterministic_and_resumes(tmp_path):
+  """The tiny configuration end to end: PES over runs of random horizons,
+  global and per-leaf slots, some runs given total_steps; the same weights
+  twice, and after a stop and a resume from the checkpoint."""
+  import json
+
+  first_out = _tiny_run(tmp_path, "first", 6)
+  first = _flat(garo_optax.load_controller(first_out))
+  record = json.loads(first_out.with_suffix(".json").read_text())
+  assert record["meta_steps"] == 6 and record["config"]["families"] == "tiny"
+  assert np.all(np.isfinite(first))
+  seeded = garo_optax.init_controller(jax.random.key(0), hidden_size=4)
+  assert not np.array_equal(first, _flat(seeded))
+  np.testing.assert_array_equal(
+    _flat(garo_optax.load_controller(_tiny_run(tmp_path, "again", 6))), first
+  )
+  # Stopped after 4 meta-steps (runs are mid-horizon), then resumed: the same
+  # weights as the straight run.
   checkpoint = tmp_path / "ckpt.npz"
-  partial = run("resumed", 6, checkpoint)
-  assert not np.array_equal(partial, first)
-  np.testing.assert_array_equal(run("resumed", 8, checkpoint), first)
-  with pytest.raises(ValueError, match="multiple"):
-    train.main(["--out", "x.npz", "--estimator", "pes", "--unroll", "2"])
+  partial = garo_optax.load_controller(_tiny_run(tmp_path, "resumed", 4, checkpoint))
+  assert not np.array_equal(_flat(partial), first)
+  resumed = garo_optax.load_controller(_tiny_run(tmp_path, "resumed", 6, checkpoint))
+  np.testing.assert_array_equal(_flat(resumed), first)
+  # A checkpoint of another configuration is refused, not misread.
+  with pytest.raises(ValueError, match="another configuration"):
+    _tiny_run(tmp_path, "other", 6, checkpoint, ["hidden_size=5"])
 
 
-def test_training_starts_from_init_file(tmp_path, monkeypatch):
-  """One Adam step from ``--init`` moves each weight by at most ``--meta-lr``."""
-  from garo_optax.meta import train
+def test_configs_are_checked(tmp_path):
+  from garo_optax.meta import config
 
-  families = (tasks.quadratic_family(4, 2),)
-  monkeypatch.setattr(train, "_training_families", lambda: families)
-  start = garo_optax.init_controller(jax.random.key(5), hidden_size=4, head_scale=1.0)
-  garo_optax.save_controller(tmp_path / "start.npz", start)
-  flags = ["--out", str(tmp_path / "out.npz"), "--meta-steps", "1", "--unroll", "5"]
-  flags += ["--pairs", "2", "--families-per-step", "1", "--meta-lr", "1e-3"]
-  flags += ["--init", str(tmp_path / "start.npz")]
-  train.main(flags)
-  moved = _flat(garo_optax.load_controller(tmp_path / "out.npz")) - _flat(start)
-  assert 0 < np.max(np.abs(moved)) <= 1e-3 * (1 + 1e-4)
-
-
-def test_dropped_features_are_zeroed_and_stay_zero(tmp_path, monkeypatch):
-  """``--drop-features`` zeroes the features' input weights of the ``--init``
-  controller, ES never perturbs them, and every other input weight trains."""
-  from garo_optax import _features
-  from garo_optax.meta import train
-
-  families = (tasks.quadratic_family(4, 2),)
-  monkeypatch.setattr(train, "_training_families", lambda: families)
-  start = garo_optax.init_controller(jax.random.key(5), hidden_size=4, head_scale=1.0)
-  garo_optax.save_controller(tmp_path / "start.npz", start)
-  dropped = ["time", "log_grad_norm_change"]
-  rows = [_features.FEATURE_NAMES.index(name) for name in dropped]
-  kept = [i for i in range(_features.NUM_FEATURES) if i not in rows]
-  flags = ["--init", str(tmp_path / "start.npz"), "--drop-features", *dropped]
-  flags += ["--unroll", "5", "--pairs", "2", "--families-per-step", "1"]
-
-  def input_kernel(controller):
-    return np.asarray(controller.gru.input_kernel)
-
-  train.main(["--out", str(tmp_path / "zero.npz"), "--meta-steps", "0", *flags])
-  pruned = garo_optax.load_controller(tmp_path / "zero.npz")
-  np.testing.assert_array_equal(input_kernel(pruned)[rows], 0.0)
-  np.testing.assert_array_equal(input_kernel(pruned)[kept], input_kernel(start)[kept])
-  np.testing.assert_array_equal(pruned.head_kernel, start.head_kernel)
-
-  train.main(["--out", str(tmp_path / "trained.npz"), "--meta-steps", "2", *flags])
-  trained = garo_optax.load_controller(tmp_path / "trained.npz")
-  np.testing.assert_array_equal(input_kernel(trained)[rows], 0.0)
-  assert np.all(input_kernel(trained)[kept] != input_kernel(start)[kept])
-  epsilon = estimators._perturbations(jax.random.key(0), start, 2, 1.0, tuple(rows))
-  epsilon = np.asarray(epsilon.gru.input_kernel)
-  np.testing.assert_array_equal(epsilon[:, rows], 0.0)
-  assert np.all(epsilon[:, kept] != 0.0)
-  with pytest.raises(SystemExit):  # argparse: not a feature's name
-    train.main(["--out", str(tmp_path / "x.npz"), "--drop-features", "momentum"])
+  assert "default" in config.names() and "tiny" in config.names()
+  default = config.load("default")
+  assert default.estimator == "pes" and default.max_horizon >= 3000
+  assert default.min_horizon <= 200
+  with pytest.raises(ValueError, match="unknown field"):
+    config.override(default, ["meta_step=3"])
+  with pytest.raises(ValueError, match="go together"):
+    config.override(default, ["home_steps=null"])
+  with pytest.raises(ValueError, match="fitness_shaping"):
+    config.override(default, ["fitness_shaping=ranks"])
+  with pytest.raises(ValueError, match="unroll <= min_horizon"):
+    config.override(default, ["unroll=500", "min_horizon=200"])
+  with pytest.raises(FileNotFoundError, match="tiny"):
+    config.load(tmp_path / "missing.json")
+  path = tmp_path / "mine.json"
+  path.write_text(default.to_json())
+  assert config.load(path) == default
+  path.write_text('{"families": "tiny"}')
+  with pytest.raises(ValueError, match=r"missing field.*meta_steps"):
+    config.load(path)
 
 
-def test_inner_runs_use_the_home_rate_and_the_flags_go_together(tmp_path):
+def test_default_config_is_the_shipped_controllers():
+  """garo's defaults for the pretrained controller are those it was trained
+  with."""
+  from garo_optax import pretrained
+  from garo_optax.meta import config
+
+  default = config.load("default")
+  assert default.max_effective_learning_rate == pretrained.MAX_EFFECTIVE_LEARNING_RATE
+  assert default.home_learning_rate == pretrained.HOME_LEARNING_RATE
+  assert default.home_steps == pretrained.HOME_STEPS
+  assert garo_optax.load_controller(pretrained.WEIGHTS).hidden_size == (
+    default.hidden_size
+  )
+
+
+def test_total_steps_reaches_the_inner_runs():
+  """A run given total_steps feeds garo its progress; 0 means none."""
+  controller = _small_controller()
+  task = tasks.quadratic_family(4, 2).sample(jax.random.key(0))
+  for total, expected in ((0.0, 0.0), (20.0, 0.5)):
+    state = inner.inner_init(
+      controller, task, jax.random.key(1), 0.01, total_steps=total
+    )
+    state, _, _ = inner.inner_unroll(controller, task, state, 0.01, 10)
+    assert float(state.total_steps) == total
+    assert float(_features.progress(state.step, state.total_steps)) == expected
+
+
+def test_inner_runs_use_the_home_rate():
   """With zeroed heads the inner optimizer's learning rate is softplus of its
   bias, which the home rate moves from lr0's towards the home rate's."""
-  from garo_optax.meta import train
-
   controller = _small_controller()
   controller = controller._replace(head_kernel=jnp.zeros_like(controller.head_kernel))
   params = {"w": jnp.ones(3)}
   grads = {"w": jnp.array([0.1, -0.2, 0.3])}
 
   def learning_rates(config):
-    tx = inner._optimizer(controller, 0.1, config)
+    tx = inner._optimizer(controller, 0.1, config, 0.0)
     state, out = tx.init(params), []
     for _ in range(20):
       _, state = tx.update(grads, state, params)
@@ -263,8 +304,6 @@ def test_inner_runs_use_the_home_rate_and_the_flags_go_together(tmp_path):
   moving = learning_rates(home)
   assert moving[0] == pytest.approx(0.1, rel=1e-5)
   assert np.all(np.diff(moving) < 0) and moving[-1] < 0.012
-  with pytest.raises(ValueError, match="go together"):
-    train.main(["--out", str(tmp_path / "x.npz"), "--home-lr", "0.01"])
 
 
 def test_evaluation_summary_holds_the_issue_criteria():

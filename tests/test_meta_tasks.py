@@ -35,12 +35,11 @@ def test_registry():
   for name in tasks.NAMES:
     names = [f.name for f in tasks.families(name)]
     assert len(set(names)) == len(names), name
-  assert 20 <= len(tasks.families("default")) <= 30
+  assert 20 <= len(tasks.families("default")) <= 40
   assert 2 <= len(tasks.families("tiny")) <= 3
   assert len(tasks.families("v1")) == 8
   # Cached: the same family objects (closures) every time.
   assert tasks.families("default") is tasks.families("default")
-  assert tasks.training_families() is tasks.families("v1")
   with pytest.raises(ValueError, match="valid: default, tiny, v1"):
     tasks.families("broad")
 
@@ -82,6 +81,7 @@ _REPRESENTATIVES = (
   "conv_16_b8",
   "markov_text_v32_e16_c8_h256_b64",
   "markov_text_transformer_w16_d1_h2_c32_v16_b8",
+  "factorization_32x32_r4",
 )
 
 
@@ -177,7 +177,8 @@ def test_family_shapes():
 def test_default_distribution_is_broad():
   """The spread issue 18 asks for: MLP depths 1 to 6, widths 16 to 1024,
   three activations with and without layer norm, every problem type, batch
-  sizes 8 to 512, and no family of more than 300k params."""
+  sizes 8 to 512 (and full-batch problems), and no family of more than
+  300k params."""
   sampled, params = {}, {}
   for f in tasks.families("default"):
     sampled[f.name], params[f.name] = jax.eval_shape(
@@ -189,7 +190,7 @@ def test_default_distribution_is_broad():
   assert min(widths) <= 16 and max(widths) == 1024
   assert {(t.activation, t.layer_norm) for t in mlps} == {
     (a, n) for a in ("relu", "gelu", "tanh") for n in (False, True)
-  }
+  } | {("linear", False)}  # deep linear networks
   assert any(t.objective == "mse" and t.num_outputs > 8 for t in mlps)  # autoencoder
   kinds = {type(t) for t in sampled.values()}
   assert kinds == {
@@ -198,11 +199,14 @@ def test_default_distribution_is_broad():
     problems.ConvTask,
     problems.CharTask,
     problems.TransformerTask,
+    problems.FactorizationTask,
   }
   names = " ".join(sampled)
   for part in ("raw_regression", "noisy_", "badly_scaled_linear", "logistic"):
     assert part in names
-  batch_sizes = {t.batch_size for t in sampled.values()}
+  batch_sizes = {t.batch_size for t in sampled.values() if hasattr(t, "batch_size")}
+  assert 0 in batch_sizes  # full batch
+  batch_sizes.discard(0)
   assert min(batch_sizes) == 8 and max(batch_sizes) == 512
   sizes = [sum(x.size for x in jax.tree.leaves(p)) for p in params.values()]
   assert max(sizes) <= 300_000
@@ -234,7 +238,15 @@ def test_training_datasets_are_not_held_out():
       assert isinstance(task, problems.MLPTask), family.name
   bench = pytest.importorskip("benchmarks.tasks")
   assert set(bench.META_TRAIN) == {"quadratic", "mlp_digits"}
-  assert set(bench.VALIDATION) == {"diabetes_raw"}
+  assert set(bench.VALIDATION) == {
+    "diabetes_raw",
+    "wine_logreg",
+    "wine_mlp",
+    "noisy_logreg",
+    "wine_factorization",
+    "helical_valley",
+    "sine_regression",
+  }
   assert {
     "logreg_breast_cancer",
     "diabetes",
@@ -334,3 +346,23 @@ def test_cost_benchmark_runs(capsys):
   table = capsys.readouterr().out
   assert "| quadratic_d8_b4 | quadratic | 8 | 1 | 4 |" in table
   assert "1 families:" in table
+
+
+@pytest.mark.parametrize(
+  "family",
+  [
+    f
+    for f in tasks.families("default")
+    if f.name.startswith(("deep_linear", "teacher_full"))
+  ],
+  ids=_name,
+)
+def test_full_batch_families_are_deterministic(family):
+  """Full-batch problems have no minibatch noise: every key gives the whole
+  dataset."""
+  task = family.sample(jax.random.key(0))
+  params = task.init(jax.random.key(1))
+  first = task.loss(params, task.batch(jax.random.key(2)))
+  second = task.loss(params, task.batch(jax.random.key(3)))
+  assert float(first) == float(second)
+  assert task.batch(jax.random.key(2))[0].shape == task.inputs.shape

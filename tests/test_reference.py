@@ -3,8 +3,10 @@
 The reference is the step as ``garo``'s docstring states it, written for
 clarity, not speed: the sums Σg², Σm², Σg·m as separate ``optax.tree``
 reductions, the features of ``_features.FEATURE_NAMES`` computed one by one,
-``h_t = GRU(x_t, h_{t-1})`` and the heads (softplus, tanh, softplus of
-``W h_t + b``) applied directly, then SGD with momentum leaf by leaf,
+``h_t = GRU(x_t, h_{t-1})``, the heads (softplus, tanh, softplus of
+``W h_t + b``) and the running mean of their offsets from the starting values
+(its steps clipped; the learning-rate offset moves the effective step
+``η/(1 - μ)``), then SGD with momentum leaf by leaf,
 ``m_t = μ_t m_{t-1} + g_t + λ_t θ_t`` and ``u_t = -η_t m_t``. The controller's
 gradient through the fast sums is compared with that through plain sums too.
 """
@@ -17,6 +19,7 @@ import pytest
 
 import garo_optax
 from garo_optax import (
+  _controller,
   _features,
   _groups,
   _gru,
@@ -25,13 +28,17 @@ from garo_optax import (
 
 CLIP = _features.FEATURE_CLIP
 FAST, SLOW = _features.EMA_DECAY, _features.SLOW_EMA_DECAY
+DECAY = _controller.OUTPUT_DECAY
+MAX_STEP = np.array(_controller.MAX_OFFSET_STEP)
 
 
 def _softplus_inverse(x):
   return float(np.log(np.expm1(x)))
 
 
-def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
+def reference_run(
+  controller, lr0, momentum0, wd0, params, grads_seq, losses, total_steps=None
+):
   """Runs GARO's steps the slow, obvious way; returns updates and hyperparams."""
   bias = jnp.array(
     [
@@ -42,9 +49,16 @@ def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
     jnp.float32,
   )
   hidden = jnp.zeros(controller.hidden_size)
+  offsets = np.zeros(3)
   mu = jax.tree.map(jnp.zeros_like, params)
-  lr_prev = float(jax.nn.softplus(bias[0]))
-  ema_g = ema_slow = ema_loss = None
+  lr_ref, mom_ref, wd_ref = (
+    float(jax.nn.softplus(bias[0])),
+    float(jnp.tanh(bias[1])),
+    float(jax.nn.softplus(bias[2])),
+  )
+  lr_prev = lr_ref
+  ema_slow = ema_cos = ema_loss = slow_loss = None
+  variance = 0.0
   outputs = []
   for t, (grads, loss) in enumerate(zip(grads_seq, losses, strict=True)):
     g_norm = optax.tree.norm(grads)
@@ -52,25 +66,38 @@ def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
     cos = float(optax.tree.vdot(grads, mu)) / max(float(g_norm) * float(m_norm), 1e-38)
     log_g = float(jnp.log(g_norm))
     if t == 0:
-      ema_g = ema_slow = log_g
-      ema_loss = loss
+      ema_slow, ema_cos, ema_loss, slow_loss = log_g, cos, loss, loss
+    ema_cos = FAST * ema_cos + (1 - FAST) * cos
+    variance = SLOW * variance + (1 - SLOW) * (loss - ema_loss) ** 2
+    ema_loss = FAST * ema_loss + (1 - FAST) * loss
+    slow_loss = SLOW * slow_loss + (1 - SLOW) * loss
     features = np.array(
       [
-        log_g - ema_g,
-        cos,
-        (loss - ema_loss) / abs(ema_loss),
-        np.log(lr_prev) - np.log(float(jax.nn.softplus(bias[0]))),
-        np.log1p(t) / 10.0,
         log_g - ema_slow,
+        ema_cos,
+        0.0 if t == 0 else (ema_loss - slow_loss) / abs(slow_loss),
+        np.sqrt(variance) / abs(slow_loss),
+        np.log(lr_prev) - np.log(lr_ref),
+        np.log1p(t) / 10.0,
+        0.0 if total_steps is None else min(t / total_steps, 1.0),
       ]
     )
-    ema_g = FAST * ema_g + (1 - FAST) * log_g
     ema_slow = SLOW * ema_slow + (1 - SLOW) * log_g
-    ema_loss = FAST * ema_loss + (1 - FAST) * loss
     x = jnp.asarray(np.clip(features, -CLIP, CLIP), jnp.float32)
     hidden = _gru.gru_cell(controller.gru, x, hidden)
     pre = hidden @ controller.head_kernel + bias
-    lr, mom, wd = jax.nn.softplus(pre[0]), jnp.tanh(pre[1]), jax.nn.softplus(pre[2])
+    target = np.array(
+      [
+        np.log(float(jax.nn.softplus(pre[0])) / lr_ref),
+        float(jnp.tanh(pre[1])) - mom_ref,
+        np.log(float(jax.nn.softplus(pre[2])) / wd_ref),
+      ]
+    )
+    offsets = offsets + np.clip((1 - DECAY) * (target - offsets), -MAX_STEP, MAX_STEP)
+    mom = min(max(mom_ref + offsets[1], 0.0), 1.0)
+    # the learning-rate offset moves the effective step lr / (1 - momentum)
+    lr = lr_ref * np.exp(offsets[0]) * (1 - mom) / (1 - mom_ref)
+    wd = wd_ref * np.exp(offsets[2])
     mu = jax.tree.map(
       lambda m, g, p, mom=mom, wd=wd: mom * m + g + wd * p, mu, grads, params
     )
@@ -81,8 +108,10 @@ def reference_run(controller, lr0, momentum0, wd0, params, grads_seq, losses):
   return outputs
 
 
-@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-3)])
-def test_fast_path_matches_reference(momentum, weight_decay):
+@pytest.mark.parametrize(
+  "momentum, weight_decay, total_steps", [(0.0, 0.0, None), (0.9, 1e-3, 8)]
+)
+def test_fast_path_matches_reference(momentum, weight_decay, total_steps):
   keys = jax.random.split(jax.random.key(0), 5)
   params = {
     "a": jax.random.normal(keys[0], (7, 5)),
@@ -101,9 +130,11 @@ def test_fast_path_matches_reference(momentum, weight_decay):
   controller = garo_optax.init_controller(jax.random.key(7), head_scale=1.0)
 
   expected = reference_run(
-    controller, 0.05, momentum, weight_decay, params, grads_seq, losses
+    controller, 0.05, momentum, weight_decay, params, grads_seq, losses, total_steps
   )
-  tx = garo_optax.garo(0.05, momentum, weight_decay, controller=controller)
+  tx = garo_optax.garo(
+    0.05, momentum, weight_decay, controller=controller, total_steps=total_steps
+  )
   state = tx.init(params)
   update = jax.jit(tx.update)
   for grads, loss, (want_updates, want_hp) in zip(

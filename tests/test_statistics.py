@@ -144,7 +144,10 @@ def test_explicit_one_device_mesh_matches_plain_arrays():
       jax.device_put(params, specs), jax.device_put(grads, specs)
     )
     assert jax.typeof(got[0]["w"]).sharding.spec == P("x", None)
-  chex.assert_trees_all_close(got, want, rtol=1e-6)
+  # Float32 rounding of params of order 1 (XLA fuses the sharded program
+  # differently, and the second step's rate carries the first's rounding):
+  # a few ulps, absolute, for entries that cancel to near zero.
+  chex.assert_trees_all_close(got, want, rtol=1e-6, atol=5e-7)
 
 
 def test_partitioned_sums_transform_like_plain_sums():

@@ -53,8 +53,13 @@ def moving():
     ),
   ],
 )
-def test_first_step_is_sgd(params, random_grads, hyperparams, reference, head_scale):
-  tx = garo_optax.garo(**hyperparams, controller=_controller(head_scale))
+@pytest.mark.parametrize("total_steps", [None, 10])
+def test_first_step_is_sgd(
+  params, random_grads, hyperparams, reference, head_scale, total_steps
+):
+  tx = garo_optax.garo(
+    **hyperparams, controller=_controller(head_scale), total_steps=total_steps
+  )
   grads = _at(random_grads(jax.random.key(0), params, 1), 0)
   updates, state = tx.update(grads, tx.init(params), params)
   expected, _ = reference.update(grads, reference.init(params), params)
@@ -172,7 +177,7 @@ def test_hyperparams_invariant_to_gradient_scale(params, random_grads):
 
 
 def test_learning_rate_caps(params, random_grads):
-  grads = random_grads(jax.random.key(0), params, 20)
+  grads = random_grads(jax.random.key(0), params, 100)
   effective = lambda hp: hp["learning_rate"] / (1.0 - jnp.abs(hp["momentum"]))
 
   def peaks(**cap):
@@ -390,6 +395,10 @@ def test_unknown_controller_name_is_a_missing_file():
     ({"hidden_size": -1, "controller": "init"}, "hidden_size"),
     ({"granularity": "bogus"}, "granularity"),
     ({"max_learning_rate": 0.0}, "max_learning_rate"),
+    ({"total_steps": 0}, "total_steps"),
+    ({"total_steps": -100}, "total_steps"),
+    ({"total_steps": float("inf")}, "total_steps"),
+    ({"total_steps": jnp.ones(2)}, "total_steps"),
   ],
 )
 def test_bad_argument_is_refused_by_name(kwargs, name):
@@ -404,6 +413,8 @@ def test_bad_argument_is_refused_by_name(kwargs, name):
     ({"learning_rate": "0.1"}, "learning_rate"),
     ({"hidden_size": 8.0, "controller": "init"}, "hidden_size"),
     ({"seed": jnp.asarray(0), "controller": "init"}, "seed"),
+    ({"total_steps": "1000"}, "total_steps"),
+    ({"total_steps": True}, "total_steps"),
   ],
 )
 def test_argument_of_wrong_type_is_refused_by_name(kwargs, name):
@@ -485,4 +496,32 @@ def test_schedule_with_home_rate_is_refused():
   with pytest.raises(ValueError, match="home_learning_rate"):
     garo_optax.garo(
       optax.constant_schedule(0.1), home_learning_rate=0.01, home_steps=10
+    )
+
+
+def test_total_steps_changes_the_run_only_through_progress(params, random_grads):
+  """A horizon is one more input to the controller: the same first step, then
+  other hyperparameters than without it; past the horizon progress stays 1."""
+  grads = random_grads(jax.random.key(0), params, 30)
+
+  def trajectory(total_steps):
+    tx = garo_optax.garo(0.05, controller=_controller(3.0), total_steps=total_steps)
+    return jax.jit(_hyperparams_trajectory, static_argnums=0)(tx, params, grads)
+
+  without, with_horizon = trajectory(None), trajectory(10)
+  assert without["learning_rate"][0] == with_horizon["learning_rate"][0]
+  assert not np.allclose(
+    without["learning_rate"][5:], with_horizon["learning_rate"][5:]
+  )
+  # optax.inject_hyperparams makes it an array: the same run.
+  injected = optax.inject_hyperparams(garo_optax.garo)(
+    0.05, controller=_controller(3.0), total_steps=10
+  )
+  state = injected.init(params)
+  for t in range(12):
+    _, state = injected.update(_at(grads, t), state, params)
+    np.testing.assert_allclose(
+      garo_optax.hyperparams(state)["learning_rate"],
+      with_horizon["learning_rate"][t],
+      rtol=1e-5,
     )

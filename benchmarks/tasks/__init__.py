@@ -6,8 +6,8 @@ datasets, MNIST-1D generated locally, Tiny Shakespeare shipped in
 ``benchmarks/data``).
 
 ``META_TRAIN`` tasks may be used to meta-train GARO's controller;
-``VALIDATION`` tasks were used for other choices (the safeguard's thresholds:
-``diabetes_raw`` is one of the stiff problems they were set on); ``HELD_OUT``
+``VALIDATION`` tasks are for every other choice (the safeguard's thresholds,
+meta-training's configuration, which meta-seed's controller ships); ``HELD_OUT``
 tasks must never be seen by meta-training or any other choice: they use datasets and
 architectures that meta-training does not, and are what the suite's
 evaluation of a trained controller is about. See ``README.md`` here.
@@ -26,6 +26,7 @@ from benchmarks.tasks import (
   quadratic,
   rosenbrock,
   stiff,
+  validation,
 )
 from benchmarks.tasks._task import Task as Task
 
@@ -39,11 +40,25 @@ _FACTORIES: dict[str, Callable[[], Task]] = {
   "conv_digits": conv_digits.task,
   "char_lm": char_lm.task,
   "diabetes_raw": stiff.diabetes_raw,
+  "wine_logreg": validation.wine_logreg,
+  "wine_mlp": validation.wine_mlp,
+  "noisy_logreg": validation.noisy_logreg,
+  "wine_factorization": validation.wine_factorization,
+  "helical_valley": validation.helical_valley,
+  "sine_regression": validation.sine_regression,
 }
 
 TASK_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 META_TRAIN: tuple[str, ...] = ("quadratic", "mlp_digits")
-VALIDATION: tuple[str, ...] = ("diabetes_raw",)
+VALIDATION: tuple[str, ...] = (
+  "diabetes_raw",
+  "wine_logreg",
+  "wine_mlp",
+  "noisy_logreg",
+  "wine_factorization",
+  "helical_valley",
+  "sine_regression",
+)
 HELD_OUT: tuple[str, ...] = tuple(
   n for n in TASK_NAMES if n not in META_TRAIN + VALIDATION
 )

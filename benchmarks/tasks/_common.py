@@ -43,14 +43,15 @@ def row_sampler(batch_size: int) -> Callable[[jax.Array, dict], dict]:
 
 
 class MLP(nn.Module):
-  """A ReLU multilayer perceptron."""
+  """A multilayer perceptron (ReLU hidden layers unless told otherwise)."""
 
   features: Sequence[int]  # widths of the hidden layers, then of the output
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
 
   @nn.compact
   def __call__(self, x):
     for width in self.features[:-1]:
-      x = nn.relu(nn.Dense(width)(x))
+      x = self.activation(nn.Dense(width)(x))
     return nn.Dense(self.features[-1])(x)
 
 

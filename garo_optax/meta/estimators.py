@@ -77,14 +77,12 @@ def truncated_gradient(
   return loss, grad, jax.lax.stop_gradient(new_state)
 
 
-def _perturbations(key, controller, num_pairs, sigma, dropped_features=()):
+def _perturbations(key, controller, num_pairs, sigma):
   """``num_pairs`` Gaussian perturbations of the controller's weights.
 
   The biases of the GRU's candidate stay unperturbed (and so, under ES, at
   their initial zero): with them zero, a zero input keeps the hidden state at
   zero, which is what makes GARO's first step plain SGD for any controller.
-  Nor are the input weights of ``dropped_features``, so their ES gradient is
-  exactly zero.
   """
   leaves, treedef = jax.tree.flatten(controller)
   keys = jax.random.split(key, len(leaves))
@@ -96,9 +94,6 @@ def _perturbations(key, controller, num_pairs, sigma, dropped_features=()):
   )
   hidden = controller.hidden_size
   gru = epsilon.gru._replace(
-    input_kernel=epsilon.gru.input_kernel.at[
-      :, jnp.asarray(dropped_features, jnp.int32)
-    ].set(0.0),
     input_bias=epsilon.gru.input_bias.at[:, 2 * hidden :].set(0.0),
     hidden_bias=jnp.zeros_like(epsilon.gru.hidden_bias),
   )
@@ -116,9 +111,22 @@ def _twice(x):
   return jnp.concatenate([x, x])
 
 
-def _es_combine(loss_plus, loss_minus, epsilon, sigma):
-  """``mean_i (L⁺_i − L⁻_i) ε_i / (2σ²)``, the antithetic ES gradient."""
-  weight = (loss_plus - loss_minus) / (2.0 * sigma**2)
+SHAPINGS = ("none", "sign")
+
+
+def _es_combine(loss_plus, loss_minus, epsilon, sigma, shaping="none"):
+  """``mean_i w_i ε_i / (2σ²)``, the antithetic ES gradient, with
+  ``w_i = L⁺_i − L⁻_i``; with ``shaping="sign"``, ``w_i`` is the sign of that
+  difference (fitness shaping: each pair, one problem, casts one vote, so
+  that the problems whose losses move most, the ones on the edge of
+  divergence above all, do not outweigh the others; a pair whose runs both
+  diverged casts none)."""
+  if shaping not in SHAPINGS:
+    raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}")
+  difference = loss_plus - loss_minus
+  if shaping == "sign":
+    difference = jnp.sign(difference)
+  weight = difference / (2.0 * sigma**2)
   return jax.tree.map(
     lambda e: jnp.tensordot(weight, e, axes=1) / weight.shape[0], epsilon
   )
@@ -134,6 +142,7 @@ def es_gradient(
   *,
   sigma: float,
   config: inner.InnerConfig = inner.DEFAULT_CONFIG,
+  shaping: str = "none",
 ) -> tuple[jax.Array, garo_optax.ControllerParams]:
   """Antithetic ES over whole unrolls, one pair of perturbations per task.
 
@@ -150,13 +159,14 @@ def es_gradient(
     key: key for the perturbations.
     sigma: standard deviation of the perturbations.
     config: how GARO is built.
+    shaping: ``"none"`` or ``"sign"`` (see ``_es_combine``).
 
   Returns:
     ``(inner.meta_loss, gradient)``: the mean meta-loss of the pairs and the ES
     estimate of the gradient of the smoothed meta-loss.
   """
   num_pairs = keys.shape[0]
-  epsilon = _perturbations(key, controller, num_pairs, sigma, config.dropped_features)
+  epsilon = _perturbations(key, controller, num_pairs, sigma)
   losses = jax.vmap(inner.unroll_meta_loss, in_axes=(0, 0, 0, 0, None, None))(
     _antithetic(controller, epsilon),
     jax.tree.map(_twice, task),
@@ -166,7 +176,7 @@ def es_gradient(
     config,
   )
   loss_plus, loss_minus = losses[:num_pairs], losses[num_pairs:]
-  return jnp.mean(losses), _es_combine(loss_plus, loss_minus, epsilon, sigma)
+  return jnp.mean(losses), _es_combine(loss_plus, loss_minus, epsilon, sigma, shaping)
 
 
 class PESState(NamedTuple):
@@ -183,10 +193,14 @@ def pes_init(
   keys: jax.Array,
   learning_rate: jax.Array,
   config: inner.InnerConfig = inner.DEFAULT_CONFIG,
+  total_steps: jax.Array | None = None,
 ) -> PESState:
-  """Starts the ``P`` pairs of persistent runs."""
-  state = jax.vmap(inner.inner_init, in_axes=(None, 0, 0, 0, None))(
-    controller, task, keys, learning_rate, config
+  """Starts the ``P`` pairs of persistent runs (``total_steps``: garo's, per
+  pair, 0 or ``None`` for none)."""
+  if total_steps is None:
+    total_steps = jnp.zeros(learning_rate.shape, jnp.float32)
+  state = jax.vmap(inner.inner_init, in_axes=(None, 0, 0, 0, None, 0))(
+    controller, task, keys, learning_rate, config, total_steps
   )
   zeros = jax.tree.map(
     lambda c: jnp.zeros((keys.shape[0], *c.shape), c.dtype), controller
@@ -204,6 +218,7 @@ def pes_gradient(
   *,
   sigma: float,
   config: inner.InnerConfig = inner.DEFAULT_CONFIG,
+  shaping: str = "none",
 ) -> tuple[jax.Array, garo_optax.ControllerParams, PESState]:
   """Persistent ES: one truncation of ``num_steps`` for each pair of runs.
 
@@ -217,9 +232,7 @@ def pes_gradient(
   Returns:
     ``(inner.meta_loss, gradient, pes_state)``.
   """
-  epsilon = _perturbations(
-    key, controller, learning_rate.shape[0], sigma, config.dropped_features
-  )
+  epsilon = _perturbations(key, controller, learning_rate.shape[0], sigma)
   accumulated = jax.tree.map(jnp.add, pes_state.accumulated, epsilon)
 
   num_pairs = learning_rate.shape[0]
@@ -235,5 +248,5 @@ def pes_gradient(
   plus = jax.tree.map(lambda x: x[:num_pairs], states)
   minus = jax.tree.map(lambda x: x[num_pairs:], states)
   mean = jnp.mean(losses)
-  grad = _es_combine(loss_plus, loss_minus, accumulated, sigma)
+  grad = _es_combine(loss_plus, loss_minus, accumulated, sigma, shaping)
   return mean, grad, PESState(plus, minus, accumulated)

@@ -29,15 +29,12 @@ class InnerConfig(NamedTuple):
   """How GARO is built for the inner runs, and how they are scored (static)."""
 
   max_effective_learning_rate: float | None = None
+  granularity: str = "global"
   # log(loss_t / loss_0) is floored at -log_floor in the meta-loss.
   log_floor: float = LOG_FLOOR
   # garo's home_learning_rate and home_steps (both or neither).
   home_learning_rate: float | None = None
   home_steps: float | None = None
-  # Indices of features the controller does not read: their rows of the
-  # GRU's input kernel are never perturbed (so stay as they are, zero when
-  # the trainer drops them).
-  dropped_features: tuple[int, ...] = ()
 
 
 DEFAULT_CONFIG = InnerConfig()
@@ -51,12 +48,18 @@ class InnerState(NamedTuple):
   step: jax.Array  # shape=(), int32
   initial_loss: jax.Array  # shape=(), float32: loss before the first update
   key: jax.Array  # minibatch key of this run
+  # shape=(), float32: garo's total_steps for this run, 0 for none
+  total_steps: jax.Array
 
 
-def _optimizer(controller, learning_rate, config: InnerConfig):
+def _optimizer(controller, learning_rate, config: InnerConfig, total_steps):
+  if not isinstance(total_steps, jax.core.Tracer) and not total_steps:
+    total_steps = None  # 0: no horizon (a traced 0 gives garo's 0 progress)
   return garo_optax.garo(
     learning_rate,
     controller=controller,
+    granularity=config.granularity,
+    total_steps=total_steps,
     max_effective_learning_rate=config.max_effective_learning_rate,
     home_learning_rate=config.home_learning_rate,
     home_steps=config.home_steps,
@@ -69,14 +72,19 @@ def inner_init(
   key: jax.Array,
   learning_rate: jax.Array,
   config: InnerConfig = DEFAULT_CONFIG,
+  total_steps: jax.Array | float = 0.0,
 ) -> InnerState:
-  """Starts an inner run: initial params, optimizer state, initial loss."""
+  """Starts an inner run: initial params, optimizer state, initial loss.
+
+  ``total_steps`` is given to garo (its ``progress`` feature) when positive.
+  """
   init_key, batch_key = jax.random.split(key)
   params = task.init(init_key)
   initial_loss = task.loss(params, task.batch(jax.random.fold_in(batch_key, 0)))
-  opt_state = _optimizer(controller, learning_rate, config).init(params)
+  total_steps = jnp.asarray(total_steps, jnp.float32)
+  opt_state = _optimizer(controller, learning_rate, config, total_steps).init(params)
   return InnerState(
-    params, opt_state, jnp.zeros((), jnp.int32), initial_loss, batch_key
+    params, opt_state, jnp.zeros((), jnp.int32), initial_loss, batch_key, total_steps
   )
 
 
@@ -94,7 +102,7 @@ def inner_unroll(
     ``(state, losses, hyperparams)``: the minibatch loss before each update,
     shape ``(num_steps,)``, and the hyperparameters applied at each step.
   """
-  tx = _optimizer(controller, learning_rate, config)
+  tx = _optimizer(controller, learning_rate, config, state.total_steps)
 
   def step(state, _):
     batch = task.batch(jax.random.fold_in(state.key, state.step))
@@ -132,8 +140,9 @@ def unroll_meta_loss(
   learning_rate: jax.Array,
   num_steps: int,
   config: InnerConfig = DEFAULT_CONFIG,
+  total_steps: jax.Array | float = 0.0,
 ) -> jax.Array:
   """Meta-loss of a whole inner run of ``num_steps`` steps from scratch."""
-  state = inner_init(controller, task, key, learning_rate, config)
+  state = inner_init(controller, task, key, learning_rate, config, total_steps)
   _, losses, _ = inner_unroll(controller, task, state, learning_rate, num_steps, config)
   return meta_loss(losses, state.initial_loss, config.log_floor)

@@ -10,8 +10,9 @@ and trained under :func:`jax.vmap`. The families that sample them are in
 
 The types: :class:`MLPTask` (linear and logistic regression, MLPs with or
 without layer norm, autoencoders), :class:`QuadraticTask`, :class:`ConvTask`,
-:class:`CharTask` (an embedding and an MLP over a window of characters) and
-:class:`TransformerTask` (a small causal transformer language model). All
+:class:`CharTask` (an embedding and an MLP over a window of characters),
+:class:`TransformerTask` (a small causal transformer language model) and
+:class:`FactorizationTask` (deterministic low-rank matrix factorisation). All
 are written in plain :mod:`jax.numpy` so that a vmapped batch of them is a
 batch of matmuls.
 """
@@ -26,7 +27,12 @@ import numpy as np
 Params = Any
 Batch = Any
 
-ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu}
+ACTIVATIONS = {
+  "relu": jax.nn.relu,
+  "tanh": jnp.tanh,
+  "gelu": jax.nn.gelu,
+  "linear": lambda x: x,
+}
 
 
 class Task(Protocol):
@@ -119,6 +125,7 @@ def _loss(outputs, targets, objective):
 class MLPTask:
   """An MLP (no hidden layer: linear or logistic regression) on a dataset.
 
+  ``batch_size=0`` trains on the whole dataset at every step (deterministic).
   An autoencoder is an MLP with a narrow hidden layer whose targets are its
   inputs (``objective="mse"``, ``num_outputs`` the input width).
   """
@@ -138,6 +145,8 @@ class MLPTask:
     return dense_init(key, sizes, self.init_scale, self.layer_norm)
 
   def batch(self, key):
+    if self.batch_size == 0:
+      return self.inputs, self.targets
     return _sample_rows(key, (self.inputs, self.targets), self.batch_size)
 
   def loss(self, params, batch):
@@ -171,6 +180,35 @@ class QuadraticTask:
   def loss(self, params, batch):
     z = self.rotation.T @ (params["x"] - batch)
     return 0.5 * jnp.sum(self.eigenvalues * z * z)
+
+
+@_pytree(data=("target", "init_scale"), meta=("rank",))
+class FactorizationTask:
+  """``½ ‖U Vᵀ − M‖²`` over the whole matrix ``M``: deterministic (every
+  minibatch is the full matrix), nonconvex, and stiffer the larger ``U`` and
+  ``V`` grow, so that a step size stable at the start is not stable later
+  (as on a curved valley)."""
+
+  target: jax.Array  # (M, N)
+  init_scale: jax.Array  # () float32, multiplies the N(0, 1/rank) init
+  rank: int
+
+  def init(self, key):
+    u_key, v_key = jax.random.split(key)
+    m, n = self.target.shape
+    scale = self.init_scale / np.sqrt(self.rank)
+    return {
+      "u": scale * jax.random.normal(u_key, (m, self.rank)),
+      "v": scale * jax.random.normal(v_key, (n, self.rank)),
+    }
+
+  def batch(self, key):
+    del key
+    return None
+
+  def loss(self, params, batch):
+    del batch
+    return 0.5 * jnp.sum(jnp.square(params["u"] @ params["v"].T - self.target))
 
 
 @_pytree(

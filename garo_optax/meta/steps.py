@@ -1,13 +1,15 @@
-"""The meta-gradient of one task family's meta-step, compiled once per family.
+"""The meta-gradient of one slot's meta-step, compiled once per slot.
 
-:func:`family_step` draws fresh problems and starting learning rates and
-returns the ES gradient over whole unrolls; :func:`family_pes_step` advances a
-family's persistent runs by one truncation (PES), restarting those that are
-done on fresh problems; :func:`initial_pes_state` makes the placeholder runs
-that start out due for a (staggered) restart.
+A slot is a task family trained at one granularity. :func:`family_step`
+draws fresh problems and starting learning rates and returns the ES gradient
+over whole unrolls; :func:`family_pes_step` advances a slot's persistent runs
+by one truncation (PES), first restarting the runs that are done on fresh
+problems with fresh horizons; :func:`initial_pes_state` makes the
+placeholder runs that start out due for a (staggered) restart.
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,23 +18,35 @@ import numpy as np
 from garo_optax.meta import estimators
 
 
-def _starting_learning_rates(key, pairs, min_lr, max_lr):
-  """``pairs`` starting learning rates, log-uniform in ``[min_lr, max_lr]``."""
-  log_lr = jax.random.uniform(
-    key, (pairs,), minval=jnp.log(min_lr), maxval=jnp.log(max_lr)
-  )
-  return jnp.exp(log_lr)
+class Horizons(NamedTuple):
+  """How long the persistent runs of PES are (static).
+
+  Each run's length is drawn when it starts: log-uniform between
+  ``min_truncations`` and ``max_truncations`` truncations. A share
+  ``total_steps_share`` of the runs is given its length as garo's
+  ``total_steps``; the others train without it.
+  """
+
+  min_truncations: int
+  max_truncations: int
+  total_steps_share: float
+
+
+def _log_uniform(key, shape, low, high):
+  """Log-uniform draws in ``[low, high]``."""
+  log_x = jax.random.uniform(key, shape, minval=jnp.log(low), maxval=jnp.log(high))
+  return jnp.exp(log_x)
 
 
 @functools.cache
-def family_step(family, pairs, unroll, config):
-  """The jitted ES gradient on fresh problems of one family."""
+def family_step(family, pairs, unroll, config, shaping="none"):
+  """The jitted ES gradient on fresh problems of one family (whole runs)."""
 
   @jax.jit
   def step(controller, key, sigma, min_lr, max_lr):
     task_key, run_key, lr_key, es_key = jax.random.split(key, 4)
     task = jax.vmap(family.sample)(jax.random.split(task_key, pairs))
-    learning_rate = _starting_learning_rates(lr_key, pairs, min_lr, max_lr)
+    learning_rate = _log_uniform(lr_key, (pairs,), min_lr, max_lr)
     return estimators.es_gradient(
       controller,
       task,
@@ -42,24 +56,41 @@ def family_step(family, pairs, unroll, config):
       es_key,
       sigma=sigma,
       config=config,
+      shaping=shaping,
     )
 
   return step
 
 
+def _where_rows(condition, new, old):
+  """``new`` where ``condition`` (one flag per leading row), else ``old``;
+  PRNG keys too."""
+
+  def pick(new, old):
+    is_key = jax.dtypes.issubdtype(old.dtype, jax.dtypes.prng_key)
+    if is_key:
+      new, old = jax.random.key_data(new), jax.random.key_data(old)
+    flags = condition.reshape(condition.shape + (1,) * (old.ndim - 1))
+    out = jnp.where(flags, new, old)
+    return jax.random.wrap_key_data(out) if is_key else out
+
+  return jax.tree.map(pick, new, old)
+
+
 @functools.cache
-def family_pes_step(family, pairs, unroll, truncations, config):
-  """The jitted PES gradient of one truncation of one family's persistent runs.
+def family_pes_step(family, pairs, unroll, horizons: Horizons, config, shaping="none"):
+  """The jitted PES gradient of one truncation of one slot's persistent runs.
 
   ``state`` holds, per pair, the problem's key, the starting learning rate,
-  the truncations left before a restart (a pair with none left restarts on a
-  fresh problem first; a negative count is a first run that many truncations
-  short) and the :class:`estimators.PESState`.
+  the truncations left before a restart (a pair with none left restarts
+  first), the share of its next run's drawn length it runs (below 1 for the
+  staggered first runs, then 1), garo's ``total_steps`` for the run (0 for
+  none) and the :class:`estimators.PESState`.
   """
 
   @jax.jit
   def step(controller, state, key, sigma, min_lr, max_lr):
-    task_key, run_key, lr_key, es_key = jax.random.split(key, 4)
+    task_key, run_key, lr_key, es_key, length_key, total_key = jax.random.split(key, 6)
     restart = state["left"] <= 0
     task_keys = jnp.where(
       restart[:, None],
@@ -67,23 +98,30 @@ def family_pes_step(family, pairs, unroll, truncations, config):
       state["task_key"],
     )
     task = jax.vmap(family.sample)(jax.random.wrap_key_data(task_keys))
-    fresh_lr = _starting_learning_rates(lr_key, pairs, min_lr, max_lr)
-    learning_rate = jnp.where(restart, fresh_lr, state["learning_rate"])
-    fresh = estimators.pes_init(
-      controller, task, jax.random.split(run_key, pairs), learning_rate, config
+    learning_rate = jnp.where(
+      restart,
+      _log_uniform(lr_key, (pairs,), min_lr, max_lr),
+      state["learning_rate"],
     )
-
-    def pick(new, old):
-      return jnp.where(restart.reshape((pairs,) + (1,) * (old.ndim - 1)), new, old)
-
-    def pick_tree(new, old):
-      if jax.dtypes.issubdtype(old.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(
-          pick(jax.random.key_data(new), jax.random.key_data(old))
-        )
-      return pick(new, old)
-
-    pes_state = jax.tree.map(pick_tree, fresh, state["pes"])
+    drawn = _log_uniform(
+      length_key, (pairs,), horizons.min_truncations, horizons.max_truncations
+    )
+    length = jnp.maximum(jnp.round(drawn * state["stagger"]), 1.0).astype(jnp.int32)
+    given = jax.random.uniform(total_key, (pairs,)) < horizons.total_steps_share
+    total_steps = jnp.where(
+      restart,
+      jnp.where(given, (length * unroll).astype(jnp.float32), 0.0),
+      state["total_steps"],
+    )
+    fresh = estimators.pes_init(
+      controller,
+      task,
+      jax.random.split(run_key, pairs),
+      learning_rate,
+      config,
+      total_steps,
+    )
+    pes_state = _where_rows(restart, fresh, state["pes"])
     loss, grad, pes_state = estimators.pes_gradient(
       controller,
       task,
@@ -93,12 +131,14 @@ def family_pes_step(family, pairs, unroll, truncations, config):
       es_key,
       sigma=sigma,
       config=config,
+      shaping=shaping,
     )
-    left = jnp.where(restart, truncations + state["left"], state["left"]) - 1
     new_state = {
       "task_key": task_keys,
       "learning_rate": learning_rate,
-      "left": left,
+      "left": jnp.where(restart, length, state["left"]) - 1,
+      "stagger": jnp.where(restart, 1.0, state["stagger"]),
+      "total_steps": total_steps,
       "pes": pes_state,
     }
     return loss, grad, new_state
@@ -106,12 +146,18 @@ def family_pes_step(family, pairs, unroll, truncations, config):
   return step
 
 
-def initial_pes_state(family, index, controller, pairs, truncations, config):
-  """Placeholder runs of one family, all due for a (staggered) restart."""
+def initial_pes_state(family, index, controller, pairs, config):
+  """Placeholder runs of one slot, all due for a restart.
+
+  Their first runs are staggered: pair ``j`` of slot ``index`` runs the share
+  ``((index + j) mod pairs + 1) / pairs`` of its drawn length, so that every
+  meta-step mixes truncations from the start of runs with truncations near
+  their end.
+  """
   key = jax.random.key(0)
   task = jax.eval_shape(jax.vmap(family.sample), jax.random.split(key, pairs))
   shapes = jax.eval_shape(
-    lambda c, t, k, lr: estimators.pes_init(c, t, k, lr, config),
+    lambda c, t, k, lr: estimators.pes_init(c, t, k, lr, config, jnp.zeros((pairs,))),
     controller,
     task,
     jax.random.split(key, pairs),
@@ -125,10 +171,12 @@ def initial_pes_state(family, index, controller, pairs, truncations, config):
       )
     return jnp.zeros(x.shape, x.dtype)
 
-  offsets = (index * pairs + np.arange(pairs)) % truncations
+  stagger = ((index + np.arange(pairs)) % pairs + 1) / pairs
   return {
     "task_key": jnp.zeros((pairs, *jax.random.key_data(key).shape), jnp.uint32),
     "learning_rate": jnp.ones((pairs,), jnp.float32),
-    "left": jnp.asarray(-offsets, jnp.int32),
+    "left": jnp.zeros((pairs,), jnp.int32),
+    "stagger": jnp.asarray(stagger, jnp.float32),
+    "total_steps": jnp.zeros((pairs,), jnp.float32),
     "pes": jax.tree.map(zeros, shapes),
   }

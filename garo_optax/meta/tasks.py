@@ -5,6 +5,8 @@ A task (:class:`garo_optax.meta.problems.Task`) is a problem instance; a
 of it (data, scales, conditioning, label noise, initial-weight scale).
 :func:`families` names the distributions of families: ``"default"``, the
 broad one (linear and logistic models with badly scaled features, quadratics,
+deterministic low-rank matrix factorisations, deep linear networks and
+full-batch MLP regressions,
 MLPs of depth 1 to 6 and width 16 to 1024 with and without layer norm,
 autoencoders, regression with raw targets, classification with noisy labels,
 convnets, a character MLP and small transformer language models; batch sizes
@@ -43,6 +45,7 @@ DATASETS = (
   "digits",
   "synthetic_images",
   "markov_text",
+  "low_rank_matrix",
 )
 
 
@@ -157,6 +160,53 @@ def mlp_teacher_family(
   ln = "_ln" if layer_norm else ""
   name = f"teacher_{kind}_mlp_{_hidden_name(hidden)}_{activation}{ln}_b{batch_size}"
   return Family(name, "random_teacher", sample)
+
+
+def full_batch_teacher_family(
+  hidden: tuple[int, ...], activation: str, num_examples: int
+) -> Family:
+  """Deterministic regression: an MLP trained on all ``num_examples`` points
+  of a random teacher's data at every step (no minibatch noise), so the
+  stability of a step size, and what momentum buys, are those of gradient
+  descent on a curved, badly conditioned landscape."""
+
+  def sample(key):
+    data_key, scale_key = jax.random.split(key)
+    x, y = _teacher_data(data_key, 16, 8, num_examples, True)
+    return problems.MLPTask(
+      x, y, _log_uniform(scale_key, *INIT_SCALES), hidden, activation, 0, "mse", 8
+    )
+
+  name = f"teacher_full_batch_regression_mlp_{_hidden_name(hidden)}_{activation}"
+  return Family(f"{name}_n{num_examples}", "random_teacher", sample)
+
+
+def deep_linear_family(depth: int, width: int, num_examples: int) -> Family:
+  """Deep linear networks (``depth`` weight matrices, no activation) fitting a
+  random linear map of badly scaled inputs on all ``num_examples`` points at
+  every step, from a small initialisation (0.3 to 1 of LeCun's): a curved
+  valley of equivalent factorisations whose curvature grows as the weights
+  do."""
+
+  def sample(key):
+    feature_key, map_key, scale_key = jax.random.split(key, 3)
+    _, x = _badly_scaled_features(feature_key, num_examples, width)
+    x = x / jnp.std(x)
+    y = x @ (jax.random.normal(map_key, (width, width)) / np.sqrt(width))
+    return problems.MLPTask(
+      x,
+      y,
+      _log_uniform(scale_key, 0.3, 1.0),
+      (width,) * (depth - 1),
+      "linear",
+      0,
+      "mse",
+      width,
+    )
+
+  return Family(
+    f"deep_linear_d{depth}_w{width}_n{num_examples}", "badly_scaled_features", sample
+  )
 
 
 def logistic_family(
@@ -356,6 +406,24 @@ def quadratic_family(dim: int, batch_size: int) -> Family:
   return Family(f"quadratic_d{dim}_b{batch_size}", "quadratic", sample)
 
 
+def factorization_family(rows: int, cols: int, rank: int) -> Family:
+  """Deterministic factorisations of random matrices of rank ``rank`` with
+  singular values spread over a decade and a scale drawn over two decades
+  (on typical draws SGD at 0.01 converges and at 0.1 diverges)."""
+
+  def sample(key):
+    a_key, b_key, spread_key, scale_key, init_key = jax.random.split(key, 5)
+    a, _ = jnp.linalg.qr(jax.random.normal(a_key, (rows, rank)))
+    b, _ = jnp.linalg.qr(jax.random.normal(b_key, (cols, rank)))
+    singular = jnp.exp(-jnp.log(10.0) * jax.random.uniform(spread_key, (rank,)))
+    scale = _log_uniform(scale_key, 1.0, 100.0) * np.sqrt(rows * cols / rank)
+    return problems.FactorizationTask(
+      scale * (a * singular) @ b.T, _log_uniform(init_key, 0.1, 1.0), rank
+    )
+
+  return Family(f"factorization_{rows}x{cols}_r{rank}", "low_rank_matrix", sample)
+
+
 def conv_family(
   channels: tuple[int, ...],
   batch_size: int,
@@ -479,6 +547,12 @@ def _default() -> tuple[Family, ...]:
     badly_scaled_linear_family(32, 32),
     badly_scaled_logistic_family(64, 10, 128),
     logistic_family(16, 4, 512, label_noise=0.4),
+    # Deterministic and nonconvex: stiffer as the factors grow.
+    factorization_family(32, 32, 4),
+    factorization_family(64, 16, 8),
+    deep_linear_family(4, 16, 256),
+    full_batch_teacher_family((32, 32), "tanh", 256),
+    full_batch_teacher_family((64,), "gelu", 512),
     # MLPs on a teacher's data: depth 1 to 6, width 16 to 1024.
     teacher((1024,), "relu", 32, regression=False),
     teacher((512, 256), "gelu", 8, regression=True, raw_targets=True),
@@ -529,10 +603,3 @@ def families(name: str) -> tuple[Family, ...]:
   if name not in _REGISTRY:
     raise ValueError(f"unknown families {name!r}; valid: {', '.join(NAMES)}")
   return _REGISTRY[name]()
-
-
-def training_families() -> tuple[Family, ...]:
-  """The families ``python -m garo_optax.meta.train`` trains on:
-  ``families("v1")``, those of the shipped controller (see its model card).
-  The broad ``families("default")`` is for the next one."""
-  return families("v1")

@@ -1,47 +1,46 @@
-"""Meta-trains a GARO controller with antithetic or persistent ES (command line).
+"""Meta-trains a GARO controller from a configuration (command line).
 
-Example (the command that made the shipped weights is in
-``docs/pretrained_history.md``)::
+The shipped controller is made by::
 
-  python -m garo_optax.meta.train --out weights.npz --meta-steps 300
+  python -m garo_optax.meta.train --config default --seed 0 \
+    --out controller.npz --checkpoint run.ckpt.npz
 
-Every meta-step draws ``--families-per-step`` task families, ``--pairs``
-random problems of each with a random starting learning rate (log-uniform in
-``[--min-lr, --max-lr]``), trains each problem ``--unroll`` steps from scratch
-with a pair of antithetic perturbations of the controller, and takes an Adam
-step on the ES gradient. Everything random derives from ``--seed`` and the
-meta-step index, so a run resumed from its checkpoint (``--checkpoint``,
-written every ``--checkpoint-every`` steps with ``--out`` and ``--plot``) ends
-with the same weights as an uninterrupted one, and the weights written at
-meta-step ``n`` of a longer run are those of ``--meta-steps n``: the meta
-learning rate has no schedule. The meta-loss curve is drawn to ``--plot``.
-``--init`` starts from saved weights instead of a seeded controller, so that
-training can go on in stages with other settings (the shipped weights are
-made that way: see ``docs/pretrained_history.md``). ``--drop-features``
-zeroes the input weights of the named features and keeps them at zero (ES
-never perturbs them): the controller trains without reading those features,
-and with ``--meta-steps 0`` the command only removes them from ``--init``.
+(the configuration is ``garo_optax/meta/configs/default.json``; see
+:mod:`garo_optax.meta.config` for its fields). Training starts from the
+seeded controller of ``hidden_size`` units and, every meta-step, draws
+``slots_per_step`` slots (a task family at a granularity), trains ``pairs``
+antithetic pairs of runs of each with perturbed controllers, and takes an Adam
+step on the averaged evolution-strategies gradient.
 
-With ``--estimator pes`` (persistent ES, :func:`estimators.pes_gradient`)
-every family keeps ``--pairs`` antithetic pairs of inner runs alive across
-meta-steps: each time the family is drawn, each pair trains one more
-truncation of ``--unroll`` steps, and a pair is restarted on a fresh problem
-with a fresh starting learning rate after ``--horizon`` inner steps
-(``--horizon / --unroll`` truncations). The restarts are staggered: the first
-run of pair ``j`` of family ``i`` is ``(i * pairs + j) mod (horizon / unroll)``
-truncations shorter, so the pairs of a family stay at ``min(pairs, horizon /
-unroll)`` different depths of the horizon and every meta-step mixes
-truncations from the start of runs with truncations near their end. A
-truncation's meta-loss is its steps' log loss ratio to the run's initial loss,
-so the meta-loss curve of PES is not comparable with that of ES.
-The persistent runs are part of the checkpoint: a resumed PES run ends with the
-same weights as an uninterrupted one too.
+With the ``pes`` estimator every slot keeps its pairs of runs alive across
+meta-steps (persistent ES): each time the slot is drawn, each pair trains one
+more truncation of ``unroll`` steps. A run lasts a log-uniform number of
+steps between ``min_horizon`` and ``max_horizon``, drawn when it starts on a
+fresh problem with a fresh starting learning rate (log-uniform in
+``[min_lr, max_lr]``); a share ``total_steps_share`` of the runs is given
+that length as garo's ``total_steps``. The first runs of the pairs are
+staggered, so every meta-step mixes truncations from the start of runs with
+truncations near their end.
+
+Everything random derives from ``--seed`` and the meta-step index: a run
+resumed from its checkpoint (``--checkpoint``, written every
+``checkpoint_every`` meta-steps with the weights at ``--out``, which are then
+those of ``meta_steps=<that step>``) ends with the same weights, byte for
+byte, as an uninterrupted one. The persistent runs are part of the
+checkpoint. ``--set key=value`` changes a field of the configuration;
+``--plot`` draws the meta-loss curve, ``--snapshots`` keeps the weights of
+every checkpoint. A JSON record of the run (the
+configuration, the seed, the time, the versions) is written next to
+``--out``.
 """
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
+import pathlib
+import platform
 import time
 
 import jax
@@ -50,91 +49,85 @@ import numpy as np
 import optax
 
 import garo_optax
-from garo_optax import _features
+from garo_optax.meta import config as config_lib
 from garo_optax.meta import inner, steps
 from garo_optax.meta import tasks as tasks_lib
 
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument(
+    "--config",
+    default="default",
+    help=f"a configuration ({', '.join(config_lib.names())}) or a JSON file",
+  )
+  p.add_argument("--seed", type=int, default=0, help="the meta-seed")
   p.add_argument("--out", required=True, help="where to write the controller .npz")
-  p.add_argument("--meta-steps", type=int, default=300)
-  p.add_argument("--pairs", type=int, default=4, help="antithetic pairs per family")
-  p.add_argument("--families-per-step", type=int, default=4)
-  p.add_argument(
-    "--unroll", type=int, default=300, help="inner steps per run (per truncation)"
-  )
-  p.add_argument(
-    "--estimator",
-    choices=("es", "pes"),
-    default="es",
-    help="antithetic ES over whole runs, or persistent ES over truncations",
-  )
-  p.add_argument(
-    "--horizon",
-    type=int,
-    default=None,
-    help="PES: inner steps before a pair of runs restarts (multiple of --unroll)",
-  )
-  p.add_argument(
-    "--families",
-    nargs="*",
-    default=None,
-    help="names of the training families to use (default: all)",
-  )
-  p.add_argument("--sigma", type=float, default=0.05, help="ES perturbation scale")
-  p.add_argument("--meta-lr", type=float, default=0.02, help="Adam learning rate")
-  p.add_argument("--min-lr", type=float, default=1e-3)
-  p.add_argument("--max-lr", type=float, default=1e-1)
-  p.add_argument(
-    "--max-effective-lr",
-    type=float,
-    default=1.0,
-    help="garo's max_effective_learning_rate in the inner runs",
-  )
-  p.add_argument(
-    "--home-lr",
-    type=float,
-    default=None,
-    help="garo's home_learning_rate in the inner runs (with --home-steps)",
-  )
-  p.add_argument("--home-steps", type=float, default=None, help="garo's home_steps")
-  p.add_argument(
-    "--drop-features",
-    nargs="+",
-    default=(),
-    choices=_features.FEATURE_NAMES,
-    metavar="FEATURE",
-    help="features the controller does not read: their input weights are "
-    f"zeroed and never trained (any of {', '.join(_features.FEATURE_NAMES)})",
-  )
-  p.add_argument(
-    "--log-floor",
-    type=float,
-    default=inner.LOG_FLOOR,
-    help="the meta-loss floors log(loss_t / loss_0) at minus this",
-  )
-  p.add_argument(
-    "--init",
-    default=None,
-    help="start from this controller .npz (and its hidden size) instead of a "
-    "seeded one",
-  )
-  p.add_argument("--hidden-size", type=int, default=16)
-  p.add_argument("--head-scale", type=float, default=1.0)
-  p.add_argument("--seed", type=int, default=0)
   p.add_argument(
     "--checkpoint", default=None, help="checkpoint .npz (resumed if present)"
   )
-  p.add_argument("--checkpoint-every", type=int, default=10)
+  p.add_argument(
+    "--set",
+    nargs="+",
+    default=[],
+    metavar="KEY=VALUE",
+    help="change fields of the configuration, e.g. --set meta_steps=10",
+  )
   p.add_argument("--plot", default=None, help="PNG of the meta-loss curve")
+  p.add_argument(
+    "--snapshots",
+    default=None,
+    help="folder for the weights at every checkpoint (step<N>.npz), to choose "
+    "a checkpoint on validation tasks",
+  )
   return p
 
 
-def _drop_features(controller, indices):
-  """The controller with zero input weights for the features ``indices``."""
-  kernel = controller.gru.input_kernel.at[np.asarray(indices, np.int32)].set(0.0)
-  return controller._replace(gru=controller.gru._replace(input_kernel=kernel))
+@dataclasses.dataclass(frozen=True)
+class Slot:
+  """A task family trained at one granularity."""
+
+  family: tasks_lib.Family
+  granularity: str
+
+  @property
+  def name(self) -> str:
+    return f"{self.family.name}@{self.granularity}"
+
+
+@functools.cache
+def _families(name: str) -> tuple[tasks_lib.Family, ...]:
+  # Cached: the jitted steps are cached per family, and a fresh family (a new
+  # closure) would miss that cache in every call of `train` in one process.
+  return tasks_lib.families(name)
+
+
+def slots(config: config_lib.Config) -> tuple[Slot, ...]:
+  """The slots of a configuration, in a fixed order."""
+  families = _families(config.families)
+  out = [Slot(f, "global") for f in families]
+  if config.per_leaf_stride:
+    out += [Slot(f, "per_leaf") for f in families[:: config.per_leaf_stride]]
+  return tuple(out)
+
+
+def inner_config(config: config_lib.Config, granularity: str) -> inner.InnerConfig:
+  """How garo is built in the inner runs of a slot."""
+  return inner.InnerConfig(
+    config.max_effective_learning_rate,
+    granularity=granularity,
+    log_floor=config.log_floor,
+    home_learning_rate=config.home_learning_rate,
+    home_steps=config.home_steps,
+  )
+
+
+def _horizons(config: config_lib.Config) -> steps.Horizons:
+  return steps.Horizons(
+    max(config.min_horizon // config.unroll, 1),
+    max(config.max_horizon // config.unroll, 1),
+    config.total_steps_share,
+  )
 
 
 def _to_numpy(x):
@@ -143,38 +136,35 @@ def _to_numpy(x):
   return np.asarray(x)
 
 
-def _save_checkpoint(path, controller, opt_state, step, history, pes=None):
-  leaves = jax.tree.leaves((controller, opt_state))
-  arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}
-  if pes is not None:
-    arrays.update(
-      {f"pes_{i}": _to_numpy(x) for i, x in enumerate(jax.tree.leaves(pes))}
-    )
+def _save_checkpoint(path, step, history, state):
+  arrays = {f"leaf_{i}": _to_numpy(x) for i, x in enumerate(jax.tree.leaves(state))}
   tmp = f"{path}.tmp.npz"
   np.savez(tmp, step=np.array(step), history=np.asarray(history, np.float64), **arrays)
   os.replace(tmp, path)
 
 
-def _load_checkpoint(path, controller, opt_state, pes=None):
+def _load_checkpoint(path, state):
+  """``(step, history, state)`` from a checkpoint of a run like ``state``'s."""
   with np.load(path, allow_pickle=False) as data:
-    treedef = jax.tree.structure((controller, opt_state))
-    leaves = [jnp.asarray(data[f"leaf_{i}"]) for i in range(treedef.num_leaves)]
-    controller, opt_state = treedef.unflatten(leaves)
-    if pes is not None:
-      if "pes_0" not in data:
-        raise ValueError(f"{path} is not a checkpoint of a PES run")
-      template, treedef = jax.tree.flatten(pes)
-      leaves = []
-      for i, like in enumerate(template):
-        x = jnp.asarray(data[f"pes_{i}"])
-        if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
-          x = jax.random.wrap_key_data(x, impl=jax.random.key_impl(like))
-        leaves.append(x)
-      pes = treedef.unflatten(leaves)
-    return controller, opt_state, int(data["step"]), data["history"].tolist(), pes
+    template, treedef = jax.tree.flatten(state)
+    if f"leaf_{len(template) - 1}" not in data or f"leaf_{len(template)}" in data:
+      raise ValueError(
+        f"{path} is a checkpoint of another configuration than this run's"
+      )
+    leaves = []
+    for i, like in enumerate(template):
+      x = jnp.asarray(data[f"leaf_{i}"])
+      if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
+        x = jax.random.wrap_key_data(x, impl=jax.random.key_impl(like))
+      elif x.shape != like.shape:
+        raise ValueError(
+          f"{path} is a checkpoint of another configuration than this run's"
+        )
+      leaves.append(x)
+    return int(data["step"]), data["history"].tolist(), treedef.unflatten(leaves)
 
 
-def _plot(path, history, families):
+def _plot(path, history, title):
   import matplotlib
 
   matplotlib.use("Agg")
@@ -189,138 +179,147 @@ def _plot(path, history, families):
     ax.plot(np.arange(window - 1, len(history)), smooth, label=f"mean of {window}")
   ax.set_xlabel("meta-step")
   ax.set_ylabel("meta-loss (mean log loss ratio)")
-  ax.set_title(f"GARO meta-training ({families} families)")
+  ax.set_title(title)
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
 
-# Cached: the jitted steps are cached per family, and a fresh family (a new
-# closure) would miss that cache in every call of `train` in one process.
-_training_families = functools.cache(tasks_lib.training_families)
-
-
-def _setup(args: argparse.Namespace):
-  """The chosen families, the truncations per PES run (or ``None``) and the
-  inner runs' configuration, once the arguments are checked."""
-  families = _training_families()
-  if args.families:
-    unknown = set(args.families) - {f.name for f in families}
-    if unknown:
-      raise ValueError(f"unknown families: {sorted(unknown)}")
-    families = tuple(f for f in families if f.name in args.families)
-  truncations = None
-  if args.estimator == "pes":
-    if not args.horizon or args.horizon % args.unroll:
-      raise ValueError("--horizon must be a positive multiple of --unroll")
-    truncations = args.horizon // args.unroll
-  elif args.horizon is not None:
-    raise ValueError("--horizon is for --estimator pes")
-  if (args.home_lr is None) != (args.home_steps is None):
-    raise ValueError("--home-lr and --home-steps go together")
-  config = inner.InnerConfig(
-    args.max_effective_lr,
-    log_floor=args.log_floor,
-    home_learning_rate=args.home_lr,
-    home_steps=args.home_steps,
-    dropped_features=tuple(
-      sorted(_features.FEATURE_NAMES.index(name) for name in set(args.drop_features))
-    ),
+def _slot_step(config, slot):
+  """The jitted meta-gradient of one slot: ``(controller, state, key) ->
+  (meta-loss, gradient, state)``."""
+  ic = inner_config(config, slot.granularity)
+  args = (config.sigma, config.min_lr, config.max_lr)
+  if config.estimator == "pes":
+    fn = steps.family_pes_step(
+      slot.family,
+      config.pairs,
+      config.unroll,
+      _horizons(config),
+      ic,
+      config.fitness_shaping,
+    )
+    return lambda controller, state, key: fn(controller, state, key, *args)
+  fn = steps.family_step(
+    slot.family, config.pairs, config.unroll, ic, config.fitness_shaping
   )
-  return families, truncations, config
+  return lambda controller, state, key: (*fn(controller, key, *args), state)
 
 
-def train(args: argparse.Namespace) -> garo_optax.ControllerParams:
-  """Runs meta-training as the command line describes; returns the weights."""
+def _initial_runs(config, all_slots, controller):
+  if config.estimator != "pes":
+    return [None] * len(all_slots)
+  return [
+    steps.initial_pes_state(
+      s.family, i, controller, config.pairs, inner_config(config, s.granularity)
+    )
+    for i, s in enumerate(all_slots)
+  ]
+
+
+def _record(config, seed, meta_steps, history, seconds):
+  return {
+    "config": dataclasses.asdict(config),
+    "seed": seed,
+    "meta_steps": meta_steps,
+    "final_meta_loss_mean20": float(np.mean(history[-20:])) if history else None,
+    "seconds": round(seconds, 1),
+    "jax": jax.__version__,
+    "optax": optax.__version__,
+    "garo_optax": garo_optax.__version__,
+    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {jax.default_backend()}",
+  }
+
+
+def train(
+  config: config_lib.Config,
+  seed: int,
+  out: str | os.PathLike,
+  checkpoint: str | os.PathLike | None = None,
+  plot: str | os.PathLike | None = None,
+  snapshots: str | os.PathLike | None = None,
+) -> garo_optax.ControllerParams:
+  """Meta-trains a controller as the module's docstring says; returns it."""
   from tqdm import tqdm
 
-  families, truncations, config = _setup(args)
-  seed_key = jax.random.key(args.seed)
-  if args.init:
-    controller = garo_optax.load_controller(args.init)
-  else:
-    controller = garo_optax.init_controller(
-      seed_key, hidden_size=args.hidden_size, head_scale=args.head_scale
+  all_slots = slots(config)
+  if config.slots_per_step > len(all_slots):
+    raise ValueError(
+      f"slots_per_step={config.slots_per_step} but the configuration has "
+      f"{len(all_slots)} slots"
     )
-  controller = _drop_features(controller, config.dropped_features)
-  meta_opt = optax.adam(args.meta_lr)
-  opt_state = meta_opt.init(controller)
-  pes = None
-  if args.estimator == "pes":
-    pes = [
-      steps.initial_pes_state(f, i, controller, args.pairs, truncations, config)
-      for i, f in enumerate(families)
-    ]
-  start, history = 0, []
-  if args.checkpoint and os.path.exists(args.checkpoint):
-    controller, opt_state, start, history, pes = _load_checkpoint(
-      args.checkpoint, controller, opt_state, pes
-    )
+  seed_key = jax.random.key(seed)
+  controller = garo_optax.init_controller(
+    seed_key, hidden_size=config.hidden_size, head_scale=config.head_scale
+  )
+  meta_opt = optax.adam(config.meta_lr)
+  state = {
+    "controller": controller,
+    "opt_state": meta_opt.init(controller),
+    "runs": _initial_runs(config, all_slots, controller),
+  }
+  start, history, seconds = 0, [], 0.0
+  if checkpoint and os.path.exists(checkpoint):
+    start, history, state = _load_checkpoint(checkpoint, state)
+    record = pathlib.Path(out).with_suffix(".json")
+    if record.exists():
+      seconds = json.loads(record.read_text()).get("seconds", 0.0)
 
   @jax.jit
   def apply(controller, opt_state, grads):
     updates, opt_state = meta_opt.update(grads, opt_state, controller)
     return optax.apply_updates(controller, updates), opt_state
 
+  def write(step):
+    garo_optax.save_controller(out, state["controller"])
+    pathlib.Path(out).with_suffix(".json").write_text(
+      json.dumps(
+        _record(config, seed, step, history, seconds + time.time() - began), indent=2
+      )
+      + "\n"
+    )
+    if checkpoint:
+      _save_checkpoint(checkpoint, step, history, state)
+    if snapshots:
+      os.makedirs(snapshots, exist_ok=True)
+      garo_optax.save_controller(
+        os.path.join(snapshots, f"step{step}.npz"), state["controller"]
+      )
+    if plot:
+      _plot(plot, history, f"GARO meta-training, seed {seed}")
+
   began = time.time()
-  bar = tqdm(range(start, args.meta_steps), initial=start, total=args.meta_steps)
+  bar = tqdm(range(start, config.meta_steps), initial=start, total=config.meta_steps)
   for step in bar:
-    rng = np.random.default_rng([args.seed, step])
-    chosen = rng.choice(len(families), args.families_per_step, replace=False)
+    rng = np.random.default_rng([seed, step])
+    chosen = sorted(rng.choice(len(all_slots), config.slots_per_step, replace=False))
     step_key = jax.random.fold_in(seed_key, step)
     losses, grads = [], []
-    for i in sorted(chosen):
-      if pes is None:
-        fn = steps.family_step(families[i], args.pairs, args.unroll, config)
-        loss, grad = fn(
-          controller,
-          jax.random.fold_in(step_key, i),
-          args.sigma,
-          args.min_lr,
-          args.max_lr,
-        )
-      else:
-        fn = steps.family_pes_step(
-          families[i], args.pairs, args.unroll, truncations, config
-        )
-        loss, grad, pes[i] = fn(
-          controller,
-          pes[i],
-          jax.random.fold_in(step_key, i),
-          args.sigma,
-          args.min_lr,
-          args.max_lr,
-        )
+    for i in chosen:
+      fn = _slot_step(config, all_slots[i])
+      loss, grad, state["runs"][i] = fn(
+        state["controller"], state["runs"][i], jax.random.fold_in(step_key, i)
+      )
       losses.append(float(loss))
       grads.append(grad)
     grad = jax.tree.map(lambda *g: sum(g) / len(g), *grads)
-    controller, opt_state = apply(controller, opt_state, grad)
+    state["controller"], state["opt_state"] = apply(
+      state["controller"], state["opt_state"], grad
+    )
     history.append(float(np.mean(losses)))
     bar.set_postfix(meta_loss=f"{history[-1]:.3f}")
-    last = step + 1 == args.meta_steps
-    if (step + 1) % args.checkpoint_every == 0 or last:
-      # The weights after every checkpointed step: a run stopped early has
-      # written exactly what `--meta-steps <its last checkpoint>` writes.
-      garo_optax.save_controller(args.out, controller)
-      if args.checkpoint:
-        _save_checkpoint(args.checkpoint, controller, opt_state, step + 1, history, pes)
-      if args.plot:
-        _plot(args.plot, history, len(families))
-  if start >= args.meta_steps:  # no step ran (--meta-steps 0: only the edit)
-    garo_optax.save_controller(args.out, controller)
-  summary = {
-    "estimator": args.estimator,
-    "meta_steps": args.meta_steps,
-    "final_meta_loss_mean20": float(np.mean(history[-20:])) if history else None,
-    "seconds_this_session": round(time.time() - began, 1),
-  }
-  print(json.dumps(summary))
-  return controller
+    if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.meta_steps:
+      write(step + 1)
+  if start >= config.meta_steps:
+    write(config.meta_steps)
+  return state["controller"]
 
 
 def main(argv: list[str] | None = None) -> None:
-  train(_parser().parse_args(argv))
+  args = _parser().parse_args(argv)
+  config = config_lib.override(config_lib.load(args.config), args.set)
+  train(config, args.seed, args.out, args.checkpoint, args.plot, args.snapshots)
 
 
 if __name__ == "__main__":

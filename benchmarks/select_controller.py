@@ -1,0 +1,93 @@
+"""Chooses among meta-trained controllers on the validation tasks.
+
+Meta-training writes a controller at every checkpoint (``python -m
+garo_optax.meta.train ... --snapshots DIR``); this evaluates some of them, and
+the final controllers of other meta-seeds, on every suite task that is not
+held out (``benchmarks.tasks.VALIDATION`` and ``META_TRAIN``, never
+``HELD_OUT``) as ``python -m benchmarks.pretrained`` does, and ranks them::
+
+  python -m benchmarks.select_controller runs/meta_v2/seed0_snapshots/step*.npz \\
+      --out benchmarks/results/meta_v2/validation.json
+
+The ranking is by the geometric mean over the validation tasks of the final
+loss over the best tuned baseline's, runs from every starting learning rate
+counted (a controller that is good from 0.01 only does not rank first).
+"""
+
+import argparse
+import json
+
+import jax
+import numpy as np
+
+import garo_optax
+from benchmarks import pretrained, report, tasks
+from garo_optax import pretrained as shipped
+
+
+def score(summary) -> float:
+  """Geometric mean over tasks and starting learning rates of the final loss
+  over the best tuned baseline's, both floored as the suite does."""
+  ratios = []
+  for row in summary["tasks"].values():
+    for lr in pretrained.GARO_LEARNING_RATES:
+      ratios.append(
+        pretrained._floored_ratio(
+          row[f"garo_lr{lr:g}"], row["best_tuned"], row["floor"]
+        )
+      )
+  return report.geomean(ratios)
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("controllers", nargs="+", help="controller .npz files")
+  p.add_argument("--seeds", type=int, default=3)
+  p.add_argument(
+    "--tasks",
+    nargs="+",
+    default=list(tasks.VALIDATION + tasks.META_TRAIN),
+    help="tasks to choose on (never held-out ones)",
+  )
+  p.add_argument("--out", default=None, help="JSON of every controller's summary")
+  args = p.parse_args(argv)
+  names = args.tasks
+  tasks.check_names(names)
+  held_out = [n for n in names if tasks.split(n) == "held_out"]
+  if held_out:
+    raise ValueError(f"{', '.join(held_out)} are held out: choices never see them.")
+  seeds = list(range(args.seeds))
+  base = pretrained.baselines(
+    names, seeds, "benchmarks/results/pretrained/selection_baselines.json"
+  )
+  results = {}
+  for path in args.controllers:
+    controller = jax.tree.map(np.asarray, garo_optax.load_controller(path))
+    # Built as garo() builds the shipped controller (its training's bound and
+    # home rate).
+    runs = pretrained.garo_runs(
+      controller,
+      names,
+      seeds,
+      [0],
+      shipped.MAX_EFFECTIVE_LEARNING_RATE,
+      shipped.HOME_LEARNING_RATE,
+      shipped.HOME_STEPS,
+    )
+    summary = pretrained.summarise(runs, base)
+    results[path] = {"score": score(summary), **summary}
+    print(f"{path}: score {results[path]['score']:.3g}", flush=True)
+  print("| controller | score | ratio at 0.01 | lr spread | median Δ log lr |")
+  print("|---|---|---|---|---|")
+  for path, r in sorted(results.items(), key=lambda kv: kv[1]["score"]):
+    print(
+      f"| {path} | {r['score']:.3g} | {r['geomean_ratio_to_best_tuned']:.3g} | "
+      f"{r['max_lr_spread']:.3g} | {r.get('max_log_learning_rate_step', np.nan):.3g} |"
+    )
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()

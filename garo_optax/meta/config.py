@@ -1,0 +1,136 @@
+"""Meta-training configurations: data files in the package, read into a Config.
+
+A configuration says everything a meta-training run does apart from its
+seed: the task families, the granularities, the estimator and its horizons,
+the range of starting learning rates, the controller's size and the bounds
+GARO is built with. ``configs/<name>.json`` holds the named ones;
+:func:`load` reads one by name or path, :func:`override` changes fields from
+``key=value`` strings (the command line's ``--set``).
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any
+
+from garo_optax.meta import estimators
+
+CONFIGS = pathlib.Path(__file__).with_name("configs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """One meta-training recipe: every field is given by its JSON file."""
+
+  # Task families: a name of garo_optax.meta.tasks.families.
+  families: str
+  # Every family is trained at global granularity; every `per_leaf_stride`-th
+  # one (by index) at per-leaf granularity too (0: never).
+  per_leaf_stride: int
+  # Slots (family, granularity) drawn per meta-step, and antithetic pairs of
+  # runs per slot.
+  slots_per_step: int
+  pairs: int
+  # "pes": persistent ES over truncations of `unroll` steps of runs of
+  # `min_horizon`..`max_horizon` steps (log-uniform); "es": antithetic ES
+  # over whole runs of `unroll` steps.
+  estimator: str
+  unroll: int
+  min_horizon: int
+  max_horizon: int
+  # Share of the runs given their length as garo's total_steps.
+  total_steps_share: float
+  # "none", or "sign": each antithetic pair weighs its perturbation by the
+  # sign of its loss difference, not the difference (fitness shaping).
+  fitness_shaping: str
+  # ES perturbation scale, Adam's learning rate, and meta-steps.
+  sigma: float
+  meta_lr: float
+  meta_steps: int
+  # Starting learning rates of the inner runs (log-uniform).
+  min_lr: float
+  max_lr: float
+  # The seeded controller training starts from.
+  hidden_size: int
+  head_scale: float
+  # How garo is built in the inner runs (the shipped controller's defaults).
+  max_effective_learning_rate: float | None
+  home_learning_rate: float | None
+  home_steps: float | None
+  # The meta-loss floors log(loss_t / loss_0) at minus this.
+  log_floor: float
+  checkpoint_every: int
+  # The meta-seeds the recipe is run with (the model card reports them all).
+  seeds: tuple[int, ...]
+
+  def __post_init__(self):
+    if self.estimator not in ("pes", "es"):
+      raise ValueError(f"estimator must be 'pes' or 'es', got {self.estimator!r}")
+    if self.fitness_shaping not in estimators.SHAPINGS:
+      raise ValueError(
+        f"fitness_shaping must be one of {estimators.SHAPINGS}, got "
+        f"{self.fitness_shaping!r}"
+      )
+    if self.estimator == "pes" and not (
+      self.unroll <= self.min_horizon <= self.max_horizon
+    ):
+      raise ValueError(
+        "PES needs unroll <= min_horizon <= max_horizon, got "
+        f"{self.unroll}, {self.min_horizon}, {self.max_horizon}"
+      )
+    if (self.home_learning_rate is None) != (self.home_steps is None):
+      raise ValueError("home_learning_rate and home_steps go together")
+    if not 0 < self.min_lr <= self.max_lr:
+      raise ValueError(f"need 0 < min_lr <= max_lr, got {self.min_lr}, {self.max_lr}")
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+
+def _from_dict(values: dict[str, Any], source: str) -> Config:
+  fields = {f.name for f in dataclasses.fields(Config)}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise ValueError(
+      f"{source}: unknown field(s) {', '.join(unknown)}; the fields are "
+      f"{', '.join(sorted(fields))}"
+    )
+  missing = sorted(fields - set(values))
+  if missing:
+    raise ValueError(f"{source}: missing field(s) {', '.join(missing)}")
+  return Config(**{**values, "seeds": tuple(values["seeds"])})
+
+
+def names() -> tuple[str, ...]:
+  """The names of the configurations in the package."""
+  return tuple(sorted(p.stem for p in CONFIGS.glob("*.json")))
+
+
+def load(name_or_path: str | os.PathLike) -> Config:
+  """The configuration named ``name_or_path`` (see :func:`names`), or read
+  from that JSON file."""
+  path = CONFIGS / f"{name_or_path}.json"
+  if not path.exists():
+    path = pathlib.Path(name_or_path)
+    if not path.exists():
+      raise FileNotFoundError(
+        f"No configuration {os.fspath(name_or_path)!r}: use one of "
+        f"{', '.join(names())} or the path of a JSON file."
+      )
+  return _from_dict(json.loads(path.read_text()), os.fspath(path))
+
+
+def override(config: Config, assignments: list[str]) -> Config:
+  """``config`` with ``key=value`` assignments applied (values read as JSON,
+  or as strings where they are not JSON)."""
+  values = dataclasses.asdict(config)
+  for assignment in assignments:
+    key, sep, text = assignment.partition("=")
+    if not sep:
+      raise ValueError(f"expected key=value, got {assignment!r}")
+    try:
+      values[key] = json.loads(text)
+    except json.JSONDecodeError:
+      values[key] = text
+  return _from_dict(values, "--set")
