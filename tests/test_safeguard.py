@@ -61,17 +61,27 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize(
-  ("name", "learning_rate"),
-  [
-    ("regression_scale10", 1e-2),
-    ("regression_scale30", 1e-3),
-    ("diabetes_raw", 1e-2),
-    ("stiff_quadratic", 1e-3),
-    ("badly_scaled_inputs", 1e-3),
-  ],
-)
+_STIFF_CASES = [
+  ("regression_scale10", 1e-2),
+  ("regression_scale30", 1e-3),
+  ("diabetes_raw", 1e-2),
+  ("stiff_quadratic", 1e-3),
+  ("badly_scaled_inputs", 1e-3),
+]
+
+
+def _stiff_params():
+  """Every case with the pretrained controller; the seeded one (near SGD) on
+  the first case by default and on all with ``-m slow``."""
+  for variant in VARIANTS:
+    for i, case in enumerate(_STIFF_CASES):
+      marks = [pytest.mark.slow] if variant.startswith("init") and i else []
+      yield pytest.param(
+        *case, variant, marks=marks, id=f"{case[0]}-{case[1]:g}-{variant}"
+      )
+
+
+@pytest.mark.parametrize(("name", "learning_rate", "variant"), _stiff_params())
 def test_stiff_problem_trains_where_sgd_does(name, learning_rate, variant):
   """Where SGD at the starting rate ends below its first loss, so does GARO,
   with no non-finite loss on the way (``benchmarks/stiff.py`` runs them all)."""
