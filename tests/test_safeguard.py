@@ -81,7 +81,7 @@ def _stiff_params():
       )
 
 
-@pytest.mark.parametrize(("name", "learning_rate", "variant"), _stiff_params())
+@pytest.mark.parametrize(("name", "learning_rate", "variant"), list(_stiff_params()))
 def test_stiff_problem_trains_where_sgd_does(name, learning_rate, variant):
   """Where SGD at the starting rate ends below its first loss, so does GARO,
   with no non-finite loss on the way (``benchmarks/stiff.py`` runs them all)."""
