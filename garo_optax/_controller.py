@@ -23,6 +23,9 @@ FILE_FORMAT = "garo_optax.controller"
 # running-mean outputs (``OUTPUT_DECAY``). Version 1 files were trained on the
 # features of 0.2 and cannot drive this GARO.
 FILE_VERSION = 2
+# The transformations a controller drives; a file names the one it was
+# trained for (files without the entry predate garo_adamw: garo).
+OPTIMIZERS = ("garo", "garo_adamw")
 # Decay of the running mean the applied hyperparameters follow the heads with,
 # and the most that mean moves in one step: log learning rate, momentum, log
 # weight decay. A factor of 10 in the learning rate takes 47 steps, a change
@@ -107,23 +110,24 @@ def _offsets(pre_activation: jax.Array, bias: jax.Array) -> jax.Array:
 
 
 def _apply_offsets(
-  offsets: jax.Array, bias: jax.Array
+  offsets: jax.Array, bias: jax.Array, coupled: bool = True
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The hyperparameters at ``offsets`` from the reference values.
 
-  The learning-rate offset moves heavy ball's effective step
-  ``learning_rate / (1 - momentum)``: a change of momentum leaves the
-  effective step as it was (the learning rate moves by ``1 - momentum``), so
-  the controller can trade noise averaging against step size in one head.
-  Momentum is kept in ``[0, 1)``.
+  With ``coupled`` (heavy ball, whose momentum sums the gradients), the
+  learning-rate offset moves the effective step ``learning_rate / (1 -
+  momentum)``: a change of momentum leaves the effective step as it was (the
+  learning rate moves by ``1 - momentum``), so the controller can trade noise
+  averaging against step size in one head. Without it (Adam's first moment,
+  a running mean whose step does not grow with its decay) the offset moves
+  the learning rate itself. Momentum is kept in ``[0, 1)``.
   """
   lr, mom_ref, wd = heads(bias)
   mom = jnp.clip(mom_ref + offsets[..., 1], 0.0, _BELOW_ONE)
-  return (
-    lr * jnp.exp(offsets[..., 0]) * ((1.0 - mom) / (1.0 - mom_ref)),
-    mom,
-    wd * jnp.exp(offsets[..., 2]),
-  )
+  lr = lr * jnp.exp(offsets[..., 0])
+  if coupled:
+    lr = lr * ((1.0 - mom) / (1.0 - mom_ref))
+  return lr, mom, wd * jnp.exp(offsets[..., 2])
 
 
 def controller_step(
@@ -132,6 +136,8 @@ def controller_step(
   hidden: jax.Array,
   offsets: jax.Array,
   bias: jax.Array,
+  *,
+  coupled: bool = True,
 ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
   """Advances the GRU and reads the hyperparameters off the new hidden state.
 
@@ -149,6 +155,9 @@ def controller_step(
     hidden: array ``(G, H)``, the previous hidden state.
     offsets: array ``(G, 3)``, the previous running offsets.
     bias: array ``(3,)`` or ``(G, 3)`` from ``_hyperparams.head_biases``.
+    coupled: whether the learning rate's offset moves heavy ball's effective
+      step (``garo``) or the learning rate itself (``garo_adamw``); see
+      :func:`_apply_offsets`.
 
   Returns:
     ``(hidden, offsets, (learning_rate, momentum, weight_decay))``, the
@@ -163,7 +172,7 @@ def controller_step(
     np.asarray(MAX_OFFSET_STEP, np.float32),
   )
   offsets = offsets + step
-  return hidden, offsets, _apply_offsets(offsets, bias)
+  return hidden, offsets, _apply_offsets(offsets, bias, coupled)
 
 
 def _flatten(controller: ControllerParams) -> dict[str, np.ndarray]:
@@ -172,11 +181,17 @@ def _flatten(controller: ControllerParams) -> dict[str, np.ndarray]:
   return {k: np.asarray(v, np.float32) for k, v in arrays.items()}
 
 
-def save_controller(path: str | os.PathLike, controller: ControllerParams) -> None:
+def save_controller(
+  path: str | os.PathLike,
+  controller: ControllerParams,
+  *,
+  optimizer: str = "garo",
+) -> None:
   """Writes a controller to a ``.npz`` file (no pickle).
 
   The file holds ``format`` (``"garo_optax.controller"``), ``version`` (an
-  integer, currently 2), ``num_features``, ``hidden_size``, and one float32
+  integer, currently 2), ``optimizer`` (the transformation the controller was
+  trained to drive), ``num_features``, ``hidden_size``, and one float32
   array per weight: ``gru/input_kernel`` ``(F, 3H)``, ``gru/input_bias``
   ``(3H,)``, ``gru/hidden_kernel`` ``(H, 3H)``, ``gru/hidden_bias`` ``(H,)``,
   ``head_kernel`` ``(H, 3)``. The same weights give the same bytes.
@@ -184,13 +199,16 @@ def save_controller(path: str | os.PathLike, controller: ControllerParams) -> No
   Args:
     path: where to write; ``numpy`` appends ``.npz`` if it is missing.
     controller: the weights to save.
+    optimizer: ``"garo"`` or ``"garo_adamw"``: what the controller drives.
   """
+  _check_optimizer(optimizer)
   problem = _shape_problem(_flatten(controller))
   if problem:
     raise ValueError(f"Cannot save this controller: {problem}.")
   arrays = {
     "format": np.array(FILE_FORMAT),
     "version": np.array(FILE_VERSION),
+    "optimizer": np.array(optimizer),
     "num_features": np.array(_features.NUM_FEATURES),
     "hidden_size": np.array(controller.hidden_size),
     **_flatten(controller),
@@ -274,11 +292,22 @@ def _integer_entry(
   return int(value)
 
 
-def load_controller(path: str | os.PathLike) -> ControllerParams:
+def _check_optimizer(optimizer: Any) -> None:
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
+
+
+def load_controller(
+  path: str | os.PathLike, *, optimizer: str | None = None
+) -> ControllerParams:
   """Reads a controller written by :func:`save_controller`.
 
   Args:
     path: the ``.npz`` file.
+    optimizer: if given (``"garo"`` or ``"garo_adamw"``), the file must hold a
+      controller trained for that transformation: a controller learns the
+      hyperparameters of one update rule, and its readings mean nothing to
+      another.
 
   Returns:
     The controller's weights, in float32.
@@ -287,9 +316,13 @@ def load_controller(path: str | os.PathLike) -> ControllerParams:
     FileNotFoundError: there is no file at ``path``.
     ValueError: the file is not a valid GARO controller file: not an ``.npz``
       archive of plain arrays, no ``format`` or ``version`` entry, another
-      format version or number of features than this garo_optax's, missing
-      weights, weights of the wrong shape, or weights that are not finite.
+      format version or number of features than this garo_optax's, a
+      controller trained for another transformation than ``optimizer``,
+      missing weights, weights of the wrong shape, or weights that are not
+      finite.
   """
+  if optimizer is not None:
+    _check_optimizer(optimizer)
   arrays = _read_npz(path)
   if "format" not in arrays:
     raise _invalid(path, "it has no 'format' entry")
@@ -305,6 +338,14 @@ def load_controller(path: str | os.PathLike) -> ControllerParams:
       f"it has format version {version}; this garo_optax reads version "
       f"{FILE_VERSION} (controllers of version 1, garo_optax 0.2, read other "
       "features: retrain with garo_optax.meta.train)",
+    )
+  trained_for = str(arrays.get("optimizer", np.array("garo")))
+  if optimizer is not None and trained_for != optimizer:
+    raise _invalid(
+      path,
+      f"it holds a controller trained for {trained_for}, not {optimizer}: a "
+      "controller learns one update rule's hyperparameters (load it with "
+      "load_controller(path) to use it anyway)",
     )
   num_features = _integer_entry(arrays, "num_features", path)
   if num_features != _features.NUM_FEATURES:
@@ -337,13 +378,14 @@ def is_pretrained(controller: Any) -> bool:
 
 
 def resolve_controller(
-  controller: Any, hidden_size: int, seed: int
+  controller: Any, hidden_size: int, seed: int, optimizer: str = "garo"
 ) -> ControllerParams:
-  """The weights ``garo``'s ``controller`` argument names (see its docs)."""
+  """The weights the ``controller`` argument of ``optimizer`` (``"garo"`` or
+  ``"garo_adamw"``) names (see their docs)."""
   if is_pretrained(controller):
     from garo_optax import pretrained  # imported on use: it reads a file
 
-    return pretrained.load()
+    return pretrained.load(optimizer)
   if isinstance(controller, str) and controller == "init":
     return init_controller(jax.random.key(seed), hidden_size=hidden_size)
   if isinstance(controller, ControllerParams):
@@ -355,7 +397,7 @@ def resolve_controller(
         "'pretrained', 'init', the path of a file written by save_controller, "
         "or a ControllerParams."
       )
-    return load_controller(controller)
+    return load_controller(controller, optimizer=optimizer)
   raise ValueError(
     f"Unknown controller {controller!r}: use None or 'pretrained' (the "
     "meta-trained one shipped with garo_optax), 'init' (a seeded, untrained "

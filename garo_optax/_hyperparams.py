@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from garo_optax import _controller, _groups
+from garo_optax import _groups
 
 # Pre-activation of the weight-decay head when the requested decay is zero:
 # softplus(-20) ≈ 2e-9, below float32 rounding of any gradient it is added to.
@@ -40,8 +40,10 @@ def check_value(name: str, x: Any) -> None:
   value = float(array)
   if not math.isfinite(value):
     raise ValueError(f"{name} must be finite, got {x!r}.")
-  if name == "momentum" and not 0 <= value < 1:
-    raise ValueError(f"momentum must be in [0, 1), got {x!r}.")
+  if name in ("momentum", "b1", "b2") and not 0 <= value < 1:
+    raise ValueError(f"{name} must be in [0, 1), got {x!r}.")
+  if name == "eps" and value < 0:
+    raise ValueError(f"eps must be >= 0, got {x!r}.")
   if name == "learning_rate" and value <= 0:
     raise ValueError(f"learning_rate must be > 0, got {x!r}.")
   if name == "weight_decay" and value < 0:
@@ -210,10 +212,13 @@ def head_biases(
   home_move: Home | None = None,
 ) -> jax.Array:
   """The heads' biases ``(G, 3)`` at step ``count``: those of the starting
-  values (schedules at ``count``), the learning rate's moved home."""
+  values (schedules at ``count``), the learning rate's moved home.
+
+  ``starting`` maps the heads' names to the starting values, in the heads'
+  order: learning rate, momentum (``b1`` for ``garo_adamw``), weight decay.
+  """
   start = [
-    per_group(name, at_step(starting[name], count), groups)
-    for name in _controller.HEAD_NAMES
+    per_group(name, at_step(value, count), groups) for name, value in starting.items()
   ]
   bias = head_bias(*start)
   if home_move is None:

@@ -26,19 +26,46 @@ class GaroState(NamedTuple):
   diverged: jax.Array  # shape=(), bool: skipped DEAD_AFTER steps in a row: dead
 
 
+class GaroAdamWState(NamedTuple):
+  """State of :func:`garo_adamw`."""
+
+  count: jax.Array  # shape=(), int32: number of steps applied
+  hidden: jax.Array  # shape=(H,) or (G, H) per group, float32
+  # shape=(G, 3), float32: running offsets of the hyperparameters from the
+  # values they start from (log ratios for the rates, differences for b1)
+  offsets: jax.Array
+  mu: optax.Updates  # first moments, shaped like the params
+  nu: optax.Updates  # second moments, shaped like the params
+  # shape=(G,), float32: the total weight of the gradients in each group's
+  # first moments (1 - b1^t for a constant b1), which corrects their bias
+  mu_weight: jax.Array
+  # Values applied at the last step: float32 scalars, or ByGroup mappings.
+  hyperparams: dict[str, Any]
+  feature_state: _features.FeatureState  # running statistics for the features
+  safeguard: _safeguard.SafeguardState  # learning-rate cap and what sets it
+  skipped: jax.Array  # shape=(), int32: steps skipped on non-finite input
+  skipped_in_a_row: jax.Array  # shape=(), int32: since the last applied step
+  diverged: jax.Array  # shape=(), bool: skipped DEAD_AFTER steps in a row: dead
+
+
+STATES = (GaroState, GaroAdamWState)
+
+
 def hyperparams(state: Any) -> dict[str, Any]:
-  """The learning rate, momentum and weight decay GARO applied at its last step.
+  """The hyperparameters GARO applied at its last step.
 
   Args:
-    state: a :class:`GaroState`, or any optimizer state that contains exactly
-      one (e.g. the state of an ``optax.chain``).
+    state: a :class:`GaroState` or :class:`GaroAdamWState`, or any optimizer
+      state that contains exactly one (e.g. the state of an ``optax.chain``).
 
   Returns:
-    ``{"learning_rate": ..., "momentum": ..., "weight_decay": ...}``; each value
-    is a scalar for global granularity and a ``{group name: scalar}`` dict
-    otherwise. Before the first update these are the starting values. (In the
-    state itself, and so through ``optax.tree.get``, per-group values are a
-    read-only :class:`ByGroup` mapping backed by one array.)
+    ``{"learning_rate": ..., "momentum": ..., "weight_decay": ...}`` for
+    :func:`garo`, ``{"learning_rate": ..., "b1": ..., "weight_decay": ...}``
+    for :func:`garo_adamw`; each value is a scalar for global granularity and
+    a ``{group name: scalar}`` dict otherwise. Before the first update these
+    are the starting values. (In the state itself, and so through
+    ``optax.tree.get``, per-group values are a read-only :class:`ByGroup`
+    mapping backed by one array.)
 
   Examples:
     >>> import jax.numpy as jnp
@@ -51,12 +78,13 @@ def hyperparams(state: Any) -> dict[str, Any]:
   """
   found = [
     x
-    for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, GaroState))
-    if isinstance(x, GaroState)
+    for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, STATES))
+    if isinstance(x, STATES)
   ]
   if len(found) != 1:
     raise ValueError(
-      f"Expected one GaroState inside the optimizer state, found {len(found)}."
+      "Expected one GaroState or GaroAdamWState inside the optimizer state, "
+      f"found {len(found)}."
     )
   return {
     name: {group: _unwrap(x) for group, x in value.items()}

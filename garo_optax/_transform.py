@@ -7,7 +7,7 @@ SGD step with momentum (:func:`_momentum_step`).
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -186,32 +186,119 @@ def garo(
     "momentum": momentum,
     "weight_decay": weight_decay,
   }
-  _hyperparams.check_starting(starting)
-  _checks.check_options(granularity, hidden_size, seed)
-  _checks.check_total_steps(total_steps)
   _hyperparams.check_bounds(
     max_learning_rate=max_learning_rate,
     max_effective_learning_rate=max_effective_learning_rate,
   )
+  return transformation(
+    SGD_RULE,
+    starting,
+    controller=controller,
+    hidden_size=hidden_size,
+    seed=seed,
+    granularity=granularity,
+    total_steps=total_steps,
+    max_learning_rate=max_learning_rate,
+    max_effective_learning_rate=max_effective_learning_rate,
+    home_learning_rate=home_learning_rate,
+    home_steps=home_steps,
+    mu_dtype=mu_dtype,
+    callback=callback,
+  )
+
+
+class Rule(NamedTuple):
+  """What sets one GARO transformation apart: the update rule the controller
+  drives, and its state.
+
+  Attributes:
+    name: the transformation's name (in errors, and in controller files).
+    state_type: its state, a ``NamedTuple`` with ``GaroState``'s fields and
+      the rule's own buffers.
+    coupled: whether the learning rate's offset moves heavy ball's effective
+      step (``_controller.controller_step``).
+    init_buffers: ``(params, num_groups, mu_dtype) -> {field: value}``, the
+      rule's buffers at step 0.
+    step: ``(updates, state, params, groups, learning_rate, momentum,
+      weight_decay, skip) -> (updates, {field: value})``: the step's updates
+      and the new buffers (held where ``skip``). The learning rate is zero on
+      a skipped step.
+  """
+
+  name: str
+  state_type: type
+  coupled: bool
+  init_buffers: Callable[..., dict[str, Any]]
+  step: Callable[..., tuple[Any, dict[str, Any]]]
+
+
+def transformation(
+  rule: Rule,
+  starting: dict[str, Any],
+  *,
+  controller,
+  hidden_size,
+  seed,
+  granularity,
+  total_steps,
+  max_learning_rate,
+  max_effective_learning_rate,
+  home_learning_rate,
+  home_steps,
+  mu_dtype,
+  callback,
+) -> optax.GradientTransformationExtraArgs:
+  """The GARO pipeline around ``rule``: statistics, features, controller,
+  bounds, safeguard, then the rule's step. ``starting`` maps the
+  hyperparameters' names to their starting values, in the heads' order."""
+  _hyperparams.check_starting(starting)
+  _checks.check_options(granularity, hidden_size, seed)
+  _checks.check_total_steps(total_steps)
+  names = tuple(starting)
   weights = _controller.resolve_controller(
-    controller, 16 if hidden_size is None else hidden_size, seed or 0
+    controller, 16 if hidden_size is None else hidden_size, seed or 0, rule.name
   )
   hidden_size = weights.hidden_size
   defaults = None
   if _controller.is_pretrained(controller):
     from garo_optax import pretrained
 
-    defaults = _hyperparams.Home(pretrained.HOME_LEARNING_RATE, pretrained.HOME_STEPS)
+    bounds = pretrained.BOUNDS[rule.name]
+    defaults = _hyperparams.Home(bounds.home_learning_rate, bounds.home_steps)
     if max_effective_learning_rate is None:
-      max_effective_learning_rate = pretrained.MAX_EFFECTIVE_LEARNING_RATE
-  home = _hyperparams.home(learning_rate, home_learning_rate, home_steps, defaults)
+      max_effective_learning_rate = bounds.max_effective_learning_rate
+    if max_learning_rate is None:
+      max_learning_rate = bounds.max_learning_rate
+  home = _hyperparams.home(
+    starting["learning_rate"], home_learning_rate, home_steps, defaults
+  )
 
   def init_fn(params):
-    return _initial_state(params, starting, granularity, hidden_size, mu_dtype)
+    _checks.check_params(params)
+    groups = _groups.make_groups(params, granularity)
+    values = _controller.heads(_hyperparams.head_biases(starting, groups, 0))
+    return rule.state_type(
+      count=jnp.zeros((), jnp.int32),
+      hidden=jnp.zeros(_hidden_shape(groups, hidden_size), jnp.float32),
+      offsets=jnp.zeros((len(groups.names), len(names)), jnp.float32),
+      hyperparams={
+        # A tree without leaves (optax.tree.map_params's placeholder params)
+        # has no group names: plain arrays there keep its state a prefix of
+        # every real state.
+        name: _hyperparams.by_group(x, groups) if groups.leaf_groups else x
+        for name, x in zip(names, values, strict=True)
+      },
+      feature_state=_features.init_feature_state(len(groups.names)),
+      safeguard=_safeguard.init_safeguard_state(len(groups.names)),
+      skipped=jnp.zeros((), jnp.int32),
+      skipped_in_a_row=jnp.zeros((), jnp.int32),
+      diverged=jnp.zeros((), jnp.bool_),
+      **rule.init_buffers(params, len(groups.names), mu_dtype),
+    )
 
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
     del extra_args
-    groups = _checked_groups(updates, state, params, granularity)
+    groups = _checked_groups(rule, updates, state, params, granularity)
     _checks.check_loss(value)
     _checks.check_state(state, groups, _hidden_shape(groups, hidden_size))
     bias = _hyperparams.head_biases(starting, groups, state.count, home)
@@ -236,6 +323,7 @@ def garo(
       state.hidden.reshape(len(groups.names), hidden_size),
       state.offsets,
       bias,
+      coupled=rule.coupled,
     )
     lr, mom = _hyperparams.bounded(
       lr, mom, max_learning_rate, max_effective_learning_rate
@@ -250,34 +338,33 @@ def garo(
     )
     lr, mom = _safeguard.apply(lr, mom, backoff, safeguard)
     lr, mom, wd = _xla.computed_once(lr, mom, wd)
-    new_updates, mu = _momentum_step(
-      updates, state, params, groups, jnp.where(skip, 0.0, -lr), mom, wd, skip
+    new_updates, buffers = rule.step(
+      updates, state, params, groups, jnp.where(skip, 0.0, lr), mom, wd, skip
     )
 
-    new_state = GaroState(
+    new_state = state._replace(
       count=optax.safe_increment(state.count),
       hidden=hidden.reshape(state.hidden.shape),
       offsets=offsets,
-      mu=mu,
       hyperparams={
         name: _hyperparams.by_group(x, groups)
-        for name, x in zip(_controller.HEAD_NAMES, (lr, mom, wd), strict=True)
+        for name, x in zip(names, (lr, mom, wd), strict=True)
       },
       feature_state=feature_state,
       safeguard=safeguard,
-      skipped=state.skipped,
       skipped_in_a_row=jnp.zeros((), jnp.int32),
       diverged=jnp.zeros((), jnp.bool_),
+      **buffers,
     )
     # A dead run is told from a bad batch by time, not by reading the params:
     # a check of the params in the step (even under lax.cond) made XLA:CPU
     # copy them every step (benchmarks/results/safeguard_before_after/).
     in_a_row = optax.safe_increment(state.skipped_in_a_row)
     held = state._replace(
-      mu=mu,
       skipped=optax.safe_increment(state.skipped),
       skipped_in_a_row=in_a_row,
       diverged=in_a_row >= DEAD_AFTER,
+      **buffers,
     )
     new_state = optax.tree.where(skip, held, new_state)
     if callback is not None:
@@ -291,43 +378,17 @@ def _hidden_shape(groups: _groups.Groups, hidden_size: int) -> tuple[int, ...]:
   return (hidden_size,) if groups.is_global else (len(groups.names), hidden_size)
 
 
-def _initial_state(params, starting, granularity, hidden_size, mu_dtype) -> GaroState:
-  """``init``'s state: step 0, a zero hidden state and momenta, the starting
-  hyperparameters."""
-  _checks.check_params(params)
-  groups = _groups.make_groups(params, granularity)
-  values = _controller.heads(_hyperparams.head_biases(starting, groups, 0))
-  return GaroState(
-    count=jnp.zeros((), jnp.int32),
-    hidden=jnp.zeros(_hidden_shape(groups, hidden_size), jnp.float32),
-    offsets=jnp.zeros((len(groups.names), len(_controller.HEAD_NAMES)), jnp.float32),
-    mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-    hyperparams={
-      # A tree without leaves (optax.tree.map_params's placeholder params) has
-      # no group names: plain arrays there keep its state a prefix of every
-      # real state.
-      name: _hyperparams.by_group(x, groups) if groups.leaf_groups else x
-      for name, x in zip(_controller.HEAD_NAMES, values, strict=True)
-    },
-    feature_state=_features.init_feature_state(len(groups.names)),
-    safeguard=_safeguard.init_safeguard_state(len(groups.names)),
-    skipped=jnp.zeros((), jnp.int32),
-    skipped_in_a_row=jnp.zeros((), jnp.int32),
-    diverged=jnp.zeros((), jnp.bool_),
-  )
-
-
-def _checked_groups(updates, state, params, granularity) -> _groups.Groups:
+def _checked_groups(rule, updates, state, params, granularity) -> _groups.Groups:
   """The groups of ``params``, once ``update``'s arguments are checked."""
   if params is None:
     raise ValueError(
-      "garo needs `params` in update (for weight decay and the controller's "
-      "features): call tx.update(grads, state, params)."
+      f"{rule.name} needs `params` in update (for weight decay and the "
+      "controller's features): call tx.update(grads, state, params)."
     )
-  if not isinstance(state, GaroState):
+  if not isinstance(state, rule.state_type):
     raise TypeError(
-      "Expected a GaroState (from this transformation's init), got "
-      f"{type(state).__name__}."
+      f"Expected a {rule.state_type.__name__} (from this transformation's "
+      f"init), got {type(state).__name__}."
     )
   _checks.check_like("grads", updates, state.mu)
   _checks.check_like("params", params, state.mu)
@@ -335,21 +396,30 @@ def _checked_groups(updates, state, params, granularity) -> _groups.Groups:
   return _groups.make_groups(params, granularity)
 
 
-def _momentum_step(updates, state, params, groups, step_size, mom, wd, skip):
+def scalars_by_group(count, groups, *values: jax.Array) -> list[tuple]:
+  """Each group's entries of the ``(G,)`` arrays ``values``: one tuple per
+  group, indexed once rather than once per leaf (tracing a model with many
+  leaves is part of its compile time)."""
+  if len(groups.names) == 1:
+    return [tuple(x[0] for x in values)]
+  return [
+    tuple(_xla.take(x, i) for x in values)
+    for i in _xla.group_indices(count, len(groups.names))
+  ]
+
+
+def leaf_groups_tree(params, groups):
+  """Each leaf's group index, in a tree shaped like ``params``."""
+  return jax.tree.unflatten(jax.tree.structure(params), groups.leaf_groups)
+
+
+def _momentum_step(updates, state, params, groups, lr, mom, wd, skip):
   """Heavy-ball SGD with coupled weight decay, each group at its values.
 
-  ``m = mom · m + g + wd · θ`` and ``u = step_size · m`` leaf by leaf, in one
+  ``m = mom · m + g + wd · θ`` and ``u = -lr · m`` leaf by leaf, in one
   pass; a skipped step keeps ``m``.
   """
-  # Each group's scalars, indexed once rather than once per leaf (tracing a
-  # model with many leaves is part of its compile time).
-  if len(groups.names) == 1:
-    per_group = [(step_size[0], mom[0], wd[0])]
-  else:
-    per_group = [
-      tuple(_xla.take(x, i) for x in (step_size, mom, wd))
-      for i in _xla.group_indices(state.count, len(groups.names))
-    ]
+  per_group = scalars_by_group(state.count, groups, -lr, mom, wd)
 
   def leaf_update(g, m, p, group):
     step_size, mom, wd = per_group[group]
@@ -359,9 +429,25 @@ def _momentum_step(updates, state, params, groups, step_size, mom, wd, skip):
     step = step_size * new_m.astype(dtype)
     return step.astype(p.dtype), new_m
 
-  leaf_groups = jax.tree.unflatten(jax.tree.structure(params), groups.leaf_groups)
-  out = jax.tree.map(leaf_update, updates, state.mu, params, leaf_groups)
-  return _unzip(out, params)
+  out = jax.tree.map(
+    leaf_update, updates, state.mu, params, leaf_groups_tree(params, groups)
+  )
+  new_updates, mu = unzip(out, params)
+  return new_updates, {"mu": mu}
+
+
+def _momentum_buffers(params, num_groups, mu_dtype):
+  del num_groups
+  return {"mu": optax.tree.zeros_like(params, dtype=mu_dtype)}
+
+
+SGD_RULE = Rule(
+  name="garo",
+  state_type=GaroState,
+  coupled=True,
+  init_buffers=_momentum_buffers,
+  step=_momentum_step,
+)
 
 
 def _log(state: GaroState) -> dict[str, Any]:
@@ -374,10 +460,8 @@ def _log(state: GaroState) -> dict[str, Any]:
   }
 
 
-def _unzip(pairs: Any, like: Any) -> tuple[Any, Any]:
-  """Splits a tree of (a, b) pairs shaped like ``like`` into two trees."""
+def unzip(tuples: Any, like: Any, n: int = 2) -> tuple[Any, ...]:
+  """Splits a tree of ``n``-tuples shaped like ``like`` into ``n`` trees."""
   treedef = jax.tree.structure(like)
-  pairs = treedef.flatten_up_to(pairs)
-  return treedef.unflatten([a for a, _ in pairs]), treedef.unflatten(
-    [b for _, b in pairs]
-  )
+  tuples = treedef.flatten_up_to(tuples)
+  return tuple(treedef.unflatten([x[i] for x in tuples]) for i in range(n))

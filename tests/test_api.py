@@ -11,8 +11,10 @@ import garo_optax
 EXPECTED_ALL = (
   "ByGroup",
   "ControllerParams",
+  "GaroAdamWState",
   "GaroState",
   "garo",
+  "garo_adamw",
   "hyperparams",
   "init_controller",
   "load_controller",

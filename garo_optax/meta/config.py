@@ -54,7 +54,11 @@ class Config:
   # The seeded controller training starts from.
   hidden_size: int
   head_scale: float
-  # How garo is built in the inner runs (the shipped controller's defaults).
+  # The transformation the controller drives: "garo" or "garo_adamw".
+  optimizer: str
+  # How it is built in the inner runs (the shipped controller's defaults;
+  # max_effective_learning_rate is garo's only).
+  max_learning_rate: float | None
   max_effective_learning_rate: float | None
   home_learning_rate: float | None
   home_steps: float | None
@@ -79,6 +83,12 @@ class Config:
         "PES needs unroll <= min_horizon <= max_horizon, got "
         f"{self.unroll}, {self.min_horizon}, {self.max_horizon}"
       )
+    if self.optimizer not in ("garo", "garo_adamw"):
+      raise ValueError(
+        f"optimizer must be 'garo' or 'garo_adamw', got {self.optimizer!r}"
+      )
+    if self.optimizer == "garo_adamw" and self.max_effective_learning_rate:
+      raise ValueError("max_effective_learning_rate is garo's: use max_learning_rate")
     if (self.home_learning_rate is None) != (self.home_steps is None):
       raise ValueError("home_learning_rate and home_steps go together")
     if not 0 < self.min_lr <= self.max_lr:

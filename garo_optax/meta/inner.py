@@ -1,5 +1,7 @@
 """The inner loop: GARO with a given controller training a task, and its score.
 
+The inner optimizer is ``garo`` or ``garo_adamw`` (:class:`InnerConfig`).
+
 :func:`inner_init` and :func:`inner_unroll` train a task (or, under
 ``jax.vmap``, a batch of tasks) with GARO built from the controller being
 learned; :func:`meta_loss` scores a run: the mean over its steps of
@@ -35,6 +37,9 @@ class InnerConfig(NamedTuple):
   # garo's home_learning_rate and home_steps (both or neither).
   home_learning_rate: float | None = None
   home_steps: float | None = None
+  # The transformation the controller drives: "garo" or "garo_adamw".
+  optimizer: str = "garo"
+  max_learning_rate: float | None = None
 
 
 DEFAULT_CONFIG = InnerConfig()
@@ -55,14 +60,22 @@ class InnerState(NamedTuple):
 def _optimizer(controller, learning_rate, config: InnerConfig, total_steps):
   if not isinstance(total_steps, jax.core.Tracer) and not total_steps:
     total_steps = None  # 0: no horizon (a traced 0 gives garo's 0 progress)
-  return garo_optax.garo(
-    learning_rate,
+  options = dict(
     controller=controller,
     granularity=config.granularity,
     total_steps=total_steps,
-    max_effective_learning_rate=config.max_effective_learning_rate,
+    max_learning_rate=config.max_learning_rate,
     home_learning_rate=config.home_learning_rate,
     home_steps=config.home_steps,
+  )
+  if config.optimizer == "garo_adamw":
+    # b1, b2, eps and weight decay at optax.adamw's defaults: the controller
+    # learns to move them from where AdamW users start.
+    return garo_optax.garo_adamw(learning_rate, **options)
+  return garo_optax.garo(
+    learning_rate,
+    max_effective_learning_rate=config.max_effective_learning_rate,
+    **options,
   )
 
 

@@ -119,6 +119,8 @@ def inner_config(config: config_lib.Config, granularity: str) -> inner.InnerConf
     log_floor=config.log_floor,
     home_learning_rate=config.home_learning_rate,
     home_steps=config.home_steps,
+    optimizer=config.optimizer,
+    max_learning_rate=config.max_learning_rate,
   )
 
 
@@ -271,8 +273,10 @@ def train(
     updates, opt_state = meta_opt.update(grads, opt_state, controller)
     return optax.apply_updates(controller, updates), opt_state
 
+  pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+
   def write(step):
-    garo_optax.save_controller(out, state["controller"])
+    garo_optax.save_controller(out, state["controller"], optimizer=config.optimizer)
     pathlib.Path(out).with_suffix(".json").write_text(
       json.dumps(
         _record(config, seed, step, history, seconds + time.time() - began), indent=2
@@ -284,7 +288,9 @@ def train(
     if snapshots:
       os.makedirs(snapshots, exist_ok=True)
       garo_optax.save_controller(
-        os.path.join(snapshots, f"step{step}.npz"), state["controller"]
+        os.path.join(snapshots, f"step{step}.npz"),
+        state["controller"],
+        optimizer=config.optimizer,
       )
     if plot:
       _plot(plot, history, f"GARO meta-training, seed {seed}")
