@@ -66,11 +66,17 @@ def make_data(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   return x, y.astype(np.int32)
 
 
-def make_tx(granularity: str) -> optax.GradientTransformationExtraArgs:
+def make_tx(
+  granularity: str, optimizer: str = "garo"
+) -> optax.GradientTransformationExtraArgs:
   # The seeded controller: the sharded and one-device runs differ only in the
   # order of the sums, and the pretrained controller, which reacts to its
   # features, carries that rounding further (1.5e-5 after 50 steps against
   # below 1e-6), which would blur what these checks measure.
+  if optimizer == "garo_adamw":
+    return garo_optax.garo_adamw(
+      learning_rate=0.01, granularity=granularity, controller="init"
+    )
   return garo_optax.garo(
     learning_rate=0.1,
     momentum=0.9,
@@ -78,6 +84,11 @@ def make_tx(granularity: str) -> optax.GradientTransformationExtraArgs:
     granularity=granularity,
     controller="init",
   )
+
+
+def buffers(state) -> dict:
+  """The state's buffers shaped like the params: ``mu`` (and Adam's ``nu``)."""
+  return {k: getattr(state, k) for k in ("mu", "nu") if hasattr(state, k)}
 
 
 def make_step(tx):
@@ -138,18 +149,20 @@ def _padded(spec: P, ndim: int) -> tuple:
   return (*spec, *(None,) * (ndim - len(spec)))
 
 
-def measure(granularity: str, mesh, params, data) -> dict:
+def measure(granularity: str, mesh, params, data, optimizer: str = "garo") -> dict:
   replicated = NamedSharding(mesh, P())
   param_sh = {k: NamedSharding(mesh, s) for k, s in PARAM_SPECS.items()}
   batch_sh = tuple(NamedSharding(mesh, s) for s in BATCH_SPECS)
-  tx = make_tx(granularity)
+  tx = make_tx(granularity, optimizer)
   step = make_step(tx)
 
   abstract_params = jax.tree.map(
     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params
   )
   abstract = jax.eval_shape(tx.init, abstract_params)
-  state_sh = jax.tree.map(lambda _: replicated, abstract)._replace(mu=param_sh)
+  state_sh = jax.tree.map(lambda _: replicated, abstract)._replace(
+    **{k: param_sh for k in buffers(abstract)}
+  )
   # With explicit mesh axes the abstract values carry shardings, and tx.init
   # passes them on to `mu`.
   explicit_mesh = jax.make_mesh(
@@ -171,7 +184,9 @@ def measure(granularity: str, mesh, params, data) -> dict:
   sharded_params = jax.device_put(params, param_sh)
   state = jax.jit(tx.init, out_shardings=state_sh)(sharded_params)
   init_mu_like_params = all(
-    holds_only_its_shard(state.mu[k], param_sh[k]) for k in params
+    holds_only_its_shard(b[k], param_sh[k])
+    for b in buffers(state).values()
+    for k in params
   )
   sharded_step = jax.jit(
     step,
@@ -210,11 +225,14 @@ def measure(granularity: str, mesh, params, data) -> dict:
       float(np.max(jax.tree.leaves(hyper["learning_rate"]))),
     ],
     "mu_like_params": all(
-      holds_only_its_shard(state.mu[k], param_sh[k]) for k in params
+      holds_only_its_shard(b[k], param_sh[k])
+      for b in buffers(state).values()
+      for k in params
     ),
     "hidden_replicated": state.hidden.sharding.is_fully_replicated,
     "rest_replicated": all(
-      x.sharding.is_fully_replicated for x in jax.tree.leaves(state._replace(mu=None))
+      x.sharding.is_fully_replicated
+      for x in jax.tree.leaves(state._replace(**dict.fromkeys(buffers(state))))
     ),
     "eval_shape_matches_init": jax.tree.all(
       jax.tree.map(
@@ -224,7 +242,8 @@ def measure(granularity: str, mesh, params, data) -> dict:
       )
     ),
     "eval_shape_mu_shardings": all(
-      _padded(explicit.mu[k].sharding.spec, x.ndim) == _padded(PARAM_SPECS[k], x.ndim)
+      _padded(b[k].sharding.spec, x.ndim) == _padded(PARAM_SPECS[k], x.ndim)
+      for b in buffers(explicit).values()
       for k, x in params.items()
     ),
     "init_mu_like_params": init_mu_like_params,
@@ -232,14 +251,16 @@ def measure(granularity: str, mesh, params, data) -> dict:
   }
 
 
-def measure_explicit(granularity: str, mesh, params, rng) -> dict:
+def measure_explicit(
+  granularity: str, mesh, params, rng, optimizer: str = "garo"
+) -> dict:
   """The same optimizer under a mesh with explicit axes (``jax.set_mesh``).
 
   There the leaves' shardings are part of their types, and GARO sums each
   device's shards itself, then all-reduces once. ``STEPS`` updates with fixed
   random gradients run sharded and on one device.
   """
-  tx = make_tx(granularity)
+  tx = make_tx(granularity, optimizer)
   grads = [
     jax.tree.map(lambda p: 0.1 * rng.standard_normal(p.shape, np.float32), params)
     for _ in range(STEPS)
@@ -299,7 +320,9 @@ def measure_explicit(granularity: str, mesh, params, rng) -> dict:
     "params_difference": max_relative_difference(sharded_params, one_params),
     "hyperparams_difference": max_relative_difference(hyper, one_hyper),
     "mu_like_params": all(
-      holds_only_its_shard(state.mu[k], shardings[k]) for k in params
+      holds_only_its_shard(b[k], shardings[k])
+      for b in buffers(state).values()
+      for k in params
     ),
     "update_collectives": collectives(hlo),
     "mixed_statistics_difference": max_relative_difference(mixed, one),
@@ -318,6 +341,13 @@ def main():
     "explicit": {
       g: measure_explicit(g, mesh, params, np.random.default_rng(1))
       for g in granularities
+    },
+    # garo_adamw: the same pipeline over Adam's two buffers.
+    "adamw": {
+      "granularity": measure("global", mesh, params, data, "garo_adamw"),
+      "explicit": measure_explicit(
+        "global", mesh, params, np.random.default_rng(1), "garo_adamw"
+      ),
     },
   }
   print(json.dumps(result))
