@@ -6,7 +6,7 @@ included), extra arguments, ``inject_hyperparams``, ``tree.map_params``,
 dtypes, ``MultiSteps`` and schedules. Its test methods are parameterized over
 optax's own list of optimizers; here the undecorated methods run with GARO's
 configurations, its factory lookup (``_get_opt_factory``) pointed at
-:func:`garo_optax.garo`.
+:func:`garo_optax.garo` (or :func:`garo_optax.garo_adamw`).
 """
 
 import jax.numpy as jnp
@@ -21,7 +21,10 @@ CONFIGURATIONS = {
   "global": {"learning_rate": 1e-3},
   "per_leaf": {"learning_rate": 1e-3, "granularity": "per_leaf"},
   "init": {"learning_rate": 1e-3, "controller": "init"},
+  "adamw": {"learning_rate": 1e-3, "controller": "init"},
 }
+# The transformation each configuration builds.
+FACTORIES = {"adamw": garo_optax.garo_adamw}
 TARGETS = {
   "parabola": common._setup_parabola,
   "rosenbrock": common._setup_rosenbrock,
@@ -36,23 +39,31 @@ def _undecorated(name: str):
   return getattr(common.ContribTest, f"{name}0").__wrapped__
 
 
-def _garo_with_schedule_annotation(
-  learning_rate: optax.ScalarOrSchedule, **kwargs
-) -> optax.GradientTransformationExtraArgs:
-  """``garo`` annotated as optax's schedule check looks for (``garo``'s own
-  annotation also allows ``{group: value}`` mappings, so the check skips it)."""
-  return garo_optax.garo(learning_rate, **kwargs)
+def _factory(configuration):
+  return FACTORIES.get(configuration, garo_optax.garo)
+
+
+def _with_schedule_annotation(factory):
+  def make(
+    learning_rate: optax.ScalarOrSchedule, **kwargs
+  ) -> optax.GradientTransformationExtraArgs:
+    """``factory`` annotated as optax's schedule check looks for (GARO's own
+    annotation also allows ``{group: value}`` mappings, so the check skips
+    it)."""
+    return factory(learning_rate, **kwargs)
+
+  return make
 
 
 @pytest.fixture
-def case(monkeypatch):
-  monkeypatch.setattr(common, "_get_opt_factory", lambda name: garo_optax.garo)
+def case(monkeypatch, configuration):
+  monkeypatch.setattr(common, "_get_opt_factory", lambda name: _factory(configuration))
   return common.ContribTest()
 
 
 def _arguments(configuration):
   return {
-    "opt_name": "garo",
+    "opt_name": _factory(configuration).__name__,
     "opt_kwargs": CONFIGURATIONS[configuration],
     "wrapper_name": None,
     "wrapper_kwargs": None,
@@ -79,7 +90,9 @@ def test_optimizers_accept_extra_args(case, configuration):
 @pytest.mark.parametrize("configuration", CONFIGURATIONS)
 def test_optimizers_can_be_wrapped_in_inject_hyperparams(case, configuration):
   _undecorated("test_optimizers_can_be_wrapped_in_inject_hyperparams")(
-    case, opt_name="garo", opt_kwargs=CONFIGURATIONS[configuration]
+    case,
+    opt_name=_factory(configuration).__name__,
+    opt_kwargs=CONFIGURATIONS[configuration],
   )
 
 
@@ -87,7 +100,10 @@ def test_optimizers_can_be_wrapped_in_inject_hyperparams(case, configuration):
 @pytest.mark.parametrize("configuration", CONFIGURATIONS)
 def test_preserve_dtype(case, configuration, dtype):
   _undecorated("test_preserve_dtype")(
-    case, opt_name="garo", opt_kwargs=CONFIGURATIONS[configuration], dtype=dtype
+    case,
+    opt_name=_factory(configuration).__name__,
+    opt_kwargs=CONFIGURATIONS[configuration],
+    dtype=dtype,
   )
 
 
@@ -95,7 +111,10 @@ def test_preserve_dtype(case, configuration, dtype):
 @pytest.mark.parametrize("configuration", CONFIGURATIONS)
 def test_gradient_accumulation(case, configuration, dtype):
   _undecorated("test_gradient_accumulation")(
-    case, opt_name="garo", opt_kwargs=CONFIGURATIONS[configuration], dtype=dtype
+    case,
+    opt_name=_factory(configuration).__name__,
+    opt_kwargs=CONFIGURATIONS[configuration],
+    dtype=dtype,
   )
 
 
@@ -116,10 +135,12 @@ def test_accepts_learning_rate_schedule(case, monkeypatch, configuration):
   agree with the home move off (``home_steps=0``).
   """
   monkeypatch.setattr(
-    common, "_get_opt_factory", lambda name: _garo_with_schedule_annotation
+    common,
+    "_get_opt_factory",
+    lambda name: _with_schedule_annotation(_factory(configuration)),
   )
   arguments = _arguments(configuration)
-  if configuration != "init":
+  if "controller" not in arguments["opt_kwargs"]:  # the pretrained one
     arguments["opt_kwargs"] = {**arguments["opt_kwargs"], "home_steps": 0}
   _undecorated(
     "test_optimizers_accept_learning_rate_schedule_if_type_annotated_as_such"

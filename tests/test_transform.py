@@ -1,6 +1,5 @@
 """Tests of ``garo_optax.garo``: SGD at the start, guards, dtypes, options."""
 
-
 import chex
 import jax
 import jax.numpy as jnp
