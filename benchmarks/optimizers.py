@@ -55,6 +55,18 @@ def garo_variant(
   )
 
 
+def garo_adamw_variant(name: str, description: str, **kwargs: Any) -> Optimizer:
+  """``garo_optax.garo_adamw(lr, **kwargs)``, starting from AdamW's usual
+  1e-3."""
+  return Optimizer(
+    name,
+    description,
+    functools.partial(garo_optax.garo_adamw, **kwargs),
+    1e-3,
+    is_garo=True,
+  )
+
+
 def _reduce_on_plateau_sgd(learning_rate):
   return optax.chain(
     optax.sgd(learning_rate, momentum=0.9),
@@ -85,6 +97,19 @@ def _meta_seed(seed: int) -> Optimizer:
     f"garo_seed{seed}",
     f"garo_optax.garo(0.01, controller=<meta-seed {seed}'s controller>)",
     controller=path,
+  )
+
+
+# The same for garo_adamw (python -m garo_optax.meta.train --config adamw).
+ADAMW_META_SEEDS_DIR = pathlib.Path(__file__).parent / "results" / "meta_adamw"
+SHIPPED_ADAMW_META_SEED = 0
+
+
+def _adamw_meta_seed(seed: int) -> Optimizer:
+  return garo_adamw_variant(
+    f"garo_adamw_seed{seed}",
+    f"garo_optax.garo_adamw(1e-3, controller=<meta-seed {seed}'s controller>)",
+    controller=ADAMW_META_SEEDS_DIR / f"seed{seed}.npz",
   )
 
 
@@ -158,6 +183,16 @@ _ALL = (
   ),
   # Meta-seed 2's controller is the shipped one (garo_pretrained).
   *(_meta_seed(seed) for seed in META_SEEDS if seed != SHIPPED_META_SEED),
+  garo_adamw_variant(
+    "garo_adamw",
+    "garo_optax.garo_adamw(1e-3): AdamW with the meta-trained controller",
+  ),
+  garo_adamw_variant(
+    "garo_adamw_init",
+    'garo_optax.garo_adamw(1e-3, controller="init"): seeded near-AdamW controller',
+    controller="init",
+  ),
+  *(_adamw_meta_seed(seed) for seed in META_SEEDS if seed != SHIPPED_ADAMW_META_SEED),
 )
 
 OPTIMIZERS: dict[str, Optimizer] = {opt.name: opt for opt in _ALL}

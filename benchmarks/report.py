@@ -554,7 +554,7 @@ def _garo_tasks(results: dict[str, Any]) -> list[str]:
 
 
 def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> None:
-  """GARO's lr, momentum and weight decay over training, per task."""
+  """GARO's lr, momentum (b1) and weight decay over training, per task."""
   names = _garo_tasks(results)
   fig, axes = plt.subplots(len(names), 3, figsize=(12, 2.4 * len(names)), squeeze=False)
   for row, name in zip(axes, names, strict=True):
@@ -567,6 +567,8 @@ def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> None:
       style = {**_style(opt), "lw": 1.0}
       steps = record["eval_steps"][1:]
       for ax, head in zip(row, HEAD_NAMES, strict=True):
+        if head not in record["hyperparams"][0]:
+          head = "b1"  # garo_adamw's second head
         # All seeds; per-leaf variants: every group of the first seed.
         series = (
           [hp[head] for hp in record["hyperparams"]]
@@ -576,7 +578,9 @@ def _plot_hyperparams(results: dict[str, Any], path: pathlib.Path) -> None:
         for j, values in enumerate(series):
           ax.plot(steps, values, alpha=0.8, label=opt if j == 0 else None, **style)
     for ax, head in zip(row, HEAD_NAMES, strict=True):
-      ax.set_title(f"{name}: {head}", fontsize=9)
+      ax.set_title(
+        f"{name}: {'momentum or b1' if head == 'momentum' else head}", fontsize=9
+      )
       ax.set_yscale("log" if head != "momentum" else "linear")
     row[0].legend(fontsize=8)
   axes[-1, 0].set_xlabel("step")

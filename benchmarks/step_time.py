@@ -46,6 +46,7 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
   "garo": lambda: garo_optax.garo(),
   "garo_per_leaf": lambda: garo_optax.garo(granularity="per_leaf"),
+  "garo_adamw": lambda: garo_optax.garo_adamw(),
   "sgd": lambda: optax.sgd(0.01),
   "sgd_momentum_wd": lambda: optax.chain(
     optax.add_decayed_weights(1e-4), optax.sgd(0.01, momentum=0.9)
@@ -268,13 +269,14 @@ def _ratios(result, name: str, metric: str = "step_ms") -> dict[str, float]:
 # Bytes each optimizer must move per step, in parameter buffers (DESIGN.md §4,
 # update fused with apply): SGD reads g, θ and writes θ; momentum adds m read
 # and written; AdamW adds a second moment; GARO reads g and m once more for its
-# statistics and then runs the SGD+momentum update.
+# statistics and then runs the SGD+momentum update (garo_adamw: AdamW's).
 MIN_BUFFERS = {
   "sgd": 3,
   "sgd_momentum_wd": 5,
   "adamw": 7,
   "garo": 7,
   "garo_per_leaf": 7,
+  "garo_adamw": 9,
 }
 
 

@@ -31,7 +31,8 @@ class Curves(NamedTuple):
 
 def _step_changes(hyperparams: dict[str, Any]) -> dict[str, jax.Array]:
   """Medians over a chunk's steps (and groups) of how much GARO's learning
-  rate (in log) and momentum change from one step to the next."""
+  rate (in log) and momentum (garo_adamw's b1) change from one step to the
+  next."""
 
   def median_change(tree, transform):
     x = jnp.stack(jax.tree.leaves(tree), axis=-1)  # (steps, groups)
@@ -39,7 +40,9 @@ def _step_changes(hyperparams: dict[str, Any]) -> dict[str, jax.Array]:
 
   return {
     "log_learning_rate_step": median_change(hyperparams["learning_rate"], jnp.log),
-    "momentum_step": median_change(hyperparams["momentum"], lambda x: x),
+    "momentum_step": median_change(
+      hyperparams["momentum" if "momentum" in hyperparams else "b1"], lambda x: x
+    ),
   }
 
 
