@@ -1,11 +1,13 @@
 """Trains a Flax NNX MLP on scikit-learn's digits with GARO, SGD, Adam and Prodigy.
 
-GARO runs twice: with ``garo()``'s default, the meta-trained controller
-shipped in ``garo_optax/pretrained``, and with the seeded, untrained one
-(``controller="init"``), which shows what the training of the controller adds.
-The others are what a user would pick instead, untuned: ``sgd(0.01)`` (GARO's
-starting point), ``adam(1e-3)``, and Prodigy with its defaults
-(``optax.contrib.prodigy()``), a tuning-free optimizer like GARO.
+GARO runs three times: with ``garo()``'s default, the meta-trained controller
+shipped in ``garo_optax/pretrained``; with the seeded, untrained one
+(``controller="init"``), which shows what the training of the controller adds;
+and as ``garo_adamw()``, the same kind of controller driving AdamW (its
+``b1`` is drawn with the momenta). The others are what a user would pick
+instead, untuned: ``sgd(0.01)`` (GARO's starting point), ``adam(1e-3)``, and
+Prodigy with its defaults (``optax.contrib.prodigy()``), a tuning-free
+optimizer like GARO.
 
 The project's main job: it runs offline on bundled data, prints a short table
 of loss, accuracy and GARO's hyperparameters, and saves a plot of the loss and
@@ -84,9 +86,13 @@ def train(tx, data, steps: int, batch_size: int, seed: int, name: str):
     index = rng.integers(0, len(x_train), batch_size)
     train_step(model, optimizer, x_train[index], y_train[index])
     record = {"step": step + 1}
-    if isinstance(optimizer.opt_state, garo_optax.GaroState):
+    if isinstance(
+      optimizer.opt_state, garo_optax.GaroState | garo_optax.GaroAdamWState
+    ):
       hp = garo_optax.hyperparams(optimizer.opt_state)
-      record.update({k: float(v) for k, v in hp.items()})
+      # garo_adamw's b1 goes in the momentum column: each is the decay of its
+      # rule's first moment.
+      record.update({("momentum" if k == "b1" else k): float(v) for k, v in hp.items()})
     if (step + 1) % 25 == 0 or step == 0:
       train_loss, _ = evaluate(model, x_train, y_train)
       _, test_acc = evaluate(model, x_test, y_test)
@@ -112,6 +118,8 @@ def main():
     "GARO": garo_optax.garo(),
     # The seeded, untrained controller: SGD at 0.01 that drifts a little.
     "GARO seeded": garo_optax.garo(controller="init"),
+    # AdamW(1e-3) with garo_adamw's meta-trained controller.
+    "GARO-AdamW": garo_optax.garo_adamw(),
     "SGD(0.01)": optax.sgd(0.01),
     "Adam(1e-3)": optax.adam(1e-3),
     "Prodigy": optax.contrib.prodigy(),
@@ -130,7 +138,7 @@ def report(runs):
   picks = sorted({0, len(evaluated) // 4, len(evaluated) // 2, len(evaluated) - 1})
   header = (
     f"{'step':>6} | {'optimizer':>15} | {'train loss':>10} | "
-    f"{'test acc':>8} | {'lr':>9} | {'momentum':>8} | {'wd':>9}"
+    f"{'test acc':>8} | {'lr':>9} | {'mom / b1':>8} | {'wd':>9}"
   )
   print(header)
   print("-" * len(header))
@@ -154,6 +162,7 @@ def report(runs):
 STYLES = {
   "GARO": {"color": "C0", "linewidth": 2.0, "zorder": 4},
   "GARO seeded": {"color": "C3", "linestyle": "--", "linewidth": 1.5, "zorder": 5},
+  "GARO-AdamW": {"color": "C1", "linewidth": 2.0, "zorder": 4},
   "SGD(0.01)": {"color": "0.6", "linewidth": 3.5, "zorder": 2},
   "Adam(1e-3)": {"color": "C2", "linewidth": 1.5, "zorder": 3},
   "Prodigy": {"color": "C4", "linewidth": 1.5, "zorder": 3},
@@ -202,7 +211,7 @@ def plot(runs, out):
           moving_average([r[key] for r in history], window),
           **STYLES[name],
         )
-    label = key.replace("_", " ")
+    label = "momentum / b1" if key == "momentum" else key.replace("_", " ")
     ax.set(
       title=f"GARO's {label} (mean of the last {window} steps)",
       xlabel="step",

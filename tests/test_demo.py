@@ -19,6 +19,7 @@ def test_digits_demo_prints_table_and_saves_plot(tmp_path):
     check=False,
   )
   assert result.returncode == 0, result.stderr[-3000:]
-  for name in ("GARO", "GARO seeded", "SGD(0.01)", "Adam(1e-3)", "Prodigy"):
+  names = ("GARO", "GARO seeded", "GARO-AdamW", "SGD(0.01)", "Adam(1e-3)", "Prodigy")
+  for name in names:
     assert f"| {name:>15} |" in result.stdout
   assert out.stat().st_size > 10_000
