@@ -1,0 +1,245 @@
+"""A character-level transformer of 2.4M parameters on Tiny Shakespeare:
+``garo_adamw()`` against AdamW (untuned, and over a learning-rate grid),
+``garo()`` and Prodigy.
+
+Each optimizer trains the same model from the same initial params on the same
+batches (per seed) for ``--steps`` steps; every ``--eval-every`` steps the
+validation loss (nats per character, the last 10% of the text) is measured on
+fixed windows. Writes ``results/char_transformer.{json,md,png}``: per
+optimizer, the final validation loss per seed and its median, whether any
+loss was non-finite, and for AdamW's grid the best point.
+
+Usage::
+
+  python -m benchmarks.char_transformer [--steps 3000] [--seeds 0 1 2]
+
+A GPU run takes a few minutes; on two CPU cores an hour or more per optimizer
+(``--steps 50 --width 64`` runs it small, as the tests do).
+"""
+
+import argparse
+import json
+import pathlib
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+import garo_optax
+from benchmarks import _machine
+
+DATA = pathlib.Path(__file__).parent / "data" / "tinyshakespeare.txt"
+RESULTS = pathlib.Path(__file__).parent / "results"
+ADAMW_GRID = (3e-4, 1e-3, 3e-3, 1e-2)
+
+
+class Block(nn.Module):
+  """A pre-norm transformer block with causal self-attention."""
+
+  num_heads: int
+
+  @nn.compact
+  def __call__(self, x):
+    batch, length, width = x.shape
+    head = width // self.num_heads
+    qkv = nn.Dense(3 * width)(nn.LayerNorm()(x))
+    q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head), 3, 2)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head)
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    weights = jax.nn.softmax(jnp.where(causal, logits, -1e9), axis=-1)
+    attended = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
+    x = x + nn.Dense(width)(attended)
+    hidden = nn.gelu(nn.Dense(4 * width)(nn.LayerNorm()(x)))
+    return x + nn.Dense(width)(hidden)
+
+
+class Transformer(nn.Module):
+  """A decoder-only transformer over characters."""
+
+  vocab_size: int
+  context: int
+  width: int
+  depth: int
+  num_heads: int
+
+  @nn.compact
+  def __call__(self, tokens):
+    x = nn.Embed(self.vocab_size, self.width)(tokens)
+    position = self.param(
+      "position", nn.initializers.normal(0.02), (self.context, self.width)
+    )
+    x = x + position[: tokens.shape[1]]
+    for _ in range(self.depth):
+      x = Block(self.num_heads)(x)
+    return nn.Dense(self.vocab_size)(nn.LayerNorm()(x))
+
+
+def optimizers() -> dict[str, Any]:
+  """``name -> (make(learning_rate), the learning rates it runs at)``."""
+  return {
+    "garo_adamw": (lambda lr: garo_optax.garo_adamw(lr), (1e-3,)),
+    "adamw": (lambda lr: optax.adamw(lr), ADAMW_GRID),
+    "prodigy": (lambda lr: optax.contrib.prodigy(lr), (1.0,)),
+    "garo": (lambda lr: garo_optax.garo(lr), (0.01,)),
+  }
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--steps", type=int, default=3000)
+  parser.add_argument("--eval-every", type=int, default=250)
+  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  parser.add_argument("--width", type=int, default=256)
+  parser.add_argument("--depth", type=int, default=3)
+  parser.add_argument("--heads", type=int, default=8)
+  parser.add_argument("--context", type=int, default=128)
+  parser.add_argument("--batch-size", type=int, default=32)
+  parser.add_argument("--optimizers", nargs="+", default=None)
+  parser.add_argument("--out", default=str(RESULTS / "char_transformer"))
+  args = parser.parse_args(argv)
+  if args.steps % args.eval_every:
+    parser.error("--steps must be a multiple of --eval-every")
+
+  raw = np.frombuffer(DATA.read_bytes(), np.uint8)
+  vocab, ids = np.unique(raw, return_inverse=True)
+  ids = ids.astype(np.int32)
+  split = int(0.9 * len(ids))
+  train_text, valid_text = jnp.asarray(ids[:split]), jnp.asarray(ids[split:])
+  offsets = jnp.arange(args.context + 1)
+  valid_starts = np.random.default_rng(0).integers(
+    0, len(valid_text) - args.context - 1, 128
+  )
+  valid_windows = valid_text[jnp.asarray(valid_starts)[:, None] + offsets]
+  model = Transformer(len(vocab), args.context, args.width, args.depth, args.heads)
+
+  def loss_fn(params, windows):
+    logits = model.apply(params, windows[:, :-1])
+    return optax.softmax_cross_entropy_with_integer_labels(
+      logits, windows[:, 1:]
+    ).mean()
+
+  def make_run(make):
+    @jax.jit
+    def run(seed, learning_rate):
+      key = jax.random.key(seed)
+      params = model.init(key, valid_windows[:1, :-1])
+      tx = optax.with_extra_args_support(make(learning_rate))
+
+      def step(carry, batch_key):
+        params, state = carry
+        starts = jax.random.randint(
+          batch_key, (args.batch_size,), 0, len(train_text) - args.context - 1
+        )
+        loss, grads = jax.value_and_grad(loss_fn)(
+          params, train_text[starts[:, None] + offsets]
+        )
+        updates, state = tx.update(grads, state, params, value=loss)
+        return (optax.apply_updates(params, updates), state), loss
+
+      def chunk(carry, keys):
+        carry, losses = jax.lax.scan(step, carry, keys)
+        return carry, (loss_fn(carry[0], valid_windows), jnp.mean(losses))
+
+      keys = jax.random.split(jax.random.fold_in(key, 1), args.steps)
+      keys = keys.reshape(-1, args.eval_every, *keys.shape[1:])
+      _, (valid, train) = jax.lax.scan(chunk, (params, tx.init(params)), keys)
+      return valid, train
+
+    return run
+
+  params = model.init(jax.random.key(0), valid_windows[:1, :-1])
+  num_params = sum(x.size for x in jax.tree.leaves(params))
+  chosen = optimizers()
+  names = args.optimizers or list(chosen)
+  results: dict[str, Any] = {}
+  runs = [(n, lr) for n in names for lr in chosen[n][1]]
+  compiled = {}  # the learning rate is traced: one compilation per optimizer
+  for name, lr in tqdm(runs, desc="optimizers"):
+    run = compiled.setdefault(name, make_run(chosen[name][0]))
+    began = time.time()
+    curves = [run(seed, jnp.float32(lr)) for seed in args.seeds]
+    valid = np.stack([np.asarray(v) for v, _ in curves])
+    results[f"{name}@{lr:g}"] = {
+      "optimizer": name,
+      "learning_rate": lr,
+      "valid_loss": valid.tolist(),
+      "train_loss": np.stack([np.asarray(t) for _, t in curves]).tolist(),
+      "final_valid_loss": valid[:, -1].tolist(),
+      "median_final_valid_loss": float(np.median(valid[:, -1])),
+      "non_finite": bool(not np.all(np.isfinite(valid))),
+      "seconds": time.time() - began,
+    }
+  record = {
+    "machine": f"{jax.devices()[0].device_kind}, {_machine.cpu_model()}, "
+    f"jax {jax.__version__}",
+    "command": "python -m benchmarks.char_transformer " + " ".join(argv or []),
+    "num_params": int(num_params),
+    "config": vars(args),
+    "eval_steps": list(range(args.eval_every, args.steps + 1, args.eval_every)),
+    "results": results,
+  }
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+  out.with_suffix(".md").write_text(to_markdown(record))
+  plot(record, out.with_suffix(".png"))
+  print(to_markdown(record))
+
+
+def to_markdown(record: dict[str, Any]) -> str:
+  results = record["results"]
+  grid = {k: r for k, r in results.items() if r["optimizer"] == "adamw"}
+  best = min(grid.values(), key=lambda r: r["median_final_valid_loss"], default=None)
+  lines = [
+    f"# Character transformer ({record['num_params'] / 1e6:.2f}M params), "
+    f"{record['config']['steps']} steps",
+    "",
+    f"Machine: {record['machine']}. Command: `{record['command']}`.",
+    "",
+    "Validation loss (nats per character) at the last step, median over seeds "
+    f"{record['config']['seeds']} [min, max].",
+    "",
+    "| optimizer | final valid loss | vs best AdamW of the grid | non-finite |",
+    "|---|---|---|---|",
+  ]
+  for key, r in results.items():
+    finals = r["final_valid_loss"]
+    ratio = (
+      f"{r['median_final_valid_loss'] / best['median_final_valid_loss']:.3f}"
+      if best
+      else "—"
+    )
+    lines.append(
+      f"| {key} | {r['median_final_valid_loss']:.4f} [{min(finals):.4f}, "
+      f"{max(finals):.4f}] | {ratio} | {r['non_finite']} |"
+    )
+  if best:
+    lines += ["", f"Best AdamW of the grid: lr {best['learning_rate']:g}."]
+  return "\n".join(lines) + "\n"
+
+
+def plot(record: dict[str, Any], path: pathlib.Path) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for key, r in record["results"].items():
+    ax.plot(
+      record["eval_steps"], np.median(np.asarray(r["valid_loss"]), axis=0), label=key
+    )
+  ax.set(xlabel="step", ylabel="validation loss (nats/char)", title="char transformer")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+
+
+if __name__ == "__main__":
+  main()
