@@ -245,6 +245,10 @@ def test_configs_are_checked(tmp_path):
     config.override(default, ["fitness_shaping=ranks"])
   with pytest.raises(ValueError, match="unroll <= min_horizon"):
     config.override(default, ["unroll=500", "min_horizon=200"])
+  with pytest.raises(ValueError, match="optimizer"):
+    config.override(default, ["optimizer=adam"])
+  with pytest.raises(ValueError, match="max_effective_learning_rate is garo's"):
+    config.override(default, ["optimizer=garo_adamw"])
   with pytest.raises(FileNotFoundError, match="tiny"):
     config.load(tmp_path / "missing.json")
   path = tmp_path / "mine.json"
@@ -255,19 +259,42 @@ def test_configs_are_checked(tmp_path):
     config.load(path)
 
 
-def test_default_config_is_the_shipped_controllers():
-  """garo's defaults for the pretrained controller are those it was trained
-  with."""
+@pytest.mark.parametrize(
+  ("name", "optimizer"), [("default", "garo"), ("adamw", "garo_adamw")]
+)
+def test_configs_are_the_shipped_controllers(name, optimizer):
+  """Each transformation's defaults for its pretrained controller are those
+  the controller was trained with."""
   from garo_optax import pretrained
   from garo_optax.meta import config
 
-  default = config.load("default")
-  assert default.max_effective_learning_rate == pretrained.MAX_EFFECTIVE_LEARNING_RATE
-  assert default.home_learning_rate == pretrained.HOME_LEARNING_RATE
-  assert default.home_steps == pretrained.HOME_STEPS
-  assert garo_optax.load_controller(pretrained.WEIGHTS).hidden_size == (
-    default.hidden_size
+  recipe = config.load(name)
+  bounds = pretrained.BOUNDS[optimizer]
+  assert recipe.optimizer == optimizer
+  assert recipe.max_learning_rate == bounds.max_learning_rate
+  assert recipe.max_effective_learning_rate == bounds.max_effective_learning_rate
+  assert recipe.home_learning_rate == bounds.home_learning_rate
+  assert recipe.home_steps == bounds.home_steps
+  assert pretrained.load(optimizer).hidden_size == recipe.hidden_size
+
+
+def test_recipe_trains_garo_adamw(tmp_path):
+  """The inner optimizer is the configuration's: the tiny recipe over
+  garo_adamw writes a controller file that names it."""
+  out = _tiny_run(
+    tmp_path,
+    "adamw",
+    2,
+    extra=[
+      "optimizer=garo_adamw",
+      "max_effective_learning_rate=null",
+      "max_learning_rate=0.1",
+    ],
   )
+  with pytest.raises(ValueError, match="trained for garo_adamw"):
+    garo_optax.load_controller(out, optimizer="garo")
+  controller = garo_optax.load_controller(out, optimizer="garo_adamw")
+  assert np.all(np.isfinite(_flat(controller)))
 
 
 def test_total_steps_reaches_the_inner_runs():

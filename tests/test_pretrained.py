@@ -11,13 +11,19 @@ import garo_optax
 from garo_optax import _controller, _features, pretrained
 
 
-def test_weights_file_loads_with_expected_version_and_shapes():
-  with np.load(pretrained.WEIGHTS, allow_pickle=False) as data:
+OPTIMIZERS = list(pretrained.FILES)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_weights_file_loads_with_expected_version_and_shapes(optimizer):
+  path = pretrained.FILES[optimizer]
+  with np.load(path, allow_pickle=False) as data:
     assert str(data["format"]) == _controller.FILE_FORMAT
     assert int(data["version"]) == _controller.FILE_VERSION
+    assert str(data["optimizer"]) == optimizer
     assert int(data["num_features"]) == _features.NUM_FEATURES
     hidden = int(data["hidden_size"])
-  controller = pretrained.load()
+  controller = pretrained.load(optimizer)
   assert isinstance(controller, garo_optax.ControllerParams)
   assert controller.hidden_size == hidden
   assert controller.gru.input_kernel.shape == (_features.NUM_FEATURES, 3 * hidden)
@@ -28,12 +34,13 @@ def test_weights_file_loads_with_expected_version_and_shapes():
   )
   # Meta-training moved the weights away from the seeded initialization.
   assert float(jnp.max(jnp.abs(controller.head_kernel))) > 0.1
-  assert pretrained.WEIGHTS.stat().st_size < 100_000
+  assert path.stat().st_size < 100_000
 
 
-def test_every_feature_is_read():
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_feature_is_read(optimizer):
   """Meta-training reached every input weight of the shipped controller."""
-  kernel = np.asarray(pretrained.load().gru.input_kernel)
+  kernel = np.asarray(pretrained.load(optimizer).gru.input_kernel)
   assert np.all(np.any(kernel != 0.0, axis=1))
 
 
@@ -100,6 +107,45 @@ def test_pretrained_uses_its_training_bound():
   home = run(garo_optax.garo(0.05, controller="pretrained"))
   at_start = run(garo_optax.garo(0.05, controller="pretrained", home_steps=0))
   assert np.all(home < 1.0) and not np.array_equal(home, at_start)
+
+
+@pytest.mark.parametrize("learning_rate", [1e-4, 1e-3, 1e-2])
+def test_pretrained_adamw_first_step_is_adamw(learning_rate):
+  params = {"w": jnp.arange(4.0), "b": jnp.ones((2, 3))}
+  grads = jax.tree.map(lambda p: 0.3 * p + 1.0, params)
+  tx = garo_optax.garo_adamw(learning_rate)
+  updates, _ = tx.update(grads, tx.init(params), params, value=jnp.array(2.0))
+  adamw = optax.adamw(learning_rate)
+  expected, _ = adamw.update(grads, adamw.init(params), params)
+  chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_pretrained_adamw_uses_its_training_bound():
+  """garo_adamw() is garo_adamw(controller="pretrained") with the bound and
+  home rate it was trained under."""
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}
+  bounds = pretrained.BOUNDS["garo_adamw"]
+
+  def hyperparams(tx):
+    state, out = tx.init(params), []
+    for step in range(5):
+      grads = jax.tree.map(lambda p, s=step: jnp.sin(p * (s + 1.0)), params)
+      _, state = tx.update(grads, state, params, value=jnp.array(1.0 / (step + 1)))
+      out.append(jax.tree.map(np.asarray, garo_optax.hyperparams(state)))
+    return out
+
+  default = hyperparams(garo_optax.garo_adamw(0.5))
+  spelled_out = hyperparams(
+    garo_optax.garo_adamw(
+      0.5,
+      controller=pretrained.load("garo_adamw"),
+      max_learning_rate=bounds.max_learning_rate,
+      home_learning_rate=bounds.home_learning_rate,
+      home_steps=bounds.home_steps,
+    )
+  )
+  chex.assert_trees_all_equal(default, spelled_out)
+  assert all(h["learning_rate"] <= bounds.max_learning_rate for h in default)
 
 
 def test_pretrained_can_first_be_built_inside_jit():
