@@ -10,7 +10,6 @@ import pytest
 import garo_optax
 from garo_optax import _controller, _features, pretrained
 
-
 OPTIMIZERS = list(pretrained.FILES)
 
 
