@@ -41,6 +41,12 @@ from benchmarks import report
 from garo_optax._controller import HEAD_NAMES
 
 GARO_LEARNING_RATES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+# Each transformation's starting learning rates, and the one run over --seeds
+# (the default); the others run over --robustness-seeds.
+STARTS = {
+  "garo": (GARO_LEARNING_RATES, 1e-2),
+  "garo_adamw": ((1e-4, 1e-3, 1e-2), 1e-3),
+}
 # Full-batch evaluations per run (the hyperparameter plots have one point each).
 EVALUATIONS = 50
 BASELINES = ("sgd", "adam", "sgd_momentum_tuned", "adam_tuned")
@@ -125,22 +131,28 @@ def garo_runs(
   max_effective_learning_rate,
   home_learning_rate=None,
   home_steps=None,
+  optimizer="garo",
+  max_learning_rate=None,
 ):
-  """GARO's runs on each task: 0.01 over ``seeds``, the other starting
-  learning rates over ``robustness_seeds``."""
+  """GARO's runs on each task: the default starting learning rate
+  (``STARTS``) over ``seeds``, the others over ``robustness_seeds``."""
   from benchmarks import optimizers, suite, tasks, train
 
+  learning_rates, default_lr = STARTS[optimizer]
+  options = dict(
+    controller=controller,
+    max_learning_rate=max_learning_rate,
+    home_learning_rate=home_learning_rate,
+    home_steps=home_steps,
+  )
+  if optimizer == "garo":
+    options["max_effective_learning_rate"] = max_effective_learning_rate
+  make = getattr(garo_optax, optimizer)
   opt = optimizers.Optimizer(
     "garo_eval",
-    "garo under evaluation",
-    lambda lr: garo_optax.garo(
-      lr,
-      controller=controller,
-      max_effective_learning_rate=max_effective_learning_rate,
-      home_learning_rate=home_learning_rate,
-      home_steps=home_steps,
-    ),
-    0.01,
+    f"{optimizer} under evaluation",
+    lambda lr: make(lr, **options),
+    default_lr,
     is_garo=True,
   )
   out = {}
@@ -149,21 +161,22 @@ def garo_runs(
     steps, every = suite.schedule(task.steps, EVALUATIONS)
     run = train.compile_run(task, opt, steps, every)
     out[name] = {
-      lr: [run(lr, s) for s in (seeds if lr == 0.01 else robustness_seeds)]
-      for lr in GARO_LEARNING_RATES
+      lr: [run(lr, s) for s in (seeds if lr == default_lr else robustness_seeds)]
+      for lr in learning_rates
     }
     print(name, {lr: _record(c)["final"] for lr, c in out[name].items()}, flush=True)
   return out
 
 
-def summarise(garo, base) -> dict[str, Any]:
-  """The per-task table and the issue's criteria."""
+def summarise(garo, base, default_lr=1e-2) -> dict[str, Any]:
+  """The per-task table and the issue's criteria; ``default_lr`` is the
+  starting learning rate of the runs over every seed."""
 
   rows = {}
   for name, runs in garo.items():
     b = base[name]
     records = {lr: _record(c) for lr, c in runs.items()}
-    default = records[0.01]
+    default = records[default_lr]
     tuned = min(
       ("sgd_momentum_tuned", "adam_tuned"), key=lambda k: _mean(b[k]["final"])
     )
@@ -172,14 +185,14 @@ def summarise(garo, base) -> dict[str, Any]:
     best = _mean(b[tuned]["final"])
     rows[name] = {
       "initial": _mean(default["initial"]),
-      "garo": finals[0.01],
+      "garo": finals[default_lr],
       "garo_metric": float(np.mean(default["metric"])),
       "sgd": _mean(b["sgd"]["final"]),
       "adam": _mean(b["adam"]["final"]),
       "best_tuned": best,
       "floor": floor,
-      "ratio": _floored_ratio(finals[0.01], best, floor),
-      "ratio_unfloored": _ratio(finals[0.01], best),
+      "ratio": _floored_ratio(finals[default_lr], best, floor),
+      "ratio_unfloored": _ratio(finals[default_lr], best),
       "best_tuned_name": f"{tuned}@{b[tuned]['learning_rate']:.3g}",
       "sgd_metric": float(np.mean(b["sgd"]["metric"])),
       "adam_metric": float(np.mean(b["adam"]["metric"])),
@@ -197,6 +210,8 @@ def summarise(garo, base) -> dict[str, Any]:
     }
   return {
     "tasks": rows,
+    "default_learning_rate": default_lr,
+    "learning_rates": sorted(next(iter(garo.values()))),
     "beats_sgd": sum(r["garo"] < r["sgd"] for r in rows.values()),
     "beats_adam": sum(r["garo"] < r["adam"] for r in rows.values()),
     "num_tasks": len(rows),
@@ -219,15 +234,16 @@ def summarise(garo, base) -> dict[str, Any]:
 
 def table(summary) -> str:
   """The summary as a markdown table."""
+  learning_rates = summary.get("learning_rates", GARO_LEARNING_RATES)
   lines = [
     "| task | initial | GARO | SGD(0.01) | Adam(1e-3) | best tuned "
-    f"| ratio to tuned | GARO lr0={' / '.join(f'{lr:g}' for lr in GARO_LEARNING_RATES)}"
+    f"| ratio to tuned | GARO lr0={' / '.join(f'{lr:g}' for lr in learning_rates)}"
     " | spread | median \\|Δ log lr\\| | median \\|Δ momentum\\| "
     "| GARO test | Adam test | tuned test |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for name, r in summary["tasks"].items():
-    finals = " / ".join(f"{r[f'garo_lr{lr:g}']:.3g}" for lr in GARO_LEARNING_RATES)
+    finals = " / ".join(f"{r[f'garo_lr{lr:g}']:.3g}" for lr in learning_rates)
     lines.append(
       f"| {name} | {r['initial']:.3g} | {r['garo']:.3g} | {r['sgd']:.3g} | "
       f"{r['adam']:.3g} | {r['best_tuned']:.3g} ({r['best_tuned_name']}) | "
@@ -253,8 +269,9 @@ def plot_hyperparams(garo, path) -> None:
     for lr, curves in garo[name].items():
       c = curves[0]
       for i, key in enumerate(HEAD_NAMES):
+        key = key if key in c.hyperparams else "b1"  # garo_adamw's second head
         axes[i, j].plot(c.steps[1:], c.hyperparams[key], label=f"lr0={lr:g}", lw=1)
-        if key != "momentum":
+        if i != 1:  # momentum or b1
           axes[i, j].set_yscale("log")
         axes[i, 0].set_ylabel(key)
     axes[0, j].set_title(name, fontsize=9)
@@ -270,7 +287,11 @@ def main(argv=None) -> None:
   p.add_argument(
     "--controller", default="pretrained", help="'pretrained', 'init' or a .npz"
   )
+  p.add_argument(
+    "--optimizer", choices=tuple(STARTS), default="garo", help="the transformation"
+  )
   p.add_argument("--max-effective-lr", type=float, default=None)
+  p.add_argument("--max-lr", type=float, default=None)
   p.add_argument(
     "--home-lr",
     type=float,
@@ -315,7 +336,9 @@ def main(argv=None) -> None:
   controller = args.controller
   if controller.endswith(".npz"):
     # NumPy leaves: closed-over constants that compile_run's AOT call accepts.
-    controller = jax.tree.map(np.asarray, garo_optax.load_controller(controller))
+    controller = jax.tree.map(
+      np.asarray, garo_optax.load_controller(controller, optimizer=args.optimizer)
+    )
   base = baselines(names, seeds, args.baselines)
   garo = garo_runs(
     controller,
@@ -325,8 +348,10 @@ def main(argv=None) -> None:
     args.max_effective_lr,
     args.home_lr,
     args.home_steps,
+    args.optimizer,
+    args.max_lr,
   )
-  summary = summarise(garo, base)
+  summary = summarise(garo, base, STARTS[args.optimizer][1])
   print(table(summary))
   print(json.dumps({k: v for k, v in summary.items() if k != "tasks"}, indent=1))
   if args.out:

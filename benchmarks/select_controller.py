@@ -30,7 +30,7 @@ def score(summary) -> float:
   over the best tuned baseline's, both floored as the suite does."""
   ratios = []
   for row in summary["tasks"].values():
-    for lr in pretrained.GARO_LEARNING_RATES:
+    for lr in summary.get("learning_rates", pretrained.GARO_LEARNING_RATES):
       ratios.append(
         pretrained._floored_ratio(
           row[f"garo_lr{lr:g}"], row["best_tuned"], row["floor"]
@@ -42,6 +42,12 @@ def score(summary) -> float:
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("controllers", nargs="+", help="controller .npz files")
+  p.add_argument(
+    "--optimizer",
+    choices=tuple(pretrained.STARTS),
+    default="garo",
+    help="the transformation the controllers drive",
+  )
   p.add_argument("--seeds", type=int, default=3)
   p.add_argument(
     "--tasks",
@@ -61,23 +67,28 @@ def main(argv=None) -> None:
     names, seeds, "benchmarks/results/pretrained/selection_baselines.json"
   )
   results = {}
+  bounds = shipped.BOUNDS[args.optimizer]
   for path in args.controllers:
-    controller = jax.tree.map(np.asarray, garo_optax.load_controller(path))
-    # Built as garo() builds the shipped controller (its training's bound and
-    # home rate).
+    controller = jax.tree.map(
+      np.asarray, garo_optax.load_controller(path, optimizer=args.optimizer)
+    )
+    # Built as the transformation builds its shipped controller (its
+    # training's bound and home rate).
     runs = pretrained.garo_runs(
       controller,
       names,
       seeds,
       [0],
-      shipped.MAX_EFFECTIVE_LEARNING_RATE,
-      shipped.HOME_LEARNING_RATE,
-      shipped.HOME_STEPS,
+      bounds.max_effective_learning_rate,
+      bounds.home_learning_rate,
+      bounds.home_steps,
+      args.optimizer,
+      bounds.max_learning_rate,
     )
-    summary = pretrained.summarise(runs, base)
+    summary = pretrained.summarise(runs, base, pretrained.STARTS[args.optimizer][1])
     results[path] = {"score": score(summary), **summary}
     print(f"{path}: score {results[path]['score']:.3g}", flush=True)
-  print("| controller | score | ratio at 0.01 | lr spread | median Δ log lr |")
+  print("| controller | score | ratio at default lr | lr spread | median Δ log lr |")
   print("|---|---|---|---|---|")
   for path, r in sorted(results.items(), key=lambda kv: kv[1]["score"]):
     print(
