@@ -1,6 +1,5 @@
 """GARO: SGD (and AdamW) whose hyperparameters come from a GRU."""
 
-from garo_optax._adamw import garo_adamw as garo_adamw
 from garo_optax._controller import ControllerParams as ControllerParams
 from garo_optax._controller import init_controller as init_controller
 from garo_optax._controller import load_controller as load_controller
@@ -10,8 +9,9 @@ from garo_optax._state import GaroAdamWState as GaroAdamWState
 from garo_optax._state import GaroState as GaroState
 from garo_optax._state import hyperparams as hyperparams
 from garo_optax._transform import garo as garo
+from garo_optax._transform import garo_adamw as garo_adamw
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = (
   "ByGroup",
