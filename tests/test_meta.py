@@ -289,6 +289,9 @@ def test_recipe_trains_garo_adamw(tmp_path):
       "optimizer=garo_adamw",
       "max_effective_learning_rate=null",
       "max_learning_rate=0.1",
+      # One slot: one compilation (the recipe's mechanics are tested above).
+      "slots_per_step=1",
+      "per_leaf_stride=0",
     ],
   )
   with pytest.raises(ValueError, match="trained for garo_adamw"):

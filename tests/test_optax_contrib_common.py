@@ -55,6 +55,15 @@ def _with_schedule_annotation(factory):
   return make
 
 
+# The per-leaf and seeded configurations run with -m slow: their code paths
+# are checked by test_conformance.py and test_groups.py in the default run.
+SLOW = ("per_leaf", "init")
+CONFIGURATION_PARAMS = [
+  pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+  for name in CONFIGURATIONS
+]
+
+
 @pytest.fixture
 def case(monkeypatch, configuration):
   monkeypatch.setattr(common, "_get_opt_factory", lambda name: _factory(configuration))
@@ -71,7 +80,7 @@ def _arguments(configuration):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+@pytest.mark.parametrize("configuration", CONFIGURATION_PARAMS)
 def test_optimizers(case, configuration, target):
   """``tree.map_params`` works, then 30,000 steps end within 3e-2 of the
   optimum."""
@@ -80,14 +89,14 @@ def test_optimizers(case, configuration, target):
   )
 
 
-@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+@pytest.mark.parametrize("configuration", CONFIGURATION_PARAMS)
 def test_optimizers_accept_extra_args(case, configuration):
   _undecorated("test_optimizers_accept_extra_args")(
     case, **_arguments(configuration), wrap=False
   )
 
 
-@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+@pytest.mark.parametrize("configuration", CONFIGURATION_PARAMS)
 def test_optimizers_can_be_wrapped_in_inject_hyperparams(case, configuration):
   _undecorated("test_optimizers_can_be_wrapped_in_inject_hyperparams")(
     case,
@@ -97,7 +106,7 @@ def test_optimizers_can_be_wrapped_in_inject_hyperparams(case, configuration):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+@pytest.mark.parametrize("configuration", CONFIGURATION_PARAMS)
 def test_preserve_dtype(case, configuration, dtype):
   _undecorated("test_preserve_dtype")(
     case,
@@ -108,7 +117,7 @@ def test_preserve_dtype(case, configuration, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+@pytest.mark.parametrize("configuration", CONFIGURATION_PARAMS)
 def test_gradient_accumulation(case, configuration, dtype):
   _undecorated("test_gradient_accumulation")(
     case,
@@ -119,14 +128,14 @@ def test_gradient_accumulation(case, configuration, dtype):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
-@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+@pytest.mark.parametrize("configuration", CONFIGURATION_PARAMS)
 def test_state_shape_dtype_shard_stability(case, configuration, dtype):
   _undecorated("test_state_shape_dtype_shard_stability")(
     case, **_arguments(configuration), dtype=dtype
   )
 
 
-@pytest.mark.parametrize("configuration", CONFIGURATIONS)
+@pytest.mark.parametrize("configuration", CONFIGURATION_PARAMS)
 def test_accepts_learning_rate_schedule(case, monkeypatch, configuration):
   """A constant schedule gives the same 10 steps as its constant.
 
