@@ -135,6 +135,7 @@ def safeguard(
   loss: jax.Array | None,
   loss_means: tuple[jax.Array, jax.Array] | None,
   previous_learning_rate: jax.Array,
+  jump_test: bool = True,
 ) -> tuple[jax.Array, SafeguardState]:
   """Whether this step backs off, and the safeguard's next state.
 
@@ -147,6 +148,11 @@ def safeguard(
       (``_features.FeatureState.loss``), or ``None`` with no loss.
     previous_learning_rate: ``(G,)``, the learning rates applied at the last
       step.
+    jump_test: whether one step's jump of the gradient norm
+      (``GRAD_JUMP_FACTOR``) counts as a blow-up. Off for AdamW's update,
+      whose step does not grow with the gradient: there a jump says little
+      about the step before it, and the spikes of a minibatch gradient near
+      zero loss would cut the learning rate again and again.
 
   Returns:
     ``(backoff, new_state)``: ``backoff`` a boolean scalar; the new state's
@@ -161,6 +167,7 @@ def safeguard(
   lowest_grad = _lowest(first, state.lowest_log_grad_norm, running_grad)
   first_grad = jnp.where(first, log_grad_norm, state.first_log_grad_norm)
   jumped = log_grad_norm - state.running_log_grad_norm > jnp.log(GRAD_JUMP_FACTOR)
+  jumped = jumped & jump_test
   blew_up = ((running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) | jumped) & (
     running_grad > first_grad + jnp.log(RELEVANT)
   )

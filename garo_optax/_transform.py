@@ -254,8 +254,10 @@ def garo_adamw(
   is :func:`optax.adamw` at the given values.
 
   The safeguard, the skipping of non-finite steps and ``diverged`` are
-  :func:`garo`'s; a back-off step uses the gradient alone as its first moment
-  (``b1 = 0``).
+  :func:`garo`'s, with one difference: one step's jump of the gradient norm
+  alone is not a blow-up (AdamW's step does not grow with the gradient, and
+  near zero loss the norm of a minibatch gradient spikes). A back-off step
+  uses the gradient alone as its first moment (``b1 = 0``).
 
   Args:
     learning_rate: learning rate at the first step, or a schedule (a function
@@ -330,6 +332,8 @@ def garo_adamw(
     coupled=False,
     init_buffers=_adam_buffers,
     step=_adamw_step(b2, eps, mask),
+    # AdamW's step does not grow with the gradient (see _safeguard.safeguard).
+    jump_test=False,
   )
   return transformation(
     rule,
@@ -432,6 +436,8 @@ class Rule(NamedTuple):
       the rule's own buffers.
     coupled: whether the learning rate's offset moves heavy ball's effective
       step (``_controller.controller_step``).
+    jump_test: whether the safeguard counts one step's jump of the gradient
+      norm as a blow-up (``_safeguard.safeguard``).
     init_buffers: ``(params, num_groups, mu_dtype) -> {field: value}``, the
       rule's buffers at step 0.
     step: ``(updates, state, params, groups, learning_rate, momentum,
@@ -445,6 +451,7 @@ class Rule(NamedTuple):
   coupled: bool
   init_buffers: Callable[..., dict[str, Any]]
   step: Callable[..., tuple[Any, dict[str, Any]]]
+  jump_test: bool = True
 
 
 def transformation(
@@ -550,6 +557,7 @@ def transformation(
       value,
       None if value is None else (state.feature_state.loss, feature_state.loss),
       previous_lr,
+      jump_test=rule.jump_test,
     )
     lr, mom = _safeguard.apply(lr, mom, backoff, safeguard)
     lr, mom, wd = _xla.computed_once(lr, mom, wd)
