@@ -135,3 +135,21 @@ def test_controller_files_name_what_they_drive(tmp_path):
   )
   with pytest.raises(ValueError, match="optimizer"):
     garo_optax.save_controller(tmp_path / "x.npz", controller, optimizer="adam")
+
+
+def test_a_gradient_spike_alone_does_not_back_off(params):
+  """garo's safeguard backs off when one step's gradient norm jumps and turns
+  against the last step; garo_adamw's does not, as AdamW's step does not grow
+  with the gradient (near zero loss, minibatch spikes would cut its learning
+  rate again and again)."""
+  grads = jax.tree.map(jnp.ones_like, params)
+  spike = jax.tree.map(lambda g: -30.0 * g, grads)
+
+  def backoffs(tx):
+    state, update = tx.init(params), jax.jit(tx.update)
+    for g in [grads] * 20 + [spike]:
+      _, state = update(g, state, params)
+    return int(state.safeguard.backoffs)
+
+  assert backoffs(garo_optax.garo(0.01, controller="init")) == 1
+  assert backoffs(garo_optax.garo_adamw(1e-3, controller="init")) == 0
