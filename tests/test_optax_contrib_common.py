@@ -62,6 +62,11 @@ CONFIGURATION_PARAMS = [
   pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
   for name in CONFIGURATIONS
 ]
+# garo_adamw's dtype checks too: test_conformance.py runs them over both.
+DTYPE_CONFIGURATION_PARAMS = [
+  pytest.param(name, marks=pytest.mark.slow) if name in (*SLOW, "adamw") else name
+  for name in CONFIGURATIONS
+]
 
 
 @pytest.fixture
@@ -106,7 +111,7 @@ def test_optimizers_can_be_wrapped_in_inject_hyperparams(case, configuration):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-@pytest.mark.parametrize("configuration", CONFIGURATION_PARAMS)
+@pytest.mark.parametrize("configuration", DTYPE_CONFIGURATION_PARAMS)
 def test_preserve_dtype(case, configuration, dtype):
   _undecorated("test_preserve_dtype")(
     case,
@@ -117,7 +122,7 @@ def test_preserve_dtype(case, configuration, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-@pytest.mark.parametrize("configuration", CONFIGURATION_PARAMS)
+@pytest.mark.parametrize("configuration", DTYPE_CONFIGURATION_PARAMS)
 def test_gradient_accumulation(case, configuration, dtype):
   _undecorated("test_gradient_accumulation")(
     case,
@@ -128,7 +133,7 @@ def test_gradient_accumulation(case, configuration, dtype):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
-@pytest.mark.parametrize("configuration", CONFIGURATION_PARAMS)
+@pytest.mark.parametrize("configuration", DTYPE_CONFIGURATION_PARAMS)
 def test_state_shape_dtype_shard_stability(case, configuration, dtype):
   _undecorated("test_state_shape_dtype_shard_stability")(
     case, **_arguments(configuration), dtype=dtype

@@ -164,7 +164,10 @@ def _plain_group_statistics(grad_leaves, mu_leaves, groups):
   return _groups.group_sums(jnp.stack(rows), groups)
 
 
-@pytest.mark.parametrize("granularity", ["global", "per_leaf"])
+# Per leaf with -m slow: the per-leaf statistics are checked in test_statistics.
+@pytest.mark.parametrize(
+  "granularity", ["global", pytest.param("per_leaf", marks=pytest.mark.slow)]
+)
 def test_controller_gradient_through_steps_on_given_gradients(granularity, monkeypatch):
   # Given gradients have no tangents while the momenta do: the fast sums must
   # differentiate as plain sums do (JAX's own rule for a variadic reduction

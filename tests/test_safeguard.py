@@ -71,11 +71,13 @@ _STIFF_CASES = [
 
 
 def _stiff_params():
-  """Every case with the pretrained controller; the seeded one (near SGD) on
-  the first case by default and on all with ``-m slow``."""
+  """Every case with the pretrained controller at global granularity; the
+  per-leaf and seeded (near SGD) variants on the first case by default and on
+  all with ``-m slow``."""
   for variant in VARIANTS:
     for i, case in enumerate(_STIFF_CASES):
-      marks = [pytest.mark.slow] if variant.startswith("init") and i else []
+      thorough = variant == "pretrained"
+      marks = [pytest.mark.slow] if i and not thorough else []
       yield pytest.param(
         *case, variant, marks=marks, id=f"{case[0]}-{case[1]:g}-{variant}"
       )

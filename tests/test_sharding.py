@@ -144,7 +144,7 @@ def test_explicit_statistics_line_up_differently_sharded_momentum(explicit):
   assert [c["op"] for c in r["mixed_statistics_collectives"]] == ["all-reduce"]
 
 
-@pytest.mark.parametrize("axes", ["granularity", "explicit"])
+@pytest.mark.parametrize("axes", ["granularity"])
 def test_garo_adamw_sharded_matches_one_device(report, axes):
   """garo_adamw shares garo's pipeline: its first and second moments live
   with their params, its statistics are one all-reduce, and sharded training
