@@ -32,30 +32,11 @@ from tqdm import tqdm
 
 import garo_optax
 from benchmarks import _machine
+from benchmarks.tasks.char_lm import Block
 
 DATA = pathlib.Path(__file__).parent / "data" / "tinyshakespeare.txt"
 RESULTS = pathlib.Path(__file__).parent / "results"
 ADAMW_GRID = (3e-4, 1e-3, 3e-3, 1e-2)
-
-
-class Block(nn.Module):
-  """A pre-norm transformer block with causal self-attention."""
-
-  num_heads: int
-
-  @nn.compact
-  def __call__(self, x):
-    batch, length, width = x.shape
-    head = width // self.num_heads
-    qkv = nn.Dense(3 * width)(nn.LayerNorm()(x))
-    q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head), 3, 2)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head)
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    weights = jax.nn.softmax(jnp.where(causal, logits, -1e9), axis=-1)
-    attended = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
-    x = x + nn.Dense(width)(attended)
-    hidden = nn.gelu(nn.Dense(4 * width)(nn.LayerNorm()(x)))
-    return x + nn.Dense(width)(hidden)
 
 
 class Transformer(nn.Module):

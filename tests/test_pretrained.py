@@ -108,6 +108,16 @@ def test_pretrained_uses_its_training_bound():
   assert np.all(home < 1.0) and not np.array_equal(home, at_start)
 
 
+def _hyperparams_over_steps(tx, params):
+  """The hyperparameters after each of 5 steps on fixed sine gradients."""
+  state, out = tx.init(params), []
+  for step in range(5):
+    grads = jax.tree.map(lambda p, s=step: jnp.sin(p * (s + 1.0)), params)
+    _, state = tx.update(grads, state, params, value=jnp.array(1.0 / (step + 1)))
+    out.append(jax.tree.map(np.asarray, garo_optax.hyperparams(state)))
+  return out
+
+
 @pytest.mark.parametrize("learning_rate", [1e-4, 1e-3, 1e-2])
 def test_pretrained_adamw_first_step_is_adamw(learning_rate):
   params = {"w": jnp.arange(4.0), "b": jnp.ones((2, 3))}
@@ -126,12 +136,7 @@ def test_pretrained_adamw_uses_its_training_bound():
   bounds = pretrained.BOUNDS["garo_adamw"]
 
   def hyperparams(tx):
-    state, out = tx.init(params), []
-    for step in range(5):
-      grads = jax.tree.map(lambda p, s=step: jnp.sin(p * (s + 1.0)), params)
-      _, state = tx.update(grads, state, params, value=jnp.array(1.0 / (step + 1)))
-      out.append(jax.tree.map(np.asarray, garo_optax.hyperparams(state)))
-    return out
+    return _hyperparams_over_steps(tx, params)
 
   default = hyperparams(garo_optax.garo_adamw(0.5))
   spelled_out = hyperparams(
@@ -165,12 +170,7 @@ def test_default_controller_is_the_pretrained_one():
   params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}
 
   def hyperparams(tx):
-    state, out = tx.init(params), []
-    for step in range(5):
-      grads = jax.tree.map(lambda p, s=step: jnp.sin(p * (s + 1.0)), params)
-      _, state = tx.update(grads, state, params, value=jnp.array(1.0 / (step + 1)))
-      out.append(jax.tree.map(np.asarray, garo_optax.hyperparams(state)))
-    return out
+    return _hyperparams_over_steps(tx, params)
 
   default = hyperparams(garo_optax.garo(0.5))
   pretrained_ = hyperparams(garo_optax.garo(0.5, controller="pretrained"))
