@@ -231,8 +231,9 @@ def garo_adamw(
   r"""GARO over AdamW: AdamW whose learning rate, ``b1`` and weight decay
   come from a recurrent controller.
 
-  The controller is :func:`garo`'s (the same features, GRU, running-mean
-  outputs and safeguard); it drives AdamW's update instead of heavy ball's:
+  The controller works as :func:`garo`'s does (the same features, GRU,
+  running-mean outputs and safeguard), with weights of its own, meta-trained
+  on AdamW's update; it drives that update instead of heavy ball's:
 
   .. math::
 
