@@ -117,9 +117,10 @@ def moving(kind):
   return _moving(kind.make.__name__)
 
 
-@pytest.mark.parametrize("head_scale", [0.1, 3.0])
-@pytest.mark.parametrize("full", [False, True], ids=["learning_rate", "all"])
-@pytest.mark.parametrize("total_steps", [None, 10])
+@pytest.mark.parametrize(
+  ("head_scale", "full", "total_steps"),
+  [(0.1, False, None), (3.0, True, 10), (3.0, False, None), (0.1, True, 10)],
+)
 def test_first_step_is_the_reference(
   kind, params, random_grads, full, head_scale, total_steps
 ):

@@ -19,6 +19,9 @@ import pytest
 
 import garo_optax
 
+# One worker runs this module: its module-scoped fixture is computed once.
+pytestmark = pytest.mark.xdist_group("sharding")
+
 GRANULARITIES = ("global", "per_leaf")
 # Relative to each leaf's largest value: about 80 float32 ulps, for 50 steps
 # whose only difference is the order of the sums (measured: below 1e-6).

@@ -43,6 +43,9 @@ def test_benchmark_writes_every_formulation_and_the_yardstick(tmp_path):
   assert payload["command"].endswith(str(out))
 
 
+# With -m slow: the two benchmarks it calls are tested above and in
+# test_step_time.py; this checks the script's plumbing of their arguments.
+@pytest.mark.slow
 def test_gpu_checks_script_runs_small(tmp_path):
   # The script meant for a GPU machine, on this one and tiny: it must not rot.
   small = "--params 3000 --leaves 3 --steps 2 --repeats 2".split()

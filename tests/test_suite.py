@@ -11,6 +11,9 @@ import pytest
 
 from benchmarks import optimizers, report, suite, tasks, train
 
+# One worker runs this module: its module-scoped fixture is computed once.
+pytestmark = pytest.mark.xdist_group("suite")
+
 SMOKE = {
   "task_names": ["quadratic", "logreg_breast_cancer"],
   "optimizer_names": ["adam", "adam_tuned", "garo_init"],
