@@ -12,10 +12,18 @@ held out (``benchmarks.tasks.VALIDATION`` and ``META_TRAIN``, never
 The ranking is by the geometric mean over the validation tasks of the final
 loss over the best tuned baseline's, runs from every starting learning rate
 counted (a controller that is good from 0.01 only does not rank first).
+Snapshots of one run (``step<N>.npz`` files in one folder) are that run's
+checkpoints: the JSON's ``best_per_run`` and the last table name the best
+checkpoint of each run, which is what a meta-seed of the recipe yields::
+
+  python -m benchmarks.select_controller --optimizer garo_adamw \
+      runs/seed{0,1,2}_snapshots/step*.npz --out checkpoints.json
 """
 
 import argparse
 import json
+import pathlib
+import re
 
 import jax
 import numpy as np
@@ -37,6 +45,23 @@ def score(summary) -> float:
         )
       )
   return report.geomean(ratios)
+
+
+def run_of(path: str) -> str:
+  """The run a controller file comes from: a snapshot's folder, or the file."""
+  p = pathlib.Path(path)
+  return str(p.parent) if re.fullmatch(r"step\d+\.npz", p.name) else str(p)
+
+
+def best_per_run(scores: dict[str, float]) -> dict[str, str]:
+  """``run -> its controller of lowest score`` (:func:`run_of`), runs in
+  order of first appearance; the earliest checkpoint wins a tie."""
+  best: dict[str, str] = {}
+  for path, value in scores.items():
+    run = run_of(path)
+    if run not in best or value < scores[best[run]]:
+      best[run] = path
+  return best
 
 
 def main(argv=None) -> None:
@@ -95,9 +120,15 @@ def main(argv=None) -> None:
       f"| {path} | {r['score']:.3g} | {r['geomean_ratio_to_best_tuned']:.3g} | "
       f"{r['max_lr_spread']:.3g} | {r.get('max_log_learning_rate_step', np.nan):.3g} |"
     )
+  best = best_per_run({path: r["score"] for path, r in results.items()})
+  if len(best) < len(results):
+    print("\n| run | best checkpoint | score |\n|---|---|---|")
+    for run, path in best.items():
+      print(f"| {run} | {pathlib.Path(path).name} | {results[path]['score']:.3g} |")
   if args.out:
+    record = results if len(best) == len(results) else {**results, "best_per_run": best}
     with open(args.out, "w") as f:
-      json.dump(results, f, indent=1)
+      json.dump(record, f, indent=1)
 
 
 if __name__ == "__main__":
