@@ -17,7 +17,7 @@ checkpoints: the JSON's ``best_per_run`` and the last table name the best
 checkpoint of each run, which is what a meta-seed of the recipe yields::
 
   python -m benchmarks.select_controller --optimizer garo_adamw \
-      runs/seed{0,1,2}_snapshots/step*.npz --out checkpoints.json
+      runs/adamw/seed{0,1,2}/step*.npz --out checkpoints.json
 """
 
 import argparse

@@ -5,7 +5,7 @@ import os
 
 # Compiling is most of this suite's time on a CPU, and LLVM's optimisations
 # are most of compiling: without them (XLA's own passes, fusion included,
-# still run) the suite takes about a fifth less time. Set here, before JAX
+# still run) the suite takes about a quarter less time. Set here, before JAX
 # starts its backend; child processes (notebook kernels, the sharded checks)
 # inherit it.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
