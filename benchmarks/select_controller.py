@@ -73,6 +73,12 @@ def main(argv=None) -> None:
     default="garo",
     help="the transformation the controllers drive",
   )
+  p.add_argument(
+    "--max-lr",
+    type=float,
+    default=None,
+    help="max_learning_rate to run them with (default: the shipped controller's)",
+  )
   p.add_argument("--seeds", type=int, default=3)
   p.add_argument(
     "--tasks",
@@ -108,7 +114,7 @@ def main(argv=None) -> None:
       bounds.home_learning_rate,
       bounds.home_steps,
       args.optimizer,
-      bounds.max_learning_rate,
+      bounds.max_learning_rate if args.max_lr is None else args.max_lr,
     )
     summary = pretrained.summarise(runs, base, pretrained.STARTS[args.optimizer][1])
     results[path] = {"score": score(summary), **summary}
