@@ -1,12 +1,13 @@
 """Long runs: does GARO stay stable ten times past its meta-training horizon?
 
-The shipped controller was meta-trained on runs of at most
-``max_horizon`` steps (``garo_optax/meta/configs/default.json``). This trains
-two held-out tasks for ten times that many steps with ``garo()`` at its
-defaults, over several seeds, with and without ``total_steps``, and records
-whether any full-batch train loss on the way is non-finite or above the
-initial one, with the final loss against ``sgd(0.01)``'s and
-``adam(1e-3)``'s over the same steps.
+The shipped controllers were meta-trained on runs of at most
+``max_horizon`` steps (``garo_optax/meta/configs/default.json`` and
+``adamw.json``). This trains two held-out tasks for ten times that many steps
+with ``garo()`` and ``garo_adamw()`` at their defaults, over several seeds,
+with and without ``total_steps``, and records whether any full-batch train
+loss on the way is non-finite or above the initial one, with the final loss
+against ``sgd(0.01)``'s, ``adam(1e-3)``'s and ``adamw(1e-3)``'s over the same
+steps.
 
 Usage::
 
@@ -25,7 +26,7 @@ import numpy as np
 import optax
 
 from benchmarks import _machine, tasks, train
-from benchmarks.optimizers import Optimizer, garo_variant
+from benchmarks.optimizers import Optimizer, garo_adamw_variant, garo_variant
 from garo_optax.meta import config as config_lib
 
 RESULTS = pathlib.Path(__file__).parent / "results"
@@ -37,6 +38,11 @@ OPTIMIZERS = (
   Optimizer("adam", "optax.adam(1e-3)", optax.adam, 1e-3),
   garo_variant("garo", "garo()"),
   garo_variant("garo_total_steps", "garo(total_steps=steps)", uses_total_steps=True),
+  Optimizer("adamw", "optax.adamw(1e-3)", optax.adamw, 1e-3),
+  garo_adamw_variant("garo_adamw", "garo_adamw()"),
+  garo_adamw_variant(
+    "garo_adamw_total_steps", "garo_adamw(total_steps=steps)", uses_total_steps=True
+  ),
 )
 
 
@@ -58,7 +64,7 @@ def main(argv=None) -> None:
   )
   p.add_argument("--out", default=str(RESULTS / "long_horizon"))
   args = p.parse_args(argv)
-  horizon = config_lib.load("default").max_horizon
+  horizon = max(config_lib.load(c).max_horizon for c in ("default", "adamw"))
   steps = int(args.factor * horizon)
   begin = time.perf_counter()
   results = {}

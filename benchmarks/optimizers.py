@@ -55,15 +55,18 @@ def garo_variant(
   )
 
 
-def garo_adamw_variant(name: str, description: str, **kwargs: Any) -> Optimizer:
+def garo_adamw_variant(
+  name: str, description: str, uses_total_steps: bool = False, **kwargs: Any
+) -> Optimizer:
   """``garo_optax.garo_adamw(lr, **kwargs)``, starting from AdamW's usual
-  1e-3."""
+  1e-3 (and told the run's length if ``uses_total_steps``)."""
   return Optimizer(
     name,
     description,
     functools.partial(garo_optax.garo_adamw, **kwargs),
     1e-3,
     is_garo=True,
+    uses_total_steps=uses_total_steps,
   )
 
 
