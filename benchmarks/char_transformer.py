@@ -25,6 +25,7 @@ small, as the tests do.
 import argparse
 import json
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -145,7 +146,12 @@ def main(argv=None) -> None:
   record.update(
     machine=f"{jax.devices()[0].device_kind}, {_machine.cpu_model()}, "
     f"jax {jax.__version__}",
-    command="python -m benchmarks.char_transformer " + " ".join(argv or []),
+    command=" ".join(
+      [
+        "python -m benchmarks.char_transformer",
+        *(sys.argv[1:] if argv is None else argv),
+      ]
+    ),
     num_params=int(sum(x.size for x in jax.tree.leaves(params))),
     config={**config, "seeds": args.seeds},
     eval_steps=list(range(args.eval_every, args.steps + 1, args.eval_every)),
