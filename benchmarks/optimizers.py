@@ -58,15 +58,10 @@ def garo_variant(
 def garo_adamw_variant(
   name: str, description: str, uses_total_steps: bool = False, **kwargs: Any
 ) -> Optimizer:
-  """``garo_optax.garo_adamw(lr, **kwargs)``, starting from AdamW's usual
-  1e-3 (and told the run's length if ``uses_total_steps``)."""
-  return Optimizer(
-    name,
-    description,
-    functools.partial(garo_optax.garo_adamw, **kwargs),
-    1e-3,
-    is_garo=True,
-    uses_total_steps=uses_total_steps,
+  """:func:`garo_variant` for ``garo_optax.garo_adamw``, starting from AdamW's
+  usual 1e-3."""
+  return garo_variant(name, description, uses_total_steps)._replace(
+    make=functools.partial(garo_optax.garo_adamw, **kwargs), learning_rate=1e-3
   )
 
 
