@@ -264,7 +264,7 @@ _BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 def bounded(
   learning_rate: jax.Array,
   momentum: jax.Array,
-  max_learning_rate: float | None,
+  max_learning_rate: jax.Array | float | None,
   max_effective_learning_rate: float | None,
 ) -> tuple[jax.Array, jax.Array]:
   """The controller's learning rate and momentum within their bounds.

@@ -139,7 +139,10 @@ def garo(
       at 1 after the last step), and can anneal towards the end as a decay
       schedule's ``decay_steps`` does; without it (``None``, the default) it
       adapts from what it measures alone.
-    max_learning_rate: if set, the learning rate never exceeds it.
+    max_learning_rate: if set, the controller never raises the learning rate
+      above it, nor above the rate it works around (the one you give, then
+      the home rate) where that one is higher: a rate you give is applied as
+      given.
     max_effective_learning_rate: if set, the effective step size of heavy-ball
       momentum, ``learning_rate / (1 - momentum)``, never exceeds it (the
       learning rate is lowered to meet the bound).
@@ -289,7 +292,10 @@ def garo_adamw(
     mask: as for :func:`optax.adamw`: a tree of booleans shaped like the
       params (or a function of the params returning one), ``True`` where
       weight decay applies; ``None`` decays every param.
-    max_learning_rate: if set, the learning rate never exceeds it.
+    max_learning_rate: if set, the controller never raises the learning rate
+      above it, nor above the rate it works around (the one you give, then
+      the home rate) where that one is higher: a rate you give is applied as
+      given.
     home_learning_rate: if set (with ``home_steps``), the learning rate the
       controller works around after ``home_steps`` steps, as for
       :func:`garo`.
@@ -525,6 +531,8 @@ def transformation(
     _checks.check_loss(value)
     _checks.check_state(state, groups, _hidden_shape(groups, hidden_size))
     bias = _hyperparams.head_biases(starting, groups, state.count, home)
+    # The rate the controller works around: the starting one, moving home.
+    base_lr = _controller.heads(bias)[0]
 
     statistics = _statistics.group_statistics(updates, state.mu, groups)
     skip = ~jnp.isfinite(jnp.sum(statistics[:, 0]))
@@ -536,7 +544,7 @@ def transformation(
       state.feature_state,
       state.count,
       previous_lr,
-      _controller.heads(bias)[0],
+      base_lr,
       value,
       total_steps,
     )
@@ -549,7 +557,14 @@ def transformation(
       coupled=rule.coupled,
     )
     lr, mom = _hyperparams.bounded(
-      lr, mom, max_learning_rate, max_effective_learning_rate
+      lr,
+      mom,
+      None
+      if max_learning_rate is None
+      # Never below the rate worked around: a rate the user gives (or a
+      # schedule's) is applied as given; only the controller's rise is cut.
+      else jnp.maximum(max_learning_rate, base_lr),
+      max_effective_learning_rate,
     )
     backoff, safeguard = _safeguard.safeguard(
       state.safeguard,

@@ -48,6 +48,32 @@ def test_learning_rate_caps(params, random_grads):
     assert peaks(**{option: bound})[i] <= bound * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("make", [garo_optax.garo, garo_optax.garo_adamw])
+def test_max_learning_rate_cuts_the_rise_not_the_rate_given(make, params, random_grads):
+  """A starting rate above ``max_learning_rate`` is applied as given; as the
+  rate worked around moves home, below the bound, the bound holds again."""
+  grads = random_grads(jax.random.key(1), params, 300)
+  tx = make(
+    0.5,
+    controller=_controller(3.0),
+    max_learning_rate=0.05,
+    home_learning_rate=0.01,
+    home_steps=20.0,
+  )
+  lr = jax.jit(_hyperparams_trajectory, static_argnums=0)(tx, params, grads)[
+    "learning_rate"
+  ]
+  assert lr[0] == pytest.approx(0.5, rel=1e-5)
+  inverse = lambda x: x + np.log(-np.expm1(-x))  # softplus⁻¹
+  t = np.arange(300)
+  worked_around = np.logaddexp(
+    0, inverse(0.5) + (inverse(0.01) - inverse(0.5)) * -np.expm1(-t / 20.0)
+  )
+  assert np.all(lr <= np.maximum(0.05, worked_around) * (1 + 1e-5))
+  assert np.max(lr[200:]) <= 0.05 * (1 + 1e-6)
+  assert np.max(lr[200:]) > 0.02  # the controller does rise: the cap is live
+
+
 @pytest.mark.parametrize("momentum", [-0.5, 1.0])
 def test_momentum_outside_zero_one_is_refused(momentum):
   with pytest.raises(ValueError, match="momentum"):
