@@ -224,6 +224,7 @@ def test_training_datasets_are_not_held_out():
     "rosenbrock",
     "mnist1d",
     "mnist_1d",
+    "addition",
   )
   for dataset in (*tasks.DATASETS, *(f.name for f in ALL_FAMILIES)):
     assert not any(word in dataset.lower() for word in forbidden), dataset
@@ -246,6 +247,7 @@ def test_training_datasets_are_not_held_out():
     "wine_factorization",
     "helical_valley",
     "sine_regression",
+    "addition_lm",
   }
   assert {
     "logreg_breast_cancer",

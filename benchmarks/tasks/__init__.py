@@ -46,6 +46,7 @@ _FACTORIES: dict[str, Callable[[], Task]] = {
   "wine_factorization": validation.wine_factorization,
   "helical_valley": validation.helical_valley,
   "sine_regression": validation.sine_regression,
+  "addition_lm": validation.addition_lm,
 }
 
 TASK_NAMES: tuple[str, ...] = tuple(_FACTORIES)
@@ -58,6 +59,7 @@ VALIDATION: tuple[str, ...] = (
   "wine_factorization",
   "helical_valley",
   "sine_regression",
+  "addition_lm",
 )
 HELD_OUT: tuple[str, ...] = tuple(
   n for n in TASK_NAMES if n not in META_TRAIN + VALIDATION

@@ -44,16 +44,15 @@ class Transformer(nn.Module):
   width: int = 48
   depth: int = 2
   num_heads: int = 4
+  context: int = CONTEXT  # the longest input
 
   @nn.compact
   def __call__(self, tokens):
     x = nn.Embed(self.vocab_size, self.width)(tokens)
-    x = (
-      x
-      + self.param("position", nn.initializers.normal(0.02), (CONTEXT, self.width))[
-        : tokens.shape[1]
-      ]
+    position = self.param(
+      "position", nn.initializers.normal(0.02), (self.context, self.width)
     )
+    x = x + position[: tokens.shape[1]]
     for _ in range(self.depth):
       x = Block(self.num_heads)(x)
     return nn.Dense(self.vocab_size)(nn.LayerNorm()(x))
