@@ -29,7 +29,6 @@ import sys
 import time
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,32 +37,11 @@ from tqdm import tqdm
 
 import garo_optax
 from benchmarks import _machine
-from benchmarks.tasks.char_lm import Block
+from benchmarks.tasks.char_lm import Transformer
 
 DATA = pathlib.Path(__file__).parent / "data" / "tinyshakespeare.txt"
 RESULTS = pathlib.Path(__file__).parent / "results"
 ADAMW_GRID = (3e-4, 1e-3, 3e-3, 1e-2)
-
-
-class Transformer(nn.Module):
-  """A decoder-only transformer over characters."""
-
-  vocab_size: int
-  context: int
-  width: int
-  depth: int
-  num_heads: int
-
-  @nn.compact
-  def __call__(self, tokens):
-    x = nn.Embed(self.vocab_size, self.width)(tokens)
-    position = self.param(
-      "position", nn.initializers.normal(0.02), (self.context, self.width)
-    )
-    x = x + position[: tokens.shape[1]]
-    for _ in range(self.depth):
-      x = Block(self.num_heads)(x)
-    return nn.Dense(self.vocab_size)(nn.LayerNorm()(x))
 
 
 def optimizers() -> dict[str, Any]:
@@ -102,7 +80,7 @@ def main(argv=None) -> None:
     0, len(valid_text) - args.context - 1, 128
   )
   valid_windows = valid_text[jnp.asarray(valid_starts)[:, None] + offsets]
-  model = Transformer(len(vocab), args.context, args.width, args.depth, args.heads)
+  model = Transformer(len(vocab), args.width, args.depth, args.heads, args.context)
 
   def loss_fn(params, windows):
     logits = model.apply(params, windows[:, :-1])
@@ -126,16 +104,23 @@ def main(argv=None) -> None:
           params, train_text[starts[:, None] + offsets]
         )
         updates, state = tx.update(grads, state, params, value=loss)
-        return (optax.apply_updates(params, updates), state), loss
+        return (optax.apply_updates(params, updates), state), (
+          loss,
+          _learning_rate(state),
+        )
 
       def chunk(carry, keys):
-        carry, losses = jax.lax.scan(step, carry, keys)
-        return carry, (loss_fn(carry[0], valid_windows), jnp.mean(losses))
+        carry, (losses, lrs) = jax.lax.scan(step, carry, keys)
+        return carry, (
+          loss_fn(carry[0], valid_windows),
+          jnp.mean(losses),
+          jnp.mean(lrs),
+        )
 
       keys = jax.random.split(jax.random.fold_in(key, 1), args.steps)
       keys = keys.reshape(-1, args.eval_every, *keys.shape[1:])
-      _, (valid, train) = jax.lax.scan(chunk, (params, tx.init(params)), keys)
-      return valid, train
+      _, curves = jax.lax.scan(chunk, (params, tx.init(params)), keys)
+      return curves
 
     return run
 
@@ -175,7 +160,7 @@ def main(argv=None) -> None:
   for seed, name, lr in tqdm(todo, desc="runs"):
     run = compiled.setdefault(name, make_run(chosen[name][0]))
     began = time.time()
-    valid, train = (np.asarray(x) for x in run(seed, jnp.float32(lr)))
+    valid, train, lrs = (np.asarray(x) for x in run(seed, jnp.float32(lr)))
     r = results.setdefault(
       f"{name}@{lr:g}",
       {
@@ -194,6 +179,8 @@ def main(argv=None) -> None:
     r["valid_loss"].append(valid.tolist())
     r["train_loss"].append(train.tolist())
     r["final_valid_loss"].append(float(valid[-1]))
+    if np.all(np.isfinite(lrs)):  # GARO's learning rate, mean over each chunk
+      r.setdefault("learning_rate_curve", []).append(lrs.tolist())
     r["median_final_valid_loss"] = float(np.median(r["final_valid_loss"]))
     r["non_finite"] = bool(not np.all(np.isfinite(r["valid_loss"])))
     r["seconds"] += time.time() - began
@@ -206,6 +193,15 @@ def main(argv=None) -> None:
   if not todo:
     _write(record, out)
   print(to_markdown(record))
+
+
+def _learning_rate(state) -> jax.Array:
+  """The learning rate a GARO transformation applied at its last step; NaN
+  for the other optimizers."""
+  try:
+    return jnp.asarray(garo_optax.hyperparams(state)["learning_rate"], jnp.float32)
+  except ValueError:  # no GARO state inside
+    return jnp.float32(jnp.nan)
 
 
 # Options that a resumed run may change: which runs to add, and where to.
@@ -247,8 +243,9 @@ def to_markdown(record: dict[str, Any]) -> str:
       "." if record.get("complete") else " (in progress: resume with the same command)."
     ),
     "",
-    "| optimizer | seeds | final valid loss | vs best AdamW of the grid | non-finite |",
-    "|---|---|---|---|---|",
+    "| optimizer | seeds | final valid loss | vs best AdamW of the grid "
+    "| non-finite | GARO's learning rate, peak / last (mean per evaluation) |",
+    "|---|---|---|---|---|---|",
   ]
   for key, r in results.items():
     finals = r["final_valid_loss"]
@@ -257,9 +254,12 @@ def to_markdown(record: dict[str, Any]) -> str:
       if best
       else "—"
     )
+    lrs = np.median(np.asarray(r.get("learning_rate_curve", [[np.nan]])), axis=0)
+    lr = "—" if np.isnan(lrs[-1]) else f"{lrs.max():.2g} / {lrs[-1]:.2g}"
     lines.append(
       f"| {key} | {len(finals)} | {r['median_final_valid_loss']:.4f} "
-      f"[{min(finals):.4f}, {max(finals):.4f}] | {ratio} | {r['non_finite']} |"
+      f"[{min(finals):.4f}, {max(finals):.4f}] | {ratio} | {r['non_finite']} "
+      f"| {lr} |"
     )
   if best:
     lines += ["", f"Best AdamW of the grid: lr {best['learning_rate']:g}."]

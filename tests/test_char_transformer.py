@@ -24,6 +24,10 @@ def test_runs_are_written_one_by_one_and_resumed(tmp_path):
   }
   for r in first["results"].values():
     assert r["seeds"] == [0] and len(r["valid_loss"][0]) == 2 and not r["non_finite"]
+  # GARO's learning rate is recorded (a mean per evaluation), AdamW has none.
+  (curve,) = first["results"]["garo_adamw@0.001"]["learning_rate_curve"]
+  assert len(curve) == 2 and all(0 < lr < 1 for lr in curve)
+  assert "learning_rate_curve" not in first["results"]["adamw@0.001"]
   assert "| garo_adamw@0.001 | 1 |" in out.with_suffix(".md").read_text()
   assert out.with_suffix(".png").stat().st_size > 0
 
