@@ -15,9 +15,8 @@ Adam's learning rate that trains a small network fast is too high for it.
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.datasets import load_wine
-
 import optax
+from sklearn.datasets import load_wine
 
 from benchmarks.tasks._common import MLP, SPLIT_SEED, classification_task
 from benchmarks.tasks._task import Task
@@ -166,7 +165,7 @@ def addition_lm(steps: int = 1500) -> Task:
   the metric is the test loss in nats per character."""
   rng = np.random.default_rng(SPLIT_SEED)
   a, b = rng.integers(0, 1000, (2, 12_000))
-  text = "".join(f"{x}+{y}={x + y}\n" for x, y in zip(a, b))
+  text = "".join(f"{x}+{y}={x + y}\n" for x, y in zip(a, b, strict=True))
   vocab, ids = np.unique(np.frombuffer(text.encode(), np.uint8), return_inverse=True)
   ids = jnp.asarray(ids.astype(np.int32))
   num_train = int(0.9 * len(ids))
