@@ -11,6 +11,7 @@ import optax
 from optax import contrib
 
 import garo_optax
+from garo_optax import pretrained
 
 
 class Optimizer(NamedTuple):
@@ -89,12 +90,25 @@ META_SEEDS = (0, 1, 2)
 SHIPPED_META_SEED = 2
 
 
+def shipped_defaults(optimizer: str) -> dict[str, Any]:
+  """The options ``optimizer`` applies to its pretrained controller unless
+  given (``garo_optax.pretrained.BOUNDS``): a controller from a file gets
+  none of them, so another meta-seed's controller is run with these, as it
+  would run if it shipped."""
+  bounds = pretrained.BOUNDS[optimizer]._asdict()
+  if optimizer == "garo_adamw":  # no heavy-ball effective step to bound
+    del bounds["max_effective_learning_rate"]
+  return bounds
+
+
 def _meta_seed(seed: int) -> Optimizer:
   path = META_SEEDS_DIR / f"seed{seed}.npz"
   return garo_variant(
     f"garo_seed{seed}",
-    f"garo_optax.garo(0.01, controller=<meta-seed {seed}'s controller>)",
+    f"garo_optax.garo(0.01, controller=<meta-seed {seed}'s controller>), "
+    "with the shipped controller's defaults",
     controller=path,
+    **shipped_defaults("garo"),
   )
 
 
@@ -109,8 +123,10 @@ SHIPPED_ADAMW_META_SEED = 2
 def _adamw_meta_seed(seed: int) -> Optimizer:
   return garo_adamw_variant(
     f"garo_adamw_seed{seed}",
-    f"garo_optax.garo_adamw(1e-3, controller=<meta-seed {seed}'s controller>)",
+    f"garo_optax.garo_adamw(1e-3, controller=<meta-seed {seed}'s controller>), "
+    "with the shipped controller's defaults",
     controller=ADAMW_META_SEEDS_DIR / f"seed{seed}.npz",
+    **shipped_defaults("garo_adamw"),
   )
 
 

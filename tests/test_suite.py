@@ -5,10 +5,12 @@ import json
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+import garo_optax
 from benchmarks import optimizers, report, suite, tasks, train
 
 # One worker runs this module: its module-scoped fixture is computed once.
@@ -382,3 +384,39 @@ def test_compare_puts_earlier_garo_results_against_the_later_baselines():
   assert variants["garo_init"]["after"]["all"][
     "geomean_loss_ratio_to_best_tuned"
   ] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("optimizer", ["garo", "garo_adamw"])
+def test_other_meta_seeds_run_as_the_shipped_controller_does(optimizer):
+  """Another meta-seed's controller is a file, which gets none of the shipped
+  controller's defaults by itself: its suite rows add them, and the shipped
+  weights run that way are the shipped transformation."""
+  from garo_optax import pretrained
+
+  defaults = optimizers.shipped_defaults(optimizer)
+  for seed in optimizers.META_SEEDS:
+    row = optimizers.OPTIMIZERS.get(f"{optimizer}_seed{seed}")
+    if row is not None:
+      assert row.make.keywords.items() >= defaults.items(), row.name
+  make = {"garo": garo_optax.garo, "garo_adamw": garo_optax.garo_adamw}[optimizer]
+  # Ten times the home rate: a run without the defaults stays there.
+  lr = 10 * pretrained.BOUNDS[optimizer].home_learning_rate
+  params = {"w": jnp.zeros(4)}
+
+  def trajectory(tx):
+    """Hyperparameters over 300 steps of a quadratic."""
+
+    def step(carry, _):
+      p, state = carry
+      loss, grads = jax.value_and_grad(lambda p: 25.0 * jnp.sum((p["w"] - 3.0) ** 2))(p)
+      updates, state = tx.update(grads, state, p, value=loss)
+      return (optax.apply_updates(p, updates), state), garo_optax.hyperparams(state)
+
+    return jax.lax.scan(step, (params, tx.init(params)), length=300)[1]
+
+  shipped = trajectory(make(lr))
+  from_file = trajectory(make(lr, controller=pretrained.FILES[optimizer], **defaults))
+  bare = trajectory(make(lr, controller=pretrained.FILES[optimizer]))
+  for key, value in from_file.items():
+    np.testing.assert_array_equal(value, shipped[key])
+  assert any(not np.array_equal(bare[k], shipped[k]) for k in shipped)
