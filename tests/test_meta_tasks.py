@@ -40,7 +40,10 @@ def test_registry():
   assert len(tasks.families("v1")) == 8
   # Cached: the same family objects (closures) every time.
   assert tasks.families("default") is tasks.families("default")
-  with pytest.raises(ValueError, match="valid: default, tiny, v1"):
+  assert tasks.families("wide")[: len(tasks.families("default"))] == tasks.families(
+    "default"
+  )
+  with pytest.raises(ValueError, match="valid: default, wide, tiny, v1"):
     tasks.families("broad")
 
 
