@@ -58,24 +58,29 @@ class Transformer(nn.Module):
     return nn.Dense(self.vocab_size)(nn.LayerNorm()(x))
 
 
-def _windows(text: jax.Array, starts: jax.Array) -> jax.Array:
-  """Windows of CONTEXT + 1 characters (inputs and next-character targets)."""
-  return text[starts[:, None] + jnp.arange(CONTEXT + 1)]
-
-
-def task() -> Task:
-  raw = np.frombuffer(DATA.read_bytes(), np.uint8)
-  vocab, ids = np.unique(raw, return_inverse=True)
+def language_model_task(
+  name: str,
+  description: str,
+  ids: np.ndarray,
+  model: Transformer,
+  *,
+  batch_size: int,
+  rng: np.random.Generator,
+  steps: int,
+) -> Task:
+  """Next-character prediction with ``model`` on the characters ``ids``
+  (integers below ``model.vocab_size``): the first 90% train, windows of the
+  rest test; ``rng`` draws the fixed windows of the train and test losses.
+  The metric is the test loss in nats per character."""
+  context = model.context
   ids = ids.astype(np.int32)
   num_train = int(0.9 * len(ids))
   train, heldout = jnp.asarray(ids[:num_train]), jnp.asarray(ids[num_train:])
-  rng = np.random.default_rng(SPLIT_SEED)
+  offsets = jnp.arange(context + 1)  # inputs, and the next characters
 
   def fixed_windows(text):
-    starts = rng.integers(0, len(text) - CONTEXT - 1, NUM_EVAL_WINDOWS)
-    return _windows(text, jnp.asarray(starts))
-
-  model = Transformer(len(vocab))
+    starts = rng.integers(0, len(text) - context - 1, NUM_EVAL_WINDOWS)
+    return text[jnp.asarray(starts)[:, None] + offsets]
 
   def loss(params, windows):
     logits = model.apply({"params": params}, windows[:, :-1])
@@ -84,16 +89,13 @@ def task() -> Task:
     ).mean()
 
   def sample(key, text):
-    starts = jax.random.randint(key, (BATCH_SIZE,), 0, len(text) - CONTEXT - 1)
-    return _windows(text, starts)
+    starts = jax.random.randint(key, (batch_size,), 0, len(text) - context - 1)
+    return text[starts[:, None] + offsets]
 
   return Task(
-    name="char_lm",
-    description=(
-      f"Transformer (2 blocks, width 48, 4 heads) on Tiny Shakespeare "
-      f"characters, context {CONTEXT}, batch {BATCH_SIZE}."
-    ),
-    init=lambda key: model.init(key, train[None, :CONTEXT])["params"],
+    name=name,
+    description=description,
+    init=lambda key: model.init(key, train[None, :context])["params"],
     loss=loss,
     sample=sample,
     train=train,
@@ -102,5 +104,21 @@ def task() -> Task:
     metric=loss,
     metric_name="test_loss",
     higher_is_better=False,
+    steps=steps,
+  )
+
+
+def task() -> Task:
+  vocab, ids = np.unique(
+    np.frombuffer(DATA.read_bytes(), np.uint8), return_inverse=True
+  )
+  return language_model_task(
+    "char_lm",
+    f"Transformer (2 blocks, width 48, 4 heads) on Tiny Shakespeare "
+    f"characters, context {CONTEXT}, batch {BATCH_SIZE}.",
+    ids,
+    Transformer(len(vocab)),
+    batch_size=BATCH_SIZE,
+    rng=np.random.default_rng(SPLIT_SEED),
     steps=1500,
   )

@@ -15,12 +15,11 @@ Adam's learning rate that trains a small network fast is too high for it.
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from sklearn.datasets import load_wine
 
 from benchmarks.tasks._common import MLP, SPLIT_SEED, classification_task
 from benchmarks.tasks._task import Task
-from benchmarks.tasks.char_lm import Transformer
+from benchmarks.tasks.char_lm import Transformer, language_model_task
 
 
 def wine_logreg(steps: int = 2000) -> Task:
@@ -167,45 +166,14 @@ def addition_lm(steps: int = 1500) -> Task:
   a, b = rng.integers(0, 1000, (2, 12_000))
   text = "".join(f"{x}+{y}={x + y}\n" for x, y in zip(a, b, strict=True))
   vocab, ids = np.unique(np.frombuffer(text.encode(), np.uint8), return_inverse=True)
-  ids = jnp.asarray(ids.astype(np.int32))
-  num_train = int(0.9 * len(ids))
-  train, heldout = ids[:num_train], ids[num_train:]
-  offsets = jnp.arange(ADDITION_CONTEXT + 1)
-
-  def fixed_windows(text):
-    starts = rng.integers(0, len(text) - ADDITION_CONTEXT - 1, 64)
-    return text[jnp.asarray(starts)[:, None] + offsets]
-
-  model = Transformer(len(vocab), width=128, context=ADDITION_CONTEXT)
-
-  def loss(params, windows):
-    logits = model.apply({"params": params}, windows[:, :-1])
-    return optax.softmax_cross_entropy_with_integer_labels(
-      logits, windows[:, 1:]
-    ).mean()
-
-  def sample(key, text):
-    starts = jax.random.randint(
-      key, (ADDITION_BATCH_SIZE,), 0, len(text) - ADDITION_CONTEXT - 1
-    )
-    return text[starts[:, None] + offsets]
-
-  return Task(
-    name="addition_lm",
-    description=(
-      "Transformer (2 blocks, width 128, 4 heads) on written-out sums "
-      f"of numbers below 1000, context {ADDITION_CONTEXT}, batch "
-      f"{ADDITION_BATCH_SIZE}."
-    ),
-    init=lambda key: model.init(key, train[None, :ADDITION_CONTEXT])["params"],
-    loss=loss,
-    sample=sample,
-    train=train,
-    train_eval=fixed_windows(train),
-    test=fixed_windows(heldout),
-    metric=loss,
-    metric_name="test_loss",
-    higher_is_better=False,
+  return language_model_task(
+    "addition_lm",
+    "Transformer (2 blocks, width 128, 4 heads) on written-out sums of numbers "
+    f"below 1000, context {ADDITION_CONTEXT}, batch {ADDITION_BATCH_SIZE}.",
+    ids,
+    Transformer(len(vocab), width=128, context=ADDITION_CONTEXT),
+    batch_size=ADDITION_BATCH_SIZE,
+    rng=rng,
     steps=steps,
   )
 
