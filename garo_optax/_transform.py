@@ -140,9 +140,9 @@ def garo(
       schedule's ``decay_steps`` does; without it (``None``, the default) it
       adapts from what it measures alone.
     max_learning_rate: if set, the controller never raises the learning rate
-      above it, nor above the rate it works around (the one you give, then
-      the home rate) where that one is higher: a rate you give is applied as
-      given.
+      above ``max(max_learning_rate, r)``, where ``r`` is the rate it works
+      around (the one you give, moving to the home rate): a starting rate
+      above the bound is applied as given, not cut.
     max_effective_learning_rate: if set, the effective step size of heavy-ball
       momentum, ``learning_rate / (1 - momentum)``, never exceeds it (the
       learning rate is lowered to meet the bound).
@@ -293,9 +293,9 @@ def garo_adamw(
       params (or a function of the params returning one), ``True`` where
       weight decay applies; ``None`` decays every param.
     max_learning_rate: if set, the controller never raises the learning rate
-      above it, nor above the rate it works around (the one you give, then
-      the home rate) where that one is higher: a rate you give is applied as
-      given.
+      above ``max(max_learning_rate, r)``, where ``r`` is the rate it works
+      around (the one you give, moving to the home rate): a starting rate
+      above the bound is applied as given, not cut.
     home_learning_rate: if set (with ``home_steps``), the learning rate the
       controller works around after ``home_steps`` steps, as for
       :func:`garo`.
