@@ -16,8 +16,8 @@ import jax
 import optax
 
 import garo_optax
-from benchmarks import tasks
-from garo_optax import _transform, pretrained
+from benchmarks import optimizers, tasks
+from garo_optax import _transform
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "backoffs.json"
 
@@ -34,20 +34,11 @@ def run(task, jump_test: bool, seed: int, controller=None) -> dict:
 
   _transform.transformation = with_jump_test
   try:
-    # A controller from a file gets the shipped one's training bounds.
-    bounds = pretrained.BOUNDS["garo_adamw"] if controller else None
+    # A controller from a file gets the shipped one's defaults.
     tx = garo_optax.garo_adamw(
       1e-3,
       controller=controller,
-      **(
-        {
-          "max_learning_rate": bounds.max_learning_rate,
-          "home_learning_rate": bounds.home_learning_rate,
-          "home_steps": bounds.home_steps,
-        }
-        if bounds
-        else {}
-      ),
+      **(optimizers.shipped_defaults("garo_adamw") if controller else {}),
     )
   finally:
     _transform.transformation = original
