@@ -584,9 +584,8 @@ def _default() -> tuple[Family, ...]:
 
 
 def _wide() -> tuple[Family, ...]:
-  # On these, AdamW at 1e-2, fast on the small transformers above, stalls
-  # (a loss of about 3 nats against 0.8 at 1e-3 or 3e-3 after 1500 steps),
-  # as on the transformers people train.
+  # On these, AdamW at 1e-2, fast on the small transformers above, stalls, as
+  # on the transformers people train (benchmarks/results/family_learning_rates.md).
   return (
     *families("default"),  # the same objects: their compilations are shared
     transformer_family(128, 1, 4, 16, 32, 8),
