@@ -16,7 +16,10 @@ worse, and works like a backtracking line search:
   blows up within three steps: the running mean would see it too late); and
   the gradient turns against the last step (``Σg·m < 0``), as the
   stiffest direction does when a step overshoots. Rises below ``RELEVANT``
-  times the first loss (or gradient norm) are noise near a minimum. The sums
+  times the first loss (or gradient norm) are noise near a minimum, unless the
+  norm rises two steps in a row (``GRAD_RISE_FACTOR``): a norm that grows
+  several times a step from near zero (a rate crossing the edge of stability
+  late in a run) leaves its running mean orders of magnitude behind. The sums
   come from the one statistics pass: the safeguard reads nothing more.
 - **Back-off.** That step is taken without momentum (the buffer restarts from
   the gradient), and every group's learning rate is capped at a fraction of
@@ -56,6 +59,9 @@ GRAD_NORM_FACTOR = 10.0
 # One step's gradient norm at GRAD_JUMP_FACTOR times the running mean of the
 # log norm (a sudden blow-up, which the running means see too late).
 GRAD_JUMP_FACTOR = 8.0
+# Below RELEVANT times the first norm (see RELEVANT), a jump counts only if the
+# last step's norm was GRAD_RISE_FACTOR times the running mean already.
+GRAD_RISE_FACTOR = 2.0
 # A rise of the loss's running mean by less than NOISE_Z standard deviations
 # of the minibatch loss is not a blow-up; the spread is a slower running mean
 # of the squared deviations, over steps that raised no suspicion.
@@ -166,11 +172,24 @@ def safeguard(
   )
   lowest_grad = _lowest(first, state.lowest_log_grad_norm, running_grad)
   first_grad = jnp.where(first, log_grad_norm, state.first_log_grad_norm)
-  jumped = log_grad_norm - state.running_log_grad_norm > jnp.log(GRAD_JUMP_FACTOR)
-  jumped = jumped & jump_test
-  blew_up = ((running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) | jumped) & (
-    running_grad > first_grad + jnp.log(RELEVANT)
+  relevant = first_grad + jnp.log(RELEVANT)
+  # A jump matters when the running mean is above RELEVANT times the first
+  # norm, or when this step's norm is and the last step's was already
+  # GRAD_RISE_FACTOR times the running mean it moved: a norm growing several
+  # times a step from near zero leaves its running mean orders of magnitude
+  # behind, where one minibatch's spike near a minimum does not rise two
+  # steps in a row.
+  rising = (log_grad_norm > relevant) & (
+    state.log_grad_norm - state.running_log_grad_norm > jnp.log(GRAD_RISE_FACTOR)
   )
+  jumped = (
+    (log_grad_norm - state.running_log_grad_norm > jnp.log(GRAD_JUMP_FACTOR))
+    & ((running_grad > relevant) | rising)
+    & jump_test
+  )
+  blew_up = (
+    (running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) & (running_grad > relevant)
+  ) | jumped
   # How far past a stable step size the last one was: on a quadratic, the
   # gradient along its stiffest direction grows by |ηλ - 1| per step of
   # gradient descent at rate η (the loss by its square), and

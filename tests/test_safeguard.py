@@ -192,6 +192,27 @@ def test_sudden_blow_up_backs_off_before_it_runs_away():
   np.testing.assert_allclose(params, [1.0, 1.0], atol=1e-2)
 
 
+@pytest.mark.parametrize("value", [True, False])
+def test_blow_up_near_the_minimum_is_caught_while_small(value):
+  """A rate that crosses the edge of stability late, once the gradients are
+  far below 1% of the first (``RELEVANT``): the stiff direction grows from
+  almost nothing, several times a step. Its running mean lags by orders of
+  magnitude, so the jump is caught on this step's norm; a gate on the running
+  mean let the loss climb from 1e-20 to 24 (of 55 at the start) first."""
+  curvature = jnp.asarray([10.0, 100.0])
+  loss_fn = lambda p: 0.5 * jnp.sum(curvature * p["x"] ** 2)
+  controller = garo_optax.init_controller(jax.random.key(0), head_scale=0.0)
+  # The home move raises the rate from 0.015 past 2 / 100 at step 49.
+  tx = garo_optax.garo(
+    0.015, controller=controller, home_learning_rate=0.1, home_steps=300.0
+  )
+  (_, state), (losses, _) = _run(tx, loss_fn, {"x": jnp.ones(2)}, 800, value)
+  losses = np.asarray(losses)
+  assert int(state.safeguard.backoffs) >= 1
+  assert losses[50:].max() < 1e-3 * losses[0]
+  assert losses[-1] < 1e-12 * losses[0]
+
+
 def test_stable_run_never_backs_off(loss_fn, params, train):
   """No blow-up, no back-off: the cap stays infinite, and a near-SGD
   controller gives plain SGD's trajectory."""
