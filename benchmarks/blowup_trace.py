@@ -22,6 +22,7 @@ import pathlib
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -34,8 +35,8 @@ BEFORE, AFTER = 8, 3
 
 
 def trace(task, optimizer, seed: int, steps: int) -> dict[str, np.ndarray]:
-  """Every step's loss, gradient norm, learning rate, momentum, update norm
-  and back-offs so far, of one run."""
+  """Every step's loss, gradient norm, learning rate and momentum (the
+  largest over groups), update norm and back-offs so far, of one run."""
   tx = optimizer.make(optimizer.learning_rate)
   params = task.init(jax.random.fold_in(jax.random.key(seed), 0))
   keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), steps)
@@ -49,14 +50,19 @@ def trace(task, optimizer, seed: int, steps: int) -> dict[str, np.ndarray]:
       "loss": loss,
       "grad_norm": optax.global_norm(grads),
       "update_norm": optax.global_norm(updates),
-      "learning_rate": hyperparams["learning_rate"],
-      "momentum": hyperparams.get("momentum", hyperparams.get("b1")),
+      "learning_rate": _largest(hyperparams["learning_rate"]),
+      "momentum": _largest(hyperparams.get("momentum", hyperparams.get("b1"))),
       "backoffs": optax.tree.get(state, "backoffs"),
     }
     return (optax.apply_updates(params, updates), state), record
 
   run = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), keys)[1])
   return {k: np.asarray(v, np.float64) for k, v in run(params).items()}
+
+
+def _largest(value) -> jax.Array:
+  """A hyperparameter's value, the largest over groups when there are several."""
+  return jnp.max(jnp.stack([jnp.asarray(x) for x in jax.tree.leaves(value)]))
 
 
 def summary(record: dict[str, np.ndarray]) -> dict:

@@ -22,7 +22,8 @@ def test_trace_reports_the_steps_around_the_first_backoff():
 
 
 def test_benchmark_runs_end_to_end(tmp_path):
-  """Twenty steps on the quadratic: a JSON and a table, a row per seed."""
+  """Twenty steps on the quadratic: a JSON and a table, a row per seed, with
+  per-leaf hyperparameters too."""
   out = tmp_path / "trace"
   blowup_trace.main(
     [
@@ -30,6 +31,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
       "quadratic",
       "--optimizers",
       "garo_init",
+      "garo_per_leaf",
       "--seeds",
       "2",
       "--steps",
@@ -40,4 +42,5 @@ def test_benchmark_runs_end_to_end(tmp_path):
   )
   text = out.with_suffix(".md").read_text()
   assert text.count("| garo_init |") == 2
+  assert text.count("| garo_per_leaf |") == 2
   assert "--steps 20" in text
