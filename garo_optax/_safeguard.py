@@ -9,10 +9,7 @@ worse, and works like a backtracking line search:
 
 - **Blow-up.** The running mean of the loss (when ``value`` is given) rises
   above ``LOSS_FACTOR`` times its lowest value, and by more than ``NOISE_Z``
-  standard deviations of the minibatch losses, or one step's loss jumps to
-  ``LOSS_JUMP_FACTOR`` times that running mean, as far beyond the noise,
-  after a step above it (on a minibatch problem a rate past the edge of
-  stability grows the loss several times a step), or the running mean of the
+  standard deviations of the minibatch losses, or the running mean of the
   global log gradient norm rises above its lowest by ``log(GRAD_NORM_FACTOR)``,
   or one step's gradient norm jumps to ``GRAD_JUMP_FACTOR`` times that running
   mean (a step past the edge of stability on a steep valley, Rosenbrock's,
@@ -67,14 +64,8 @@ GRAD_JUMP_FACTOR = 8.0
 GRAD_RISE_FACTOR = 2.0
 # A rise of the loss's running mean by less than NOISE_Z standard deviations
 # of the minibatch loss is not a blow-up; the spread is a slower running mean
-# of the squared rises above the running mean (twice it: half of symmetric
-# noise rises), over steps that raised no suspicion. Falls are left out: the
-# fast descent of the first steps is not noise, and counting it widened the
-# band so much that a blow-up in the next tens of steps went unseen.
+# of the squared deviations, over steps that raised no suspicion.
 NOISE_Z = 3.0
-# One step's loss at LOSS_JUMP_FACTOR times the loss's running mean, beyond the
-# band above, when the last step's loss was above the mean too.
-LOSS_JUMP_FACTOR = 3.0
 VARIANCE_DECAY = 0.99
 # Rises that stay below RELEVANT times the first step's loss, or gradient norms
 # below RELEVANT times the first one, are noise near a minimum, not a blow-up.
@@ -217,20 +208,10 @@ def safeguard(
     # near a minimum).
     scale = jnp.maximum(jnp.abs(lowest_loss), RELEVANT * jnp.abs(first_loss))
     rise = jnp.maximum(
-      (LOSS_FACTOR - 1.0) * scale, NOISE_Z * jnp.sqrt(2.0 * state.loss_variance)
+      (LOSS_FACTOR - 1.0) * scale, NOISE_Z * jnp.sqrt(state.loss_variance)
     )
     suspect = running_loss > lowest_loss + 0.5 * (LOSS_FACTOR - 1.0) * scale
     blew_up = blew_up | (running_loss > lowest_loss + rise)
-    # One step's loss at LOSS_JUMP_FACTOR times the running mean, beyond the
-    # band, after a step already above the mean it moved: a rate crossing the
-    # edge of stability on a minibatch problem grows the loss several times a
-    # step, which the running mean sees only at ten times the loss.
-    jumped_loss = (
-      (loss - previous > (LOSS_JUMP_FACTOR - 1.0) * jnp.abs(previous))
-      & (loss - previous > rise)
-      & (state.loss > previous)
-    )
-    blew_up = blew_up | (jumped_loss & ~first)
     change = (loss - state.loss) / jnp.maximum(jnp.abs(state.loss), _features.TINY)
     growth = jnp.maximum(growth, jnp.sqrt(jnp.maximum(1.0 + change, 0.0)))
     # The spread is that of steps that raise no suspicion: a blow-up in the
@@ -239,7 +220,7 @@ def safeguard(
       suspect,
       state.loss_variance,
       VARIANCE_DECAY * state.loss_variance
-      + (1.0 - VARIANCE_DECAY) * jnp.square(jnp.maximum(loss - previous, 0.0)),
+      + (1.0 - VARIANCE_DECAY) * jnp.square(loss - previous),
     )
     loss_state = (loss, jnp.minimum(variance, _features.MAX))
   # Past a stable step the gradient turns against the last step's direction
