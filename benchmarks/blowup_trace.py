@@ -155,9 +155,12 @@ def main(argv: Sequence[str] | None = None) -> None:
   results = run(args.task, args.optimizers, range(args.seeds), args.steps)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+  # NAME.json and NAME.md, dots in NAME kept (rosenbrock_0.5.1).
+  out.parent.joinpath(out.name + ".json").write_text(
+    json.dumps(results, indent=1) + "\n"
+  )
   text = markdown(results)
-  out.with_suffix(".md").write_text(text)
+  out.parent.joinpath(out.name + ".md").write_text(text)
   print(text)
 
 

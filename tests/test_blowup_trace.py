@@ -24,7 +24,7 @@ def test_trace_reports_the_steps_around_the_first_backoff():
 def test_benchmark_runs_end_to_end(tmp_path):
   """Twenty steps on the quadratic: a JSON and a table, a row per seed, with
   per-leaf hyperparameters too."""
-  out = tmp_path / "trace"
+  out = tmp_path / "trace_0.5"
   blowup_trace.main(
     [
       "--task",
@@ -40,7 +40,8 @@ def test_benchmark_runs_end_to_end(tmp_path):
       str(out),
     ]
   )
-  text = out.with_suffix(".md").read_text()
+  text = (tmp_path / "trace_0.5.md").read_text()
+  assert (tmp_path / "trace_0.5.json").exists()
   assert text.count("| garo_init |") == 2
   assert text.count("| garo_per_leaf |") == 2
   assert "--steps 20" in text
