@@ -197,8 +197,9 @@ def test_blow_up_near_the_minimum_is_caught_while_small(value):
   """A rate that crosses the edge of stability late, once the gradients are
   far below 1% of the first (``RELEVANT``): the stiff direction grows from
   almost nothing, several times a step. Its running mean lags by orders of
-  magnitude, so the jump is caught on this step's norm; a gate on the running
-  mean let the loss climb from 1e-20 to 24 (of 55 at the start) first."""
+  magnitude, so a jump counts on this step's norm when the norm rose the step
+  before too (``GRAD_RISE_FACTOR``); a gate on the running mean alone let the
+  loss climb back to 24 (of 55 at the start) first."""
   curvature = jnp.asarray([10.0, 100.0])
   loss_fn = lambda p: 0.5 * jnp.sum(curvature * p["x"] ** 2)
   controller = garo_optax.init_controller(jax.random.key(0), head_scale=0.0)
