@@ -37,7 +37,8 @@ BEFORE, AFTER = 8, 3
 def trace(task, optimizer, seed: int, steps: int) -> dict[str, np.ndarray]:
   """Every step's loss, gradient norm, learning rate and momentum (the
   largest over groups), update norm and back-offs so far, of one run."""
-  tx = optimizer.make(optimizer.learning_rate)
+  kwargs = {"total_steps": steps} if optimizer.uses_total_steps else {}
+  tx = optimizer.make(optimizer.learning_rate, **kwargs)
   params = task.init(jax.random.fold_in(jax.random.key(seed), 0))
   keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), steps)
 
@@ -118,7 +119,7 @@ def markdown(results: dict) -> str:
     f"given) on {results['machine']}.",
     "",
     "| optimizer | seed | final loss | peak loss / first | back-offs | "
-    "first back-off at | loss there / 8 steps before |",
+    f"first back-off at | loss there / {BEFORE} steps before |",
     "|---|---|---|---|---|---|---|",
   ]
   for name, runs in results["runs"].items():

@@ -23,7 +23,7 @@ def test_trace_reports_the_steps_around_the_first_backoff():
 
 def test_benchmark_runs_end_to_end(tmp_path):
   """Twenty steps on the quadratic: a JSON and a table, a row per seed, with
-  per-leaf hyperparameters too."""
+  per-leaf hyperparameters and a variant told the run's length too."""
   out = tmp_path / "trace_0.5"
   blowup_trace.main(
     [
@@ -32,6 +32,7 @@ def test_benchmark_runs_end_to_end(tmp_path):
       "--optimizers",
       "garo_init",
       "garo_per_leaf",
+      "garo_total_steps",
       "--seeds",
       "2",
       "--steps",
@@ -44,4 +45,5 @@ def test_benchmark_runs_end_to_end(tmp_path):
   assert (tmp_path / "trace_0.5.json").exists()
   assert text.count("| garo_init |") == 2
   assert text.count("| garo_per_leaf |") == 2
+  assert text.count("| garo_total_steps |") == 2
   assert "--steps 20" in text
