@@ -19,8 +19,16 @@ worse, and works like a backtracking line search:
   times the first loss (or gradient norm) are noise near a minimum, unless the
   norm rises two steps in a row (``GRAD_RISE_FACTOR``): a norm that grows
   several times a step from near zero (a rate crossing the edge of stability
-  late in a run) leaves its running mean orders of magnitude behind. The sums
-  come from the one statistics pass: the safeguard reads nothing more.
+  late in a run) leaves its running mean orders of magnitude behind.
+- **Overshoot.** A step past the edge of stability turns the gradient against
+  itself and makes it larger (along a direction of curvature λ, a step of
+  rate η multiplies the gradient's component by ``1 - ηλ``): when the
+  running mean of the gradient's reversal along the last step's direction
+  outgrows that of the gradient along it before the step, with their cosine
+  below ``-REVERSAL_COSINE`` on average, that is a blow-up too, caught a few
+  steps in, while the loss is still near where it was (a minibatch's noise
+  is nearly orthogonal to the step, and its running means stay apart). Off
+  for AdamW's step (``jump_test``).
 - **Back-off.** That step is taken without momentum (the buffer restarts from
   the gradient), and every group's learning rate is capped at a fraction of
   the rate applied before: ``BACKOFF``, or less the faster the blow-up grew
@@ -31,6 +39,7 @@ worse, and works like a backtracking line search:
   ``RECOVER_TO`` times the lowest rate that blew up, never beyond: a problem
   that stays stiff is not blown up again by the same rate.
 
+The sums come from the one statistics pass: the safeguard reads nothing more.
 A run that never blows up is never capped, and the first step, which cannot
 see a rise, is always plain SGD. The thresholds were set on the stiff problems
 of ``benchmarks/tasks/stiff.py`` and the quiet ones of
@@ -82,6 +91,19 @@ MIN_BACKOFF = 0.01
 RECOVERY_STEPS: float | None = 100.0
 # The cap lifts to at most RECOVER_TO times the lowest rate that blew up.
 RECOVER_TO = 0.7
+# A step past the edge of stability turns the gradient against the last step
+# and makes it larger: along a direction of curvature λ, gradient descent at
+# rate η multiplies the gradient's component by 1 - ηλ, below -1 once ηλ > 2,
+# and heavy ball's diverging mode does the same. The safeguard compares the
+# gradient along the last step's direction after it with what it was before
+# (see safeguard), both as running means of decay REVERSAL_DECAY: a running
+# mean, not one step's ratio, because near a minimum one minibatch's gradient
+# can be many times the last one's and point anywhere.
+REVERSAL_DECAY: float | None = 0.5  # None: no reversal test
+# The running mean of the cosine between the gradient and the last step's
+# direction must also be below -REVERSAL_COSINE: the directions that blow up
+# dominate both, where a minibatch's noise is nearly orthogonal to the step.
+REVERSAL_COSINE = 0.5
 
 
 class SafeguardState(NamedTuple):
@@ -99,6 +121,11 @@ class SafeguardState(NamedTuple):
   first_log_grad_norm: jax.Array  # shape=(), float32: log‖g‖ at the first step
   first_loss: jax.Array  # shape=(), float32: the loss at the first step
   backoffs: jax.Array  # shape=(), int32: number of back-offs so far
+  # shape=(G, 2), float32: the last step's Σg² and Σg·m (of the momentum before it)
+  last_sums: jax.Array
+  # shape=(3,), float32: running means of -Σg·m, of the gradient along m
+  # before the step that m made, and of -cos(g, m) (see safeguard)
+  reversal: jax.Array
 
 
 def init_safeguard_state(num_groups: int) -> SafeguardState:
@@ -115,6 +142,8 @@ def init_safeguard_state(num_groups: int) -> SafeguardState:
     first_log_grad_norm=zero,
     first_loss=zero,
     backoffs=jnp.zeros((), jnp.int32),
+    last_sums=jnp.zeros((num_groups, 2), jnp.float32),
+    reversal=jnp.zeros((3,), jnp.float32),
   )
 
 
@@ -141,6 +170,7 @@ def safeguard(
   loss: jax.Array | None,
   loss_means: tuple[jax.Array, jax.Array] | None,
   previous_learning_rate: jax.Array,
+  previous_momentum: jax.Array,
   jump_test: bool = True,
 ) -> tuple[jax.Array, SafeguardState]:
   """Whether this step backs off, and the safeguard's next state.
@@ -154,11 +184,13 @@ def safeguard(
       (``_features.FeatureState.loss``), or ``None`` with no loss.
     previous_learning_rate: ``(G,)``, the learning rates applied at the last
       step.
+    previous_momentum: ``(G,)``, the momenta applied at the last step.
     jump_test: whether one step's jump of the gradient norm
-      (``GRAD_JUMP_FACTOR``) counts as a blow-up. Off for AdamW's update,
-      whose step does not grow with the gradient: there a jump says little
-      about the step before it, and the spikes of a minibatch gradient near
-      zero loss would cut the learning rate again and again.
+      (``GRAD_JUMP_FACTOR``) and growing reversals (``REVERSAL_DECAY``) count as a
+      blow-up. Off for AdamW's update, whose step does not grow with the
+      gradient and is not along its momentum: there a jump says little about
+      the step before it, and the spikes of a minibatch gradient near zero
+      loss would cut the learning rate again and again.
 
   Returns:
     ``(backoff, new_state)``: ``backoff`` a boolean scalar; the new state's
@@ -187,9 +219,38 @@ def safeguard(
     & ((running_grad > relevant) | rising)
     & jump_test
   )
+  # Growing reversals. The last step was -lr·m along the momentum buffer m:
+  # the gradient along m is Σg·m after that step and, as m = μ·m' + g' (the
+  # last step's momentum μ and gradient g'), μ·Σg'·m' + Σg'² before it
+  # (weight decay's share left out). When the running mean of its reversal
+  # exceeds that of what it was, the last steps were past the edge of
+  # stability (ηλ > 2 along the directions that dominate m). Two minibatches'
+  # gradients near a minimum are nearly orthogonal: their running means stay
+  # apart.
+  along_before = jnp.sum(
+    previous_momentum * state.last_sums[:, 1] + state.last_sums[:, 0]
+  )
+  # The running means start at the second step, the first with a last step.
+  decay = jnp.where(count <= 1, 0.0, REVERSAL_DECAY or 0.0)
+  against = -jnp.sum(statistics[:, 2])
+  mu_sq = jnp.sum(statistics[:, 1])
+  norms = jnp.sqrt(grad_sq) * jnp.sqrt(jnp.clip(mu_sq, 0.0, _features.MAX))
+  cosine = jnp.where(norms > 0, against / jnp.maximum(norms, _features.TINY), 0.0)
+  reversal = decay * state.reversal + (1.0 - decay) * jnp.stack(
+    [against, along_before, cosine]
+  )
+  reversed_ = (
+    (reversal[0] > reversal[1])
+    & (reversal[1] > 0)
+    & (reversal[2] > REVERSAL_COSINE)
+    & (log_grad_norm > relevant)
+    & ~first
+  )
   blew_up = (
     (running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) & (running_grad > relevant)
   ) | jumped
+  if jump_test and REVERSAL_DECAY is not None:
+    blew_up = blew_up | reversed_
   # How far past a stable step size the last one was: on a quadratic, the
   # gradient along its stiffest direction grows by |ηλ - 1| per step of
   # gradient descent at rate η (the loss by its square), and
@@ -257,6 +318,9 @@ def safeguard(
     first_log_grad_norm=first_grad,
     first_loss=first_loss,
     backoffs=state.backoffs + backoff.astype(jnp.int32),
+    last_sums=statistics[:, jnp.array([0, 2])].astype(jnp.float32),
+    # The next back-off needs reversals after this one.
+    reversal=jnp.where(backoff, 0.0, jnp.clip(reversal, -_features.MAX, _features.MAX)),
   )
   return backoff, new_state
 

@@ -444,7 +444,9 @@ class Rule(NamedTuple):
     coupled: whether the learning rate's offset moves heavy ball's effective
       step (``_controller.controller_step``).
     jump_test: whether the safeguard counts one step's jump of the gradient
-      norm as a blow-up (``_safeguard.safeguard``).
+      norm, and growing reversals of the gradient along the momentum, as a
+      blow-up (``_safeguard.safeguard``): the step must be along the
+      momentum and grow with the gradient, as heavy ball's does.
     init_buffers: ``(params, num_groups, mu_dtype) -> {field: value}``, the
       rule's buffers at step 0.
     step: ``(updates, state, params, groups, learning_rate, momentum,
@@ -573,6 +575,7 @@ def transformation(
       value,
       None if value is None else (state.feature_state.loss, feature_state.loss),
       previous_lr,
+      _hyperparams.as_array(state.hyperparams[names[1]], groups),
       jump_test=rule.jump_test,
     )
     lr, mom = _safeguard.apply(lr, mom, backoff, safeguard)

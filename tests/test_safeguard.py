@@ -214,6 +214,62 @@ def test_blow_up_near_the_minimum_is_caught_while_small(value):
   assert losses[-1] < 1e-12 * losses[0]
 
 
+def test_step_past_the_edge_backs_off_at_once():
+  """A rate 2.5 / curvature from the start, with no loss given: the gradient
+  turns against the first step and grows by half, and the safeguard backs off
+  at once, on the second step (the running means and the jump test wait for
+  the norm to grow eight- to tenfold), to a rate that is stable."""
+  curvature = 100.0
+  loss_fn = lambda p: 0.5 * curvature * jnp.sum(p["x"] ** 2)
+  zero = garo_optax.init_controller(jax.random.key(0), head_scale=0.0)
+  tx = garo_optax.garo(2.5 / curvature, controller=zero)
+  _, (losses, states) = _run(tx, loss_fn, {"x": jnp.ones(3)}, 200, False)
+  losses = np.asarray(losses)
+  np.testing.assert_array_equal(np.asarray(states.safeguard.backoffs)[:3], [0, 1, 1])
+  assert float(np.asarray(states.hyperparams["learning_rate"])[1]) < 2 / curvature
+  # Step 0 is SGD at the rate given, so the loss after it is 2.25 times the
+  # first; the back-off's step, at a cut of 1 / (1 + 1.5), lands at 1 / curvature.
+  assert losses[2] < 1e-12 * losses[0]
+  assert losses[-1] < 1e-12 * losses[0]
+
+
+def test_minibatch_noise_does_not_back_off(params):
+  """Pure noise (gradients that do not depend on the params) in 17
+  dimensions, with norms that vary fivefold from one step to the next, under
+  momentum 0.9: the gradient turns against the last step on half the steps,
+  and its reversal outgrows the gradient along the step before it on some,
+  but the running mean of their cosine stays near zero."""
+  zero = garo_optax.init_controller(jax.random.key(0), head_scale=0.0)
+  tx = garo_optax.garo(0.01, 0.9, controller=zero)
+  keys = jax.random.split(jax.random.key(3), 2000)
+
+  def step(state, key):
+    direction_key, scale_key = jax.random.split(key)
+    scale = jnp.exp(0.5 * jax.random.normal(scale_key))
+    grads = jax.tree.map(
+      lambda g: scale * g, optax.tree.random_like(direction_key, params)
+    )
+    _, state = tx.update(grads, state, params)
+    return state, None
+
+  state, _ = jax.jit(lambda s: jax.lax.scan(step, s, keys))(tx.init(params))
+  assert int(state.safeguard.backoffs) == 0
+
+
+def test_regression_on_raw_targets_never_rises_above_its_first_loss():
+  """The stiff benchmark's ``diabetes_raw`` (targets / 10, batch 32) at 0.01:
+  the pretrained controller raises the rate past the edge of stability within
+  about 20 steps. The safeguard backs off on the growing reversals before the
+  minibatch loss rises above its first (the loss and gradient-norm tests
+  alone let it climb to 3 and 100 times its first on these seeds;
+  ``python -m benchmarks.blowup_trace --task diabetes_raw``)."""
+  for seed in range(SEEDS):
+    _, _, losses = _losses("diabetes_raw", VARIANTS["pretrained"], 1e-2, seed)
+    losses = np.asarray(losses)
+    assert np.all(np.isfinite(losses))
+    assert losses.max() <= losses[0], f"seed {seed}: {losses.max() / losses[0]:.3g}x"
+
+
 def test_stable_run_never_backs_off(loss_fn, params, train):
   """No blow-up, no back-off: the cap stays infinite, and a near-SGD
   controller gives plain SGD's trajectory."""
