@@ -99,7 +99,7 @@ RECOVER_TO = 0.7
 # (see safeguard), both as running means of decay REVERSAL_DECAY: a running
 # mean, not one step's ratio, because near a minimum one minibatch's gradient
 # can be many times the last one's and point anywhere.
-REVERSAL_DECAY: float | None = 0.5  # None: no reversal test
+REVERSAL_DECAY = 0.5
 # The running mean of the cosine between the gradient and the last step's
 # direction must also be below -REVERSAL_COSINE: the directions that blow up
 # dominate both, where a minibatch's noise is nearly orthogonal to the step.
@@ -231,7 +231,7 @@ def safeguard(
     previous_momentum * state.last_sums[:, 1] + state.last_sums[:, 0]
   )
   # The running means start at the second step, the first with a last step.
-  decay = jnp.where(count <= 1, 0.0, REVERSAL_DECAY or 0.0)
+  decay = jnp.where(count <= 1, 0.0, REVERSAL_DECAY)
   against = -jnp.sum(statistics[:, 2])
   mu_sq = jnp.sum(statistics[:, 1])
   norms = jnp.sqrt(grad_sq) * jnp.sqrt(jnp.clip(mu_sq, 0.0, _features.MAX))
@@ -249,7 +249,7 @@ def safeguard(
   blew_up = (
     (running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) & (running_grad > relevant)
   ) | jumped
-  if jump_test and REVERSAL_DECAY is not None:
+  if jump_test:
     blew_up = blew_up | reversed_
   # How far past a stable step size the last one was: on a quadratic, the
   # gradient along its stiffest direction grows by |ηλ - 1| per step of
