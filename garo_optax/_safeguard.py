@@ -29,6 +29,16 @@ worse, and works like a backtracking line search:
   steps in, while the loss is still near where it was (a minibatch's noise
   is nearly orthogonal to the step, and its running means stay apart). Off
   for AdamW's step (``jump_test``).
+- **Spike.** A jump of one step's gradient norm that no other test sees,
+  after a step whose norm was near its running mean, is a minibatch's spike
+  (a hard example near zero loss) or the first step of a sudden blow-up: the
+  step is taken without momentum and with the gradient scaled down to the
+  running mean's norm (as adaptive gradient clipping does), and the cap is
+  left as it was. A blow-up
+  jumps again at the next step, after a step that was itself a jump, and
+  backs off then; after a spike the norm is back near its running mean. Counted as
+  back-offs, spikes cut the rate on every hard batch: near zero loss on a
+  classification task the cap fell by up to 100 times each time, to zero.
 - **Back-off.** That step is taken without momentum (the buffer restarts from
   the gradient), and every group's learning rate is capped at a fraction of
   the rate applied before: ``BACKOFF``, or less the faster the blow-up grew
@@ -126,6 +136,7 @@ class SafeguardState(NamedTuple):
   # shape=(3,), float32: running means of -Σg·m, of the gradient along m
   # before the step that m made, and of -cos(g, m) (see safeguard)
   reversal: jax.Array
+  spiked: jax.Array  # shape=(), bool: whether the last step was a spike
 
 
 def init_safeguard_state(num_groups: int) -> SafeguardState:
@@ -144,6 +155,7 @@ def init_safeguard_state(num_groups: int) -> SafeguardState:
     backoffs=jnp.zeros((), jnp.int32),
     last_sums=jnp.zeros((num_groups, 2), jnp.float32),
     reversal=jnp.zeros((3,), jnp.float32),
+    spiked=jnp.zeros((), jnp.bool_),
   )
 
 
@@ -193,8 +205,10 @@ def safeguard(
       loss would cut the learning rate again and again.
 
   Returns:
-    ``(backoff, new_state)``: ``backoff`` a boolean scalar; the new state's
-    ``max_learning_rate`` is the cap to apply at this step.
+    ``(restart, clip, new_state)``: ``restart`` a boolean scalar, whether
+    this step backs off or is a spike (taken without momentum); ``clip`` the
+    factor (1, or less on a spike) to scale this step's gradient by; the new
+    state's ``max_learning_rate`` is the cap to apply at this step.
   """
   first = count == 0
   grad_sq = jnp.clip(jnp.sum(statistics[:, 0]), _features.TINY, _features.MAX)
@@ -246,16 +260,26 @@ def safeguard(
     & (log_grad_norm > relevant)
     & ~first
   )
-  blew_up = (
-    (running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) & (running_grad > relevant)
-  ) | jumped
+  blew_up = (running_grad - lowest_grad > jnp.log(GRAD_NORM_FACTOR)) & (
+    running_grad > relevant
+  )
   if jump_test:
     blew_up = blew_up | reversed_
+  # Whether the last step's norm jumped too (GRAD_JUMP_FACTOR times the
+  # running mean before it, which is this step's running mean less DECAY's
+  # share of it): a blow-up going on, not a spike (see below).
+  continuing = state.log_grad_norm - state.running_log_grad_norm > DECAY * jnp.log(
+    GRAD_JUMP_FACTOR
+  )
   # How far past a stable step size the last one was: on a quadratic, the
   # gradient along its stiffest direction grows by |ηλ - 1| per step of
   # gradient descent at rate η (the loss by its square), and
-  # η / (1 + |ηλ - 1|) ≤ 1 / λ is stable.
-  growth = jnp.exp(log_grad_norm - state.log_grad_norm)
+  # η / (1 + |ηλ - 1|) ≤ 1 / λ is stable. After a spike, from the running
+  # mean's norm, the norm of the spike's clipped step.
+  growth = jnp.exp(
+    log_grad_norm
+    - jnp.where(state.spiked, state.running_log_grad_norm, state.log_grad_norm)
+  )
   loss_state = (state.loss, state.loss_variance)
   lowest_loss, first_loss = state.lowest_loss, state.first_loss
   if loss is not None:
@@ -284,9 +308,17 @@ def safeguard(
       + (1.0 - VARIANCE_DECAY) * jnp.square(loss - previous),
     )
     loss_state = (loss, jnp.minimum(variance, _features.MAX))
+  # A jump no other test sees is a spike (see the module's docstring): it is
+  # clipped, not backed off from, unless the last step jumped too.
+  spike = jumped & ~blew_up & ~continuing & ~first
+  blew_up = blew_up | (jumped & ~spike)
   # Past a stable step the gradient turns against the last step's direction
   # (the stiffest direction overshoots).
   backoff = blew_up & ~first & (jnp.sum(statistics[:, 2]) < 0)
+  # The spike's gradient scaled to the norm of the running mean before it.
+  clip = jnp.where(
+    spike, jnp.exp(jnp.minimum(state.running_log_grad_norm - log_grad_norm, 0.0)), 1.0
+  )
   if loss is not None:
     # The next back-off needs another rise by as much from here.
     lowest_loss = jnp.where(backoff, jnp.maximum(running_loss, loss), lowest_loss)
@@ -318,21 +350,25 @@ def safeguard(
     first_log_grad_norm=first_grad,
     first_loss=first_loss,
     backoffs=state.backoffs + backoff.astype(jnp.int32),
-    last_sums=statistics[:, jnp.array([0, 2])].astype(jnp.float32),
+    # Those of the step taken: a spike's gradient is clipped.
+    last_sums=statistics[:, jnp.array([0, 2])].astype(jnp.float32)
+    * jnp.stack([jnp.square(clip), clip]),
     # The next back-off needs reversals after this one.
     reversal=jnp.where(backoff, 0.0, jnp.clip(reversal, -_features.MAX, _features.MAX)),
+    spiked=spike,
   )
-  return backoff, new_state
+  return backoff | spike, clip, new_state
 
 
 def apply(
   learning_rate: jax.Array,
   momentum: jax.Array,
-  backoff: jax.Array,
+  restart: jax.Array,
   state: SafeguardState,
 ) -> tuple[jax.Array, jax.Array]:
-  """The learning rate under the cap, and no momentum on a back-off step."""
+  """The learning rate under the cap, and no momentum on a back-off or a
+  spike's step."""
   return (
     jnp.minimum(learning_rate, state.max_learning_rate),
-    jnp.where(backoff, 0.0, momentum),
+    jnp.where(restart, 0.0, momentum),
   )

@@ -568,7 +568,7 @@ def transformation(
       else jnp.maximum(max_learning_rate, base_lr),
       max_effective_learning_rate,
     )
-    backoff, safeguard = _safeguard.safeguard(
+    restart, clip, safeguard = _safeguard.safeguard(
       state.safeguard,
       state.count,
       statistics,
@@ -578,8 +578,14 @@ def transformation(
       _hyperparams.as_array(state.hyperparams[names[1]], groups),
       jump_test=rule.jump_test,
     )
-    lr, mom = _safeguard.apply(lr, mom, backoff, safeguard)
-    lr, mom, wd = _xla.computed_once(lr, mom, wd)
+    lr, mom = _safeguard.apply(lr, mom, restart, safeguard)
+    if rule.jump_test:  # a spike's gradient is clipped (_safeguard.safeguard)
+      lr, mom, wd, clip = _xla.computed_once(
+        lr, mom, wd, jnp.broadcast_to(clip, lr.shape)
+      )
+      updates = jax.tree.map(lambda g: g * clip[0].astype(g.dtype), updates)
+    else:
+      lr, mom, wd = _xla.computed_once(lr, mom, wd)
     new_updates, buffers = rule.step(
       updates, state, params, groups, jnp.where(skip, 0.0, lr), mom, wd, skip
     )

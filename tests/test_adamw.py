@@ -138,18 +138,25 @@ def test_controller_files_name_what_they_drive(tmp_path):
 
 
 def test_a_gradient_spike_alone_does_not_back_off(params):
-  """garo's safeguard backs off when one step's gradient norm jumps and turns
-  against the last step; garo_adamw's does not, as AdamW's step does not grow
-  with the gradient (near zero loss, minibatch spikes would cut its learning
-  rate again and again)."""
+  """One step's gradient norm jumping 30-fold against the last step: garo
+  takes it as a spike (clipped, without momentum) and backs off only when the
+  next step jumps again, against the spike's step, as an overshoot does;
+  garo_adamw does neither, as AdamW's step does not grow with the gradient
+  (near zero loss, minibatch spikes would cut its learning rate again and
+  again)."""
   grads = jax.tree.map(jnp.ones_like, params)
   spike = jax.tree.map(lambda g: -30.0 * g, grads)
+  overshoot = jax.tree.map(lambda g: 30.0 * g, grads)
 
-  def backoffs(tx):
+  def backoffs(tx, jumps):
     state, update = tx.init(params), jax.jit(tx.update)
-    for g in [grads] * 20 + [spike]:
+    for g in [grads] * 20 + jumps:
       _, state = update(g, state, params)
     return int(state.safeguard.backoffs)
 
-  assert backoffs(garo_optax.garo(0.01, controller="init")) == 1
-  assert backoffs(garo_optax.garo_adamw(1e-3, controller="init")) == 0
+  garo = garo_optax.garo(0.01, controller="init")
+  adamw = garo_optax.garo_adamw(1e-3, controller="init")
+  assert backoffs(garo, [spike]) == 0
+  assert backoffs(garo, [spike, overshoot]) == 1
+  assert backoffs(adamw, [spike]) == 0
+  assert backoffs(adamw, [spike, overshoot]) == 0

@@ -256,6 +256,42 @@ def test_minibatch_noise_does_not_back_off(params):
   assert int(state.safeguard.backoffs) == 0
 
 
+def test_minibatch_spikes_are_clipped_not_backed_off_from(params):
+  """Noise as in ``test_minibatch_noise_does_not_back_off``, plus every 23rd
+  step a spike 50 times as large in a random direction (a hard example near
+  zero loss): a jump that no other test sees, after a quiet step. Each spike's
+  step is taken without momentum and with its gradient scaled to the running
+  mean's norm; the cap is never lowered. Counted as back-offs (up to 0.6.0),
+  the 21 of them against the momentum cut the cap by up to 100 times each, to
+  zero within these 1000 steps."""
+  zero = garo_optax.init_controller(jax.random.key(0), head_scale=0.0)
+  tx = garo_optax.garo(0.01, 0.9, controller=zero)
+  keys = jax.random.split(jax.random.key(4), 1000)
+
+  def step(state, inputs):
+    key, i = inputs
+    scale = jnp.where(i % 23 == 22, 50.0, 1.0)
+    grads = jax.tree.map(lambda g: scale * g, optax.tree.random_like(key, params))
+    updates, state = tx.update(grads, state, params)
+    return state, (optax.tree.norm(grads), optax.tree.norm(updates), state)
+
+  state, (grad_norms, update_norms, states) = jax.jit(
+    lambda s: jax.lax.scan(step, s, (keys, jnp.arange(1000)))
+  )(tx.init(params))
+  assert int(state.safeguard.backoffs) == 0
+  lr = np.asarray(states.hyperparams["learning_rate"])
+  np.testing.assert_allclose(lr, 0.01, rtol=1e-6)
+  spikes = np.arange(22, 1000, 23)
+  momentum = np.asarray(states.hyperparams["momentum"])
+  assert np.all(momentum[spikes] == 0.0)
+  assert np.all(momentum[spikes + 1] > 0.0)
+  # A spike's step: the learning rate times a clipped gradient, near the
+  # typical norm (its step without momentum would be 50 times that).
+  typical = np.median(np.asarray(grad_norms))
+  ratio = np.asarray(update_norms)[spikes] / (0.01 * typical)
+  assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
+
+
 def test_regression_on_raw_targets_never_rises_above_its_first_loss():
   """The stiff benchmark's ``diabetes_raw`` (targets / 10, batch 32) at 0.01:
   the pretrained controller raises the rate about 5% a step, past the edge of
