@@ -94,7 +94,10 @@ def garo(
   the k-th back-off it doubles every ``100 k`` steps, up to 0.7 times the
   lowest rate that blew up, so that a deep cut made early (at the stiff start
   of training) does not slow the rest of the run, and a rate that blew up
-  is not tried again. A
+  is not tried again. One step's jump of the gradient norm that nothing else
+  confirms (a hard batch near zero loss) is a spike, not a blow-up: its step
+  is taken without momentum and with the gradient scaled to the usual norm,
+  and the rate is left alone; a jump again at the next step backs off. A
   run that does not blow up is never capped; ``state.safeguard.backoffs``
   counts the back-offs.
 
@@ -259,8 +262,9 @@ def garo_adamw(
 
   The safeguard, the skipping of non-finite steps and ``diverged`` are
   :func:`garo`'s, with one difference: one step's jump of the gradient norm
-  alone is not a blow-up (AdamW's step does not grow with the gradient, and
-  near zero loss the norm of a minibatch gradient spikes). A back-off step
+  is neither a blow-up nor a spike to clip (AdamW's step does not grow with
+  the gradient, and near zero loss the norm of a minibatch gradient spikes).
+  A back-off step
   uses the gradient alone as its first moment (``b1 = 0``).
 
   Args:
