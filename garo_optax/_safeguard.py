@@ -137,6 +137,7 @@ class SafeguardState(NamedTuple):
   # before the step that m made, and of -cos(g, m) (see safeguard)
   reversal: jax.Array
   spiked: jax.Array  # shape=(), bool: whether the last step was a spike
+  spikes: jax.Array  # shape=(), int32: number of spikes so far
 
 
 def init_safeguard_state(num_groups: int) -> SafeguardState:
@@ -156,6 +157,7 @@ def init_safeguard_state(num_groups: int) -> SafeguardState:
     last_sums=jnp.zeros((num_groups, 2), jnp.float32),
     reversal=jnp.zeros((3,), jnp.float32),
     spiked=jnp.zeros((), jnp.bool_),
+    spikes=jnp.zeros((), jnp.int32),
   )
 
 
@@ -356,6 +358,7 @@ def safeguard(
     # The next back-off needs reversals after this one.
     reversal=jnp.where(backoff, 0.0, jnp.clip(reversal, -_features.MAX, _features.MAX)),
     spiked=spike,
+    spikes=state.spikes + spike.astype(jnp.int32),
   )
   return backoff | spike, clip, new_state
 

@@ -99,7 +99,7 @@ def garo(
   is taken without momentum and with the gradient scaled to the usual norm,
   and the rate is left alone; a jump again at the next step backs off. A
   run that does not blow up is never capped; ``state.safeguard.backoffs``
-  counts the back-offs.
+  counts the back-offs, ``state.safeguard.spikes`` the spikes.
 
   Non-finite gradients (or a non-finite ``value``) skip the step: the updates
   are zero, the state is held and ``skipped`` is incremented. So do gradients
@@ -162,7 +162,8 @@ def garo(
     callback: optional host function called as ``callback(step, info)`` from
       inside ``jit`` on every update, for logging: ``info`` holds the applied
       ``learning_rate``, ``momentum`` and ``weight_decay``, and ``skipped``,
-      ``backoffs`` and ``diverged`` (see above). Off (and free) by default.
+      ``backoffs``, ``spikes`` and ``diverged`` (see above). Off (and free)
+      by default.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`; its ``update`` requires
@@ -708,6 +709,7 @@ def _log(state: GaroState) -> dict[str, Any]:
     **state.hyperparams,
     "skipped": state.skipped,
     "backoffs": state.safeguard.backoffs,
+    "spikes": state.safeguard.spikes,
     "diverged": state.diverged,
   }
 

@@ -279,9 +279,10 @@ def test_minibatch_spikes_are_clipped_not_backed_off_from(params):
     lambda s: jax.lax.scan(step, s, (keys, jnp.arange(1000)))
   )(tx.init(params))
   assert int(state.safeguard.backoffs) == 0
+  spikes = np.arange(22, 1000, 23)
+  assert int(optax.tree.get(state, "spikes")) == len(spikes)
   lr = np.asarray(states.hyperparams["learning_rate"])
   np.testing.assert_allclose(lr, 0.01, rtol=1e-6)
-  spikes = np.arange(22, 1000, 23)
   momentum = np.asarray(states.hyperparams["momentum"])
   assert np.all(momentum[spikes] == 0.0)
   assert np.all(momentum[spikes + 1] > 0.0)
@@ -385,6 +386,7 @@ def test_callback_reports_safeguard(params):
     "weight_decay",
     "skipped",
     "backoffs",
+    "spikes",
     "diverged",
   }
 
