@@ -30,15 +30,15 @@ worse, and works like a backtracking line search:
   is nearly orthogonal to the step, and its running means stay apart). Off
   for AdamW's step (``jump_test``).
 - **Spike.** A jump of one step's gradient norm that no other test sees,
-  after a step whose norm was near its running mean, is a minibatch's spike
-  (a hard example near zero loss) or the first step of a sudden blow-up: the
-  step is taken without momentum and with the gradient scaled down to the
-  running mean's norm (as adaptive gradient clipping does), and the cap is
-  left as it was. A blow-up
-  jumps again at the next step, after a step that was itself a jump, and
-  backs off then; after a spike the norm is back near its running mean. Counted as
-  back-offs, spikes cut the rate on every hard batch: near zero loss on a
-  classification task the cap fell by up to 100 times each time, to zero.
+  after a step whose norm did not jump, is a minibatch's spike (a hard
+  example near zero loss) or the first step of a sudden blow-up: the step is
+  taken without momentum and with the gradient scaled down to the running
+  mean's norm (as adaptive gradient clipping does), and the cap is left as it
+  was. A blow-up jumps again at the next step, after a step that was itself a
+  jump, and backs off then; after a spike the norm is back near its running
+  mean. Counted as back-offs (up to 0.6.0), spikes cut the rate on every hard
+  batch: near zero loss on small classification problems the cap fell by up
+  to 100 times each time, to zero.
 - **Back-off.** That step is taken without momentum (the buffer restarts from
   the gradient), and every group's learning rate is capped at a fraction of
   the rate applied before: ``BACKOFF``, or less the faster the blow-up grew
@@ -200,8 +200,9 @@ def safeguard(
       step.
     previous_momentum: ``(G,)``, the momenta applied at the last step.
     jump_test: whether one step's jump of the gradient norm
-      (``GRAD_JUMP_FACTOR``) and growing reversals (``REVERSAL_DECAY``) count as a
-      blow-up. Off for AdamW's update, whose step does not grow with the
+      (``GRAD_JUMP_FACTOR``; a spike, or a blow-up when the last step jumped
+      too) and growing reversals (``REVERSAL_DECAY``) count. Off for AdamW's
+      update, whose step does not grow with the
       gradient and is not along its momentum: there a jump says little about
       the step before it, and the spikes of a minibatch gradient near zero
       loss would cut the learning rate again and again.

@@ -265,8 +265,7 @@ def garo_adamw(
   :func:`garo`'s, with one difference: one step's jump of the gradient norm
   is neither a blow-up nor a spike to clip (AdamW's step does not grow with
   the gradient, and near zero loss the norm of a minibatch gradient spikes).
-  A back-off step
-  uses the gradient alone as its first moment (``b1 = 0``).
+  A back-off step uses the gradient alone as its first moment (``b1 = 0``).
 
   Args:
     learning_rate: learning rate at the first step, or a schedule (a function
