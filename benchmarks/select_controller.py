@@ -11,10 +11,13 @@ held out (``benchmarks.tasks.VALIDATION`` and ``META_TRAIN``, never
 
 The ranking is by the geometric mean over the validation tasks of the final
 loss over the best tuned baseline's, runs from every starting learning rate
-counted (a controller that is good from 0.01 only does not rank first).
-Snapshots of one run (``step<N>.npz`` files in one folder) are that run's
-checkpoints: the JSON's ``best_per_run`` and the last table name the best
-checkpoint of each run, which is what a meta-seed of the recipe yields::
+counted (a controller that is good from 0.01 only does not rank first), among
+the controllers whose schedules are readable on every one of those tasks
+(:func:`readable`); a controller that chatters ranks after all of them,
+whatever its score. The JSON's ``ships`` names the first. Snapshots of one
+run (``step<N>.npz`` files in one folder) are that run's checkpoints: the
+JSON's ``best_per_run`` and the last table name the best checkpoint of each
+run, ranked the same way, which is what a meta-seed of the recipe yields::
 
   python -m benchmarks.select_controller --optimizer garo_adamw \
       runs/adamw/seed{0,1,2}/step*.npz --out checkpoints.json
@@ -24,6 +27,7 @@ import argparse
 import json
 import pathlib
 import re
+from typing import Any
 
 import jax
 import numpy as np
@@ -31,6 +35,27 @@ import numpy as np
 import garo_optax
 from benchmarks import pretrained, report, tasks
 from garo_optax import pretrained as shipped
+
+# A readable schedule: at the default starting rate, the median change from one
+# step to the next of the log learning rate at most MAX_LOG_LEARNING_RATE_STEP
+# and of the momentum (AdamW's b1) at most MAX_MOMENTUM_STEP, on every task.
+# A schedule that reacts to each minibatch's noise is hard to read and to trust.
+MAX_LOG_LEARNING_RATE_STEP = 0.05
+MAX_MOMENTUM_STEP = 0.01
+
+
+def readable(summary) -> bool:
+  """Whether the controller's schedules change smoothly on every task."""
+  return bool(
+    summary["max_log_learning_rate_step"] <= MAX_LOG_LEARNING_RATE_STEP
+    and summary["max_momentum_step"] <= MAX_MOMENTUM_STEP
+  )
+
+
+def rank(record) -> tuple[bool, float]:
+  """The sort key of a controller's record: readable ones first, then by
+  score (lower first)."""
+  return (not record["readable"], record["score"])
 
 
 def score(summary) -> float:
@@ -53,9 +78,10 @@ def run_of(path: str) -> str:
   return str(p.parent) if re.fullmatch(r"step\d+\.npz", p.name) else str(p)
 
 
-def best_per_run(scores: dict[str, float]) -> dict[str, str]:
+def best_per_run(scores: dict[str, Any]) -> dict[str, str]:
   """``run -> its controller of lowest score`` (:func:`run_of`), runs in
-  order of first appearance; the earliest checkpoint wins a tie."""
+  order of first appearance; the earliest checkpoint wins a tie. A score may
+  be any sort key (:func:`rank`'s)."""
   best: dict[str, str] = {}
   for path, value in scores.items():
     run = run_of(path)
@@ -117,22 +143,35 @@ def main(argv=None) -> None:
       bounds.max_learning_rate if args.max_lr is None else args.max_lr,
     )
     summary = pretrained.summarise(runs, base, pretrained.STARTS[args.optimizer][1])
-    results[path] = {"score": score(summary), **summary}
+    results[path] = {"score": score(summary), "readable": readable(summary), **summary}
     print(f"{path}: score {results[path]['score']:.3g}", flush=True)
-  print("| controller | score | ratio at default lr | lr spread | median Δ log lr |")
-  print("|---|---|---|---|---|")
-  for path, r in sorted(results.items(), key=lambda kv: kv[1]["score"]):
+  print(
+    "| controller | score | readable | ratio at default lr | lr spread "
+    "| median Δ log lr | median Δ momentum |"
+  )
+  print("|---|---|---|---|---|---|---|")
+  for path, r in sorted(results.items(), key=lambda kv: rank(kv[1])):
     print(
-      f"| {path} | {r['score']:.3g} | {r['geomean_ratio_to_best_tuned']:.3g} | "
-      f"{r['max_lr_spread']:.3g} | {r.get('max_log_learning_rate_step', np.nan):.3g} |"
+      f"| {path} | {r['score']:.3g} | {'yes' if r['readable'] else 'no'} | "
+      f"{r['geomean_ratio_to_best_tuned']:.3g} | {r['max_lr_spread']:.3g} | "
+      f"{r['max_log_learning_rate_step']:.3g} | {r['max_momentum_step']:.3g} |"
     )
-  best = best_per_run({path: r["score"] for path, r in results.items()})
+  best = best_per_run({path: rank(r) for path, r in results.items()})
   if len(best) < len(results):
-    print("\n| run | best checkpoint | score |\n|---|---|---|")
+    print("\n| run | best checkpoint | score | readable |\n|---|---|---|---|")
     for run, path in best.items():
-      print(f"| {run} | {pathlib.Path(path).name} | {results[path]['score']:.3g} |")
+      r = results[path]
+      print(
+        f"| {run} | {pathlib.Path(path).name} | {r['score']:.3g} | "
+        f"{'yes' if r['readable'] else 'no'} |"
+      )
+  ships = min(best.values(), key=lambda path: rank(results[path]))
+  print(f"\nships: {ships}")
   if args.out:
-    record = results if len(best) == len(results) else {**results, "best_per_run": best}
+    record = dict(results)
+    if len(best) < len(results):
+      record["best_per_run"] = best
+    record["ships"] = ships
     with open(args.out, "w") as f:
       json.dump(record, f, indent=1)
 

@@ -29,6 +29,39 @@ def test_best_per_run_takes_each_runs_lowest_score():
   }
 
 
+def summary(log_learning_rate_step, momentum_step):
+  return {
+    "max_log_learning_rate_step": log_learning_rate_step,
+    "max_momentum_step": momentum_step,
+  }
+
+
+def test_a_schedule_is_readable_only_within_both_bounds():
+  lr_bound = select_controller.MAX_LOG_LEARNING_RATE_STEP
+  momentum_bound = select_controller.MAX_MOMENTUM_STEP
+  assert select_controller.readable(summary(lr_bound, momentum_bound))
+  assert not select_controller.readable(summary(1.01 * lr_bound, 0.0))
+  assert not select_controller.readable(summary(0.0, 1.01 * momentum_bound))
+  # A task whose change is unknown (NaN) is not readable.
+  assert not select_controller.readable(summary(float("nan"), 0.0))
+
+
+def test_a_chattering_controller_ranks_after_every_readable_one():
+  records = {
+    "a/step50.npz": {"score": 1.0, "readable": False},
+    "a/step100.npz": {"score": 5.0, "readable": True},
+    "b.npz": {"score": 3.0, "readable": True},
+  }
+  ranked = sorted(records, key=lambda k: select_controller.rank(records[k]))
+  assert ranked == ["b.npz", "a/step100.npz", "a/step50.npz"]
+  scores = {path: select_controller.rank(r) for path, r in records.items()}
+  # Within a run too: the readable checkpoint is that run's best.
+  assert select_controller.best_per_run(scores) == {
+    "a": "a/step100.npz",
+    "b.npz": "b.npz",
+  }
+
+
 def test_held_out_tasks_are_refused_before_any_run(tmp_path):
   with pytest.raises(ValueError, match="mlp_mnist1d are held out"):
     select_controller.main(
