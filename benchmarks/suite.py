@@ -16,7 +16,9 @@ Usage::
 ``--merge`` runs only the named optimizers, on the tasks and seeds of the
 results already in the output directory, and writes those results back with
 the new optimizers' rows added or replacing theirs; the other rows are kept
-as they are, and the summary says which command made which rows.
+as they are, and the summary says which command made which rows. ``--drop``
+removes the rows of optimizers that no longer exist (a meta-seed's variant
+once its controller ships as ``garo_pretrained``).
 """
 
 import argparse
@@ -231,8 +233,24 @@ def _run_entry(results: dict[str, Any], command: str) -> dict[str, Any]:
   }
 
 
+def _check_drop(
+  previous: Sequence[str], new: Sequence[str], drop: Sequence[str]
+) -> None:
+  """Raises ``ValueError`` unless every dropped optimizer has rows in the
+  earlier results (``previous``) and none is run again (``new``)."""
+  unknown = [name for name in drop if name not in previous]
+  if unknown:
+    raise ValueError(f"Cannot drop {', '.join(unknown)}: no such rows.")
+  rerun = [name for name in drop if name in new]
+  if rerun:
+    raise ValueError(f"Cannot drop {', '.join(rerun)}: this run has their rows.")
+
+
 def merge(
-  into: dict[str, Any], results: dict[str, Any], command: str
+  into: dict[str, Any],
+  results: dict[str, Any],
+  command: str,
+  drop: Sequence[str] = (),
 ) -> dict[str, Any]:
   """``into`` with the rows of ``results`` added or replacing its own, in place.
 
@@ -240,15 +258,18 @@ def merge(
     into: earlier results (as :func:`report.read` returns them).
     results: a run of other optimizers on the same tasks, steps and seeds.
     command: the command that made ``results``, recorded in ``config["runs"]``.
+    drop: optimizers of ``into`` whose rows are removed.
 
   Returns:
     ``into``, summarized again.
 
   Raises:
     ValueError: the two runs differ in their tasks, steps, seeds, machine or
-      library versions, so that their rows would not compare.
+      library versions, so that their rows would not compare, or ``drop``
+      names an optimizer that ``into`` does not hold or ``results`` does.
   """
   config, new = into["config"], results["config"]
+  _check_drop(config["optimizers"], new["optimizers"], drop)
   keys = ("mode", "seeds", "tuning_seed", "evaluations_per_run", "tasks")
   differences = [k for k in keys if config[k] != new[k]]
   differences += [
@@ -264,14 +285,19 @@ def merge(
     raise ValueError(f"Cannot merge runs that differ in {', '.join(differences)}.")
   for name, task in results["tasks"].items():
     rows = into["tasks"][name]["optimizers"]
+    rows = {k: v for k, v in rows.items() if k not in drop}
     into["tasks"][name]["optimizers"] = _in_order({**rows, **task["optimizers"]})
   runs = config.setdefault("runs", [_run_entry(into, config["command"])])
   runs.append(_run_entry(results, command))
   config["optimizers"] = list(
-    _in_order(dict.fromkeys(config["optimizers"] + new["optimizers"]))
+    _in_order(
+      dict.fromkeys(
+        [k for k in config["optimizers"] if k not in drop] + new["optimizers"]
+      )
+    )
   )
   skipped = config["skipped_optimizers"]
-  for name in new["optimizers"]:
+  for name in [*new["optimizers"], *drop]:
     skipped.pop(name, None)
   skipped.update(new["skipped_optimizers"])
   into["wall_seconds"] = sum(run["wall_seconds"] for run in runs)
@@ -311,6 +337,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     help="run only --optimizers, on the tasks and seeds of the output "
     "directory's suite_results.json, and add or replace their rows there",
   )
+  parser.add_argument(
+    "--drop",
+    nargs="+",
+    metavar="OPT",
+    default=[],
+    help="with --merge: remove these optimizers' rows from the results",
+  )
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
   mode_name = "full" if args.full else "quick"
@@ -324,6 +357,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     previous = report.read(out / "suite_results.json")
     if previous["config"]["mode"] != mode_name:
       parser.error(f"--merge: {out} holds a --{previous['config']['mode']} run.")
+    # Before the runs, which take minutes.
+    _check_drop(previous["config"]["optimizers"], args.optimizers, args.drop)
+  elif args.drop:
+    parser.error("--drop needs --merge.")
   try:
     tasks_lib.check_names(args.tasks or ())
     optimizers_lib.check_names(args.optimizers or ())
@@ -343,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   seconds = results["wall_seconds"]
   if previous:
     command = shlex.join(["python", "-m", "benchmarks.suite", *argv])
-    results = merge(previous, results, command)
+    results = merge(previous, results, command, args.drop)
   report.write(results, out)
   print(report.summary_markdown(results))
   print(f"Wrote {out} in {seconds:.0f} s.", file=sys.stderr)

@@ -297,6 +297,27 @@ def test_merge_adds_rows_and_keeps_the_others(tmp_path):
   with pytest.raises(ValueError, match="steps of quadratic"):
     suite.main(["--quick", "--steps", "10", "--out", str(tmp_path), "--optimizers",
                 "sgd", "--merge"])  # fmt: skip
+  with pytest.raises(ValueError, match="Cannot drop prodigy: no such rows"):
+    suite.main([*common, "--optimizers", "sgd", "--merge", "--drop", "prodigy"])
+  with pytest.raises(ValueError, match="Cannot drop cocob: this run has"):
+    suite.main([*common, "--optimizers", "cocob", "--merge", "--drop", "cocob"])
+  # Nothing was written by the refused merges.
+  assert report.read(tmp_path / "suite_results.json") == after
+
+
+def test_merge_drops_rows_of_optimizers_that_no_longer_exist(tmp_path):
+  common = ["--quick", "--steps", "20", "--out", str(tmp_path)]
+  suite.main([*common, "--tasks", "quadratic", "--seeds", "1", "--optimizers",
+              "adam", "cocob"])  # fmt: skip
+  suite.main([*common, "--optimizers", "sgd", "--merge", "--drop", "cocob"])
+  after = report.read(tmp_path / "suite_results.json")
+  rows = after["tasks"]["quadratic"]["optimizers"]
+  assert list(rows) == after["config"]["optimizers"] == ["sgd", "adam"]
+  assert "| `cocob`" not in (tmp_path / "suite_report.md").read_text()
+  assert "| `adam`" in (tmp_path / "suite_report.md").read_text()
+  with pytest.raises(SystemExit):
+    suite.main([*common, "--tasks", "quadratic", "--optimizers", "sgd", "--drop",
+                "adam"])  # fmt: skip
 
 
 def test_task_split_is_a_partition():
