@@ -21,6 +21,12 @@ run, ranked the same way, which is what a meta-seed of the recipe yields::
 
   python -m benchmarks.select_controller --optimizer garo_adamw \
       runs/adamw/seed{0,1,2}/step*.npz --out checkpoints.json
+
+``--scored`` adds the controllers of earlier ``--out`` files (scored on the
+same tasks) to the ranking without running them again::
+
+  python -m benchmarks.select_controller retrained/seed{0,1,2}.npz \
+      --scored selection.json --out selection_all.json
 """
 
 import argparse
@@ -92,7 +98,14 @@ def best_per_run(scores: dict[str, Any]) -> dict[str, str]:
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("controllers", nargs="+", help="controller .npz files")
+  p.add_argument("controllers", nargs="*", help="controller .npz files")
+  p.add_argument(
+    "--scored",
+    nargs="+",
+    default=[],
+    metavar="JSON",
+    help="earlier --out files whose controllers are ranked too, not run again",
+  )
   p.add_argument(
     "--optimizer",
     choices=tuple(pretrained.STARTS),
@@ -119,11 +132,24 @@ def main(argv=None) -> None:
   held_out = [n for n in names if tasks.split(n) == "held_out"]
   if held_out:
     raise ValueError(f"{', '.join(held_out)} are held out: choices never see them.")
-  seeds = list(range(args.seeds))
-  base = pretrained.baselines(
-    names, seeds, "benchmarks/results/pretrained/selection_baselines.json"
-  )
+  if not args.controllers and not args.scored:
+    p.error("give controller files, --scored results, or both")
   results = {}
+  for path in args.scored:
+    with open(path) as f:
+      for controller, record in json.load(f).items():
+        if not isinstance(record, dict) or "score" not in record:
+          continue  # best_per_run, ships
+        if sorted(record["tasks"]) != sorted(names):
+          raise ValueError(
+            f"{path} scored {controller} on other tasks: {', '.join(record['tasks'])}."
+          )
+        results[controller] = {**record, "readable": readable(record)}
+  seeds = list(range(args.seeds))
+  if args.controllers:
+    base = pretrained.baselines(
+      names, seeds, "benchmarks/results/pretrained/selection_baselines.json"
+    )
   bounds = shipped.BOUNDS[args.optimizer]
   for path in args.controllers:
     controller = jax.tree.map(

@@ -1,5 +1,7 @@
 """Choosing a controller on the validation tasks: runs, checkpoints, the split."""
 
+import json
+
 import pytest
 
 from benchmarks import select_controller
@@ -60,6 +62,29 @@ def test_a_chattering_controller_ranks_after_every_readable_one():
     "a": "a/step100.npz",
     "b.npz": "b.npz",
   }
+
+
+def test_earlier_scores_are_ranked_without_running_again(tmp_path):
+  def record(score, momentum_step):
+    return {
+      "score": score,
+      "tasks": {"wine_logreg": {}},
+      "geomean_ratio_to_best_tuned": score,
+      "max_lr_spread": 1.0,
+      **summary(0.01, momentum_step),
+    }
+
+  first, second, out = (tmp_path / f for f in ("a.json", "b.json", "out.json"))
+  first.write_text(json.dumps({"x.npz": record(1.0, 0.02), "ships": "x.npz"}))
+  second.write_text(json.dumps({"y.npz": record(2.0, 0.005)}))
+  select_controller.main(
+    ["--scored", str(first), str(second), "--tasks", "wine_logreg", "--out", str(out)]
+  )
+  ranked = json.loads(out.read_text())
+  assert ranked["ships"] == "y.npz"  # x chatters: 0.02 > MAX_MOMENTUM_STEP
+  assert [ranked[k]["readable"] for k in ("x.npz", "y.npz")] == [False, True]
+  with pytest.raises(ValueError, match=r"scored x\.npz on other tasks"):
+    select_controller.main(["--scored", str(first), "--tasks", "wine_mlp"])
 
 
 def test_held_out_tasks_are_refused_before_any_run(tmp_path):
