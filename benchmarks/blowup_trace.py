@@ -11,7 +11,7 @@ the step after it was.
 Usage::
 
   python -m benchmarks.blowup_trace --task rosenbrock \\
-      --optimizers garo_pretrained garo_seed0 garo_seed1 \\
+      --optimizers garo_pretrained garo_seed0 garo_seed2 \\
       --out benchmarks/results/blowup_trace/rosenbrock
 """
 

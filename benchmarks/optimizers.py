@@ -80,14 +80,17 @@ def _schedule_free_eval(state, params):
 
 
 # Controllers of the meta-training recipe, one per meta-seed
-# (python -m garo_optax.meta.train --config default --seed N): the shipped one
-# is chosen among them on the tasks that are not held out
-# (python -m benchmarks.select_controller, results/meta_v2/selection.json).
-META_SEEDS_DIR = pathlib.Path(__file__).parent / "results" / "meta_v2"
+# (python -m garo_optax.meta.train --config default --seed N, with the code of
+# 0.7.0): the shipped one is chosen among them on the tasks that are not held
+# out (python -m benchmarks.select_controller,
+# results/meta_v2/selection_0.8.0.json).
+META_SEEDS_DIR = (
+  pathlib.Path(__file__).parent / "results" / "meta_v2" / "retrained_0.7.0"
+)
 META_SEEDS = (0, 1, 2)
 # The meta-seed whose controller ships (garo_optax/pretrained/controller.npz,
 # the suite's garo_pretrained); the others are variants garo_seed<N>.
-SHIPPED_META_SEED = 2
+SHIPPED_META_SEED = 1
 
 
 def shipped_defaults(optimizer: str) -> dict[str, Any]:
@@ -198,7 +201,7 @@ _ALL = (
     'garo_optax.garo(0.01, controller="pretrained"): meta-trained controller',
     controller="pretrained",
   ),
-  # Meta-seed 2's controller is the shipped one (garo_pretrained).
+  # The shipped meta-seed's controller is garo_pretrained.
   *(_meta_seed(seed) for seed in META_SEEDS if seed != SHIPPED_META_SEED),
   garo_adamw_variant(
     "garo_adamw",
