@@ -13,8 +13,10 @@ The ranking is by the geometric mean over the validation tasks of the final
 loss over the best tuned baseline's, runs from every starting learning rate
 counted (a controller that is good from 0.01 only does not rank first), among
 the controllers whose schedules are readable on every one of those tasks
-(:func:`readable`); a controller that chatters ranks after all of them,
-whatever its score. The JSON's ``ships`` names the first. Snapshots of one
+(:func:`readable`) and, for ``garo``, that keep the safeguard's promise on the
+stiff choice problem (:func:`peak_loss_over_first`): a controller that chatters
+or blows up ranks after all of them, whatever its score. The JSON's ``ships``
+names the first. Snapshots of one
 run (``step<N>.npz`` files in one folder) are that run's checkpoints: the
 JSON's ``best_per_run`` and the last table name the best checkpoint of each
 run, ranked the same way, which is what a meta-seed of the recipe yields::
@@ -39,7 +41,7 @@ import jax
 import numpy as np
 
 import garo_optax
-from benchmarks import pretrained, report, tasks
+from benchmarks import blowup_trace, optimizers, pretrained, report, tasks
 from garo_optax import pretrained as shipped
 
 # A readable schedule: at the default starting rate, the median change from one
@@ -58,10 +60,54 @@ def readable(summary) -> bool:
   )
 
 
+# The safeguard's promise, on the stiff choice problem: from GARO's default
+# rate, with the loss given, no minibatch loss of SAFETY_TASK (a regression on
+# unstandardised targets, where every controller raises the rate past the edge
+# of stability) rises above the first, over SAFETY_SEEDS runs of SAFETY_STEPS
+# steps at each granularity (python -m benchmarks.blowup_trace --task
+# diabetes_raw shows such runs step by step).
+SAFETY_TASK = "diabetes_raw"
+SAFETY_SEEDS = 5
+SAFETY_STEPS = 300
+SAFETY_GRANULARITIES = ("global", "per_leaf")
+
+
+def peak_loss_over_first(
+  controller, seeds: int = SAFETY_SEEDS, steps: int = SAFETY_STEPS
+) -> dict[str, float]:
+  """``granularity -> `` the highest minibatch loss over the first, over the
+  runs of ``garo`` with ``controller`` (as the shipped one is built) on
+  ``SAFETY_TASK``."""
+  task = tasks.get(SAFETY_TASK)
+  peaks = {}
+  for granularity in SAFETY_GRANULARITIES:
+    candidate = optimizers.garo_variant(
+      "candidate",
+      "the controller under selection",
+      controller=controller,
+      granularity=granularity,
+      **optimizers.shipped_defaults("garo"),
+    )
+    peaks[granularity] = max(
+      blowup_trace.summary(blowup_trace.trace(task, candidate, seed, steps))[
+        "peak_over_first"
+      ]
+      for seed in range(seeds)
+    )
+  return peaks
+
+
+def safe(record) -> bool:
+  """Whether no run on the stiff problem rose above its first loss (``True``
+  when not checked: ``garo_adamw``'s controllers)."""
+  peaks = record.get("peak_loss_over_first")
+  return peaks is None or all(peak <= 1.0 for peak in peaks.values())
+
+
 def rank(record) -> tuple[bool, float]:
-  """The sort key of a controller's record: readable ones first, then by
-  score (lower first)."""
-  return (not record["readable"], record["score"])
+  """The sort key of a controller's record: readable and safe ones first,
+  then by score (lower first)."""
+  return (not (record["readable"] and safe(record)), record["score"])
 
 
 def score(summary) -> float:
@@ -171,25 +217,34 @@ def main(argv=None) -> None:
     summary = pretrained.summarise(runs, base, pretrained.STARTS[args.optimizer][1])
     results[path] = {"score": score(summary), "readable": readable(summary), **summary}
     print(f"{path}: score {results[path]['score']:.3g}", flush=True)
+  if args.optimizer == "garo":
+    # Only readable controllers can ship, so only theirs are checked.
+    for path, record in results.items():
+      if record["readable"] and "peak_loss_over_first" not in record:
+        record["peak_loss_over_first"] = peak_loss_over_first(path)
+  verdict = {True: "yes", False: "no"}
   print(
-    "| controller | score | readable | ratio at default lr | lr spread "
+    "| controller | score | readable | safe | ratio at default lr | lr spread "
     "| median Δ log lr | median Δ momentum |"
   )
-  print("|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|")
   for path, r in sorted(results.items(), key=lambda kv: rank(kv[1])):
+    peaks = r.get("peak_loss_over_first")
+    checked = "—" if peaks is None else verdict[safe(r)]
     print(
-      f"| {path} | {r['score']:.3g} | {'yes' if r['readable'] else 'no'} | "
+      f"| {path} | {r['score']:.3g} | {verdict[r['readable']]} | {checked} | "
       f"{r['geomean_ratio_to_best_tuned']:.3g} | {r['max_lr_spread']:.3g} | "
       f"{r['max_log_learning_rate_step']:.3g} | {r['max_momentum_step']:.3g} |"
     )
   best = best_per_run({path: rank(r) for path, r in results.items()})
   if len(best) < len(results):
-    print("\n| run | best checkpoint | score | readable |\n|---|---|---|---|")
+    print("\n| run | best checkpoint | score | readable and safe |")
+    print("|---|---|---|---|")
     for run, path in best.items():
       r = results[path]
       print(
         f"| {run} | {pathlib.Path(path).name} | {r['score']:.3g} | "
-        f"{'yes' if r['readable'] else 'no'} |"
+        f"{verdict[r['readable'] and safe(r)]} |"
       )
   ships = min(best.values(), key=lambda path: rank(results[path]))
   print(f"\nships: {ships}")

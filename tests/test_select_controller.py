@@ -64,6 +64,31 @@ def test_a_chattering_controller_ranks_after_every_readable_one():
   }
 
 
+def test_a_controller_that_blows_up_ranks_after_every_safe_one():
+  records = {
+    "a.npz": {"score": 1.0, "readable": True, "peak_loss_over_first": {"g": 1.4}},
+    "b.npz": {"score": 2.0, "readable": True, "peak_loss_over_first": {"g": 1.0}},
+    # Not checked (garo_adamw's): counts as safe.
+    "c.npz": {"score": 3.0, "readable": True},
+    "d.npz": {"score": 0.5, "readable": False},
+  }
+  assert [select_controller.safe(r) for r in records.values()] == [
+    False,
+    True,
+    True,
+    True,
+  ]
+  ranked = sorted(records, key=lambda k: select_controller.rank(records[k]))
+  assert ranked == ["b.npz", "c.npz", "d.npz", "a.npz"]
+
+
+def test_the_safety_check_measures_the_peak_of_every_run():
+  peaks = select_controller.peak_loss_over_first("init", seeds=1, steps=5)
+  assert set(peaks) == set(select_controller.SAFETY_GRANULARITIES)
+  # The first loss counts, so a peak is at least 1; finite runs give finite peaks.
+  assert all(1.0 <= peak < float("inf") for peak in peaks.values())
+
+
 def test_earlier_scores_are_ranked_without_running_again(tmp_path):
   def record(score, momentum_step):
     return {
@@ -71,6 +96,8 @@ def test_earlier_scores_are_ranked_without_running_again(tmp_path):
       "tasks": {"wine_logreg": {}},
       "geomean_ratio_to_best_tuned": score,
       "max_lr_spread": 1.0,
+      # Checked already: not run again.
+      "peak_loss_over_first": {"global": 1.0, "per_leaf": 1.0},
       **summary(0.01, momentum_step),
     }
 
