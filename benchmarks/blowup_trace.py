@@ -34,13 +34,15 @@ RESULTS = pathlib.Path(__file__).parent / "results" / "blowup_trace"
 BEFORE, AFTER = 8, 3
 
 
-def trace(task, optimizer, seed: int, steps: int) -> dict[str, np.ndarray]:
+def trace(
+  task, optimizer, seeds: Sequence[int], steps: int
+) -> list[dict[str, np.ndarray]]:
   """Every step's loss, gradient norm, learning rate and momentum (the
-  largest over groups), update norm and back-offs so far, of one run."""
+  largest over groups), update norm and back-offs so far, of one run per
+  seed (the run compiled once: the seed's params and batch keys are its
+  arguments)."""
   kwargs = {"total_steps": steps} if optimizer.uses_total_steps else {}
   tx = optimizer.make(optimizer.learning_rate, **kwargs)
-  params = task.init(jax.random.fold_in(jax.random.key(seed), 0))
-  keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), steps)
 
   def step(carry, key):
     params, state = carry
@@ -49,16 +51,21 @@ def trace(task, optimizer, seed: int, steps: int) -> dict[str, np.ndarray]:
     hyperparams = garo_optax.hyperparams(state)
     record = {
       "loss": loss,
-      "grad_norm": optax.global_norm(grads),
-      "update_norm": optax.global_norm(updates),
+      "grad_norm": optax.tree.norm(grads),
+      "update_norm": optax.tree.norm(updates),
       "learning_rate": _largest(hyperparams["learning_rate"]),
       "momentum": _largest(hyperparams.get("momentum", hyperparams.get("b1"))),
       "backoffs": optax.tree.get(state, "backoffs"),
     }
     return (optax.apply_updates(params, updates), state), record
 
-  run = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), keys)[1])
-  return {k: np.asarray(v, np.float64) for k, v in run(params).items()}
+  run = jax.jit(lambda p, keys: jax.lax.scan(step, (p, tx.init(p)), keys)[1])
+  records = []
+  for seed in seeds:
+    params = task.init(jax.random.fold_in(jax.random.key(seed), 0))
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), steps)
+    records.append({k: np.asarray(v, np.float64) for k, v in run(params, keys).items()})
+  return records
 
 
 def _largest(value) -> jax.Array:
@@ -103,8 +110,10 @@ def run(
     "steps": steps,
     "runs": {
       name: {
-        str(seed): summary(trace(task, optimizers.OPTIMIZERS[name], seed, steps))
-        for seed in seeds
+        str(seed): summary(record)
+        for seed, record in zip(
+          seeds, trace(task, optimizers.OPTIMIZERS[name], seeds, steps), strict=True
+        )
       }
       for name in optimizer_names
     },

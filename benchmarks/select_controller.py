@@ -89,10 +89,8 @@ def peak_loss_over_first(
       **optimizers.shipped_defaults("garo"),
     )
     peaks[granularity] = max(
-      blowup_trace.summary(blowup_trace.trace(task, candidate, seed, steps))[
-        "peak_over_first"
-      ]
-      for seed in range(seeds)
+      blowup_trace.summary(record)["peak_over_first"]
+      for record in blowup_trace.trace(task, candidate, range(seeds), steps)
     )
   return peaks
 
