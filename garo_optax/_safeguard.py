@@ -39,17 +39,33 @@ worse, and works like a backtracking line search:
   mean. Counted as back-offs (up to 0.6.0), spikes cut the rate on every hard
   batch: near zero loss on small classification problems the cap fell by up
   to 100 times each time, to zero.
-- **Back-off.** That step is taken without momentum (the buffer restarts from
-  the gradient), and every group's learning rate is capped at a fraction of
-  the rate applied before: ``BACKOFF``, or less the faster the blow-up grew
-  (down to ``MIN_BACKOFF``). The lowest values are reset to the current ones,
-  so a further back-off needs a further rise.
+- **Noise.** With the loss given, a blow-up that the last step cannot have
+  caused is the minibatches' noise: the gradient along the last step (heavy
+  ball's ``-lr·m``), ``lr·|Σg·m|``, is of the order of the loss when a step
+  overshoots, but tiny when the rate is and a batch is hard. Below ``CAUSE``
+  times the loss's rise, a jump is a spike (clipped, below) however often it
+  comes, and nothing backs off: near zero loss, two hard batches in a row
+  backed off again and again, and took the rate to 1e-26 (``wine_mlp`` from
+  a rate of 1). Off for AdamW's step (``jump_test``).
+- **Back-off.** The step takes back the last one (the params return to where
+  they were before it; the gradient at the point that blew up is not used)
+  and restarts without momentum, and every group's learning rate is capped
+  at a fraction of the rate applied before: ``BACKOFF``, or less the faster
+  the blow-up grew (down to ``MIN_BACKOFF``). The lowest values are reset to
+  the current ones, so a further back-off needs a further rise. Taking the
+  step back is what a line search does, and what rescues a start far past
+  stability: raw regression targets from a rate of 1 threw the loss up
+  30,000-fold in one step, and the capped steps from there overflowed
+  (up to 0.8.0 such a run was dead; now it ends where a start from 0.01
+  does).
 - **Recovery.** The cap lifts as a line search's trial step grows again: after
   the k-th back-off it doubles every ``k * RECOVERY_STEPS`` steps, up to
   ``RECOVER_TO`` times the lowest rate that blew up, never beyond: a problem
   that stays stiff is not blown up again by the same rate.
 
-The sums come from the one statistics pass: the safeguard reads nothing more.
+The sums come from the one statistics pass: the safeguard reads nothing more,
+and taking a step back needs no buffer of its own (the update rule recomputes
+the last step from its state: ``_transform``).
 A run that never blows up is never capped, and the first step, which cannot
 see a rise, is always plain SGD. The thresholds were set on the stiff problems
 of ``benchmarks/tasks/stiff.py`` and the quiet ones of
@@ -110,6 +126,10 @@ RECOVER_TO = 0.7
 # mean, not one step's ratio, because near a minimum one minibatch's gradient
 # can be many times the last one's and point anywhere.
 REVERSAL_DECAY = 0.5
+# A rise of the loss counts only if the gradient along the last step,
+# lr·|Σg·m|, is at least CAUSE times the rise (heavy ball's step; see
+# safeguard): a rise that a step at a tiny rate cannot have caused is noise.
+CAUSE = 0.1
 # The running mean of the cosine between the gradient and the last step's
 # direction must also be below -REVERSAL_COSINE: the directions that blow up
 # dominate both, where a minibatch's noise is nearly orthogonal to the step.
@@ -208,8 +228,9 @@ def safeguard(
       loss would cut the learning rate again and again.
 
   Returns:
-    ``(restart, clip, new_state)``: ``restart`` a boolean scalar, whether
-    this step backs off or is a spike (taken without momentum); ``clip`` the
+    ``(backoff, restart, clip, new_state)``: ``backoff`` a boolean scalar,
+    whether this step backs off (and takes back the last step); ``restart``,
+    whether it backs off or is a spike (taken without momentum); ``clip`` the
     factor (1, or less on a spike) to scale this step's gradient by; the new
     state's ``max_learning_rate`` is the cap to apply at this step.
   """
@@ -284,6 +305,7 @@ def safeguard(
     - jnp.where(state.spiked, state.running_log_grad_norm, state.log_grad_norm)
   )
   loss_state = (state.loss, state.loss_variance)
+  noise = jnp.zeros((), jnp.bool_)  # see below (with the loss given)
   lowest_loss, first_loss = state.lowest_loss, state.first_loss
   if loss is not None:
     loss = jnp.asarray(loss, jnp.float32)
@@ -300,6 +322,16 @@ def safeguard(
     )
     suspect = running_loss > lowest_loss + 0.5 * (LOSS_FACTOR - 1.0) * scale
     blew_up = blew_up | (running_loss > lowest_loss + rise)
+    if jump_test:
+      # A rise the last step cannot have caused is the minibatches' noise (a
+      # hard batch, or two in a row): the last step was -lr·m, and the
+      # gradient along it, lr·|Σg·m|, is of the order of the loss when a step
+      # overshoots (several times the loss on a quadratic), and at most
+      # lr·‖g‖·‖m‖, tiny at a tiny rate, when a batch is hard.
+      along = jnp.abs(jnp.sum(previous_learning_rate * statistics[:, 2]))
+      noise = along < CAUSE * jnp.maximum(loss, running_loss) - CAUSE * lowest_loss
+      noise = noise & ~first
+      blew_up = blew_up & ~noise
     change = (loss - state.loss) / jnp.maximum(jnp.abs(state.loss), _features.TINY)
     growth = jnp.maximum(growth, jnp.sqrt(jnp.maximum(1.0 + change, 0.0)))
     # The spread is that of steps that raise no suspicion: a blow-up in the
@@ -313,7 +345,7 @@ def safeguard(
     loss_state = (loss, jnp.minimum(variance, _features.MAX))
   # A jump no other test sees is a spike (see the module's docstring): it is
   # clipped, not backed off from, unless the last step jumped too.
-  spike = jumped & ~blew_up & ~continuing & ~first
+  spike = jumped & ~blew_up & (~continuing | noise) & ~first
   blew_up = blew_up | (jumped & ~spike)
   # Past a stable step the gradient turns against the last step's direction
   # (the stiffest direction overshoots).
@@ -361,7 +393,7 @@ def safeguard(
     spiked=spike,
     spikes=state.spikes + spike.astype(jnp.int32),
   )
-  return backoff | spike, clip, new_state
+  return backoff, backoff | spike, clip, new_state
 
 
 def apply(

@@ -88,9 +88,12 @@ def garo(
 
   **Safeguard.** The momentum is never negative, and when the loss (if
   ``value`` is given) or the gradient norm blows up while the gradient turns
-  against the last step, GARO backs off: that step is taken without momentum
-  and the learning rate is capped at a fraction of the rate applied before
-  (half, or less the faster the blow-up grew). The cap lifts slowly: after
+  against the last step, GARO backs off: that step takes the last one back
+  (as a line search does: the params return to where they were before it),
+  the momentum restarts, and the learning rate is capped at a fraction of the
+  rate applied before (half, or less the faster the blow-up grew). With the
+  loss given, a rise that the last step cannot have caused (a hard batch at
+  a small rate) is noise, not a blow-up. The cap lifts slowly: after
   the k-th back-off it doubles every ``100 k`` steps, up to 0.7 times the
   lowest rate that blew up, so that a deep cut made early (at the stiff start
   of training) does not slow the rest of the run, and a rate that blew up
@@ -265,7 +268,8 @@ def garo_adamw(
   :func:`garo`'s, with one difference: one step's jump of the gradient norm
   is neither a blow-up nor a spike to clip (AdamW's step does not grow with
   the gradient, and near zero loss the norm of a minibatch gradient spikes).
-  A back-off step uses the gradient alone as its first moment (``b1 = 0``).
+  A back-off takes AdamW's last step back, weight decay included, and keeps
+  the moments as they were: those of the point it returns to.
 
   Args:
     learning_rate: learning rate at the first step, or a schedule (a function
@@ -394,30 +398,50 @@ def _decay_mask(mask, params) -> list[bool]:
 def _adamw_step(b2: float, eps: float, mask):
   """AdamW's step at each group's learning rate, b1 and weight decay."""
 
-  def step(updates, state, params, groups, lr, b1, wd, skip):
-    b1 = jnp.where(skip, 1.0, b1)
-    decay2, rise2 = jnp.where(skip, 1.0, b2), jnp.where(skip, 0.0, 1.0 - b2)
+  def step(updates, state, params, groups, lr, b1, wd, skip, revert):
+    # A back-off (``revert``) takes back the last step and holds the moments
+    # as a skipped step does: they are the last step's, from the gradient at
+    # the point it returns to.
+    hold = skip | revert
+    b1 = jnp.where(hold, 1.0, b1)
+    decay2, rise2 = jnp.where(hold, 1.0, b2), jnp.where(hold, 0.0, 1.0 - b2)
     mu_weight = b1 * state.mu_weight + (1.0 - b1)
     count = optax.safe_increment(state.count)
-    nu_correction = 1.0 - b2**count
-    per_group = scalars_by_group(state.count, groups, -lr, b1, wd, mu_weight)
+    # The reversal's is the last step's (the count goes on: a reverted step
+    # counts, and the second moment's correction runs one step ahead of its
+    # updates after one, 1% at step 50 with b2 = 0.999).
+    nu_correction = 1.0 - b2 ** jnp.where(revert, state.count, count)
+    previous_lr, previous_wd = (
+      _hyperparams.as_array(state.hyperparams[name], groups)
+      for name in ("learning_rate", "weight_decay")
+    )
+    # θ' = θ - lr' (d + wd' θ) is undone by lr' (d + wd' θ') / (1 - lr' wd').
+    per_group = scalars_by_group(
+      state.count,
+      groups,
+      jnp.where(revert, previous_lr, -lr),
+      b1,
+      jnp.where(revert, previous_wd, wd),
+      mu_weight,
+      jnp.where(revert, 1.0 / jnp.maximum(1.0 - previous_lr * previous_wd, 1e-6), 1.0),
+    )
     decays = jax.tree.unflatten(jax.tree.structure(params), _decay_mask(mask, params))
 
     def leaf_update(g, m, v, p, group, decays):
-      step_size, b1, wd, weight = per_group[group]
+      step_size, b1, wd, weight, undecay = per_group[group]
       dtype = jnp.promote_types(p.dtype, jnp.float32)
       # A skipped step holds the moments through their decays (1, and a zero
       # gradient), not by selecting the old buffers: a select on a buffer the
       # step also reads kept XLA:CPU from fusing the update into one loop, and
       # cost 1.7 times the step (benchmarks/results/step_time_cpu.md).
-      g = jnp.where(skip, 0.0, g.astype(dtype))
+      g = jnp.where(hold, 0.0, g.astype(dtype))
       new_m = b1 * m.astype(dtype) + (1.0 - b1) * g
       new_v = decay2 * v.astype(dtype) + rise2 * g * g
       direction = (new_m / weight) / (
         jnp.sqrt(new_v / nu_correction.astype(dtype)) + eps
       )
       if decays:
-        direction = direction + wd * p.astype(dtype)
+        direction = (direction + wd * p.astype(dtype)) * undecay
       # Zero on a skipped step (the step size is), whatever the params are.
       step = jnp.where(skip, 0.0, step_size * direction)
       return step.astype(p.dtype), new_m.astype(m.dtype), new_v.astype(v.dtype)
@@ -454,9 +478,11 @@ class Rule(NamedTuple):
     init_buffers: ``(params, num_groups, mu_dtype) -> {field: value}``, the
       rule's buffers at step 0.
     step: ``(updates, state, params, groups, learning_rate, momentum,
-      weight_decay, skip) -> (updates, {field: value})``: the step's updates
-      and the new buffers (held where ``skip``). The learning rate is zero on
-      a skipped step.
+      weight_decay, skip, revert) -> (updates, {field: value})``: the step's
+      updates and the new buffers (held where ``skip``). The learning rate is
+      zero on a skipped step. On a back-off (``revert``, never with ``skip``)
+      the updates take back the last step, taken at the state's
+      hyperparameters, and do not use the gradient.
   """
 
   name: str
@@ -572,7 +598,7 @@ def transformation(
       else jnp.maximum(max_learning_rate, base_lr),
       max_effective_learning_rate,
     )
-    restart, clip, safeguard = _safeguard.safeguard(
+    backoff, restart, clip, safeguard = _safeguard.safeguard(
       state.safeguard,
       state.count,
       statistics,
@@ -591,7 +617,15 @@ def transformation(
     else:
       lr, mom, wd = _xla.computed_once(lr, mom, wd)
     new_updates, buffers = rule.step(
-      updates, state, params, groups, jnp.where(skip, 0.0, lr), mom, wd, skip
+      updates,
+      state,
+      params,
+      groups,
+      jnp.where(skip, 0.0, lr),
+      mom,
+      wd,
+      skip,
+      backoff & ~skip,
     )
 
     new_state = state._replace(
@@ -665,20 +699,30 @@ def leaf_groups_tree(params, groups):
   return jax.tree.unflatten(jax.tree.structure(params), groups.leaf_groups)
 
 
-def _momentum_step(updates, state, params, groups, lr, mom, wd, skip):
+def _momentum_step(updates, state, params, groups, lr, mom, wd, skip, revert):
   """Heavy-ball SGD with coupled weight decay, each group at its values.
 
   ``m = mom · m + g + wd · θ`` and ``u = -lr · m`` leaf by leaf, in one
-  pass; a skipped step keeps ``m``.
+  pass; a skipped step keeps ``m``. A back-off (``revert``) takes back the
+  last step instead, ``u = lr' · m`` at the last step's rate ``lr'`` (the
+  buffer is that step's direction), and restarts the buffer from zero: the
+  gradient at the point that blew up is not used.
   """
-  per_group = scalars_by_group(state.count, groups, -lr, mom, wd)
+  previous_lr = _hyperparams.as_array(state.hyperparams["learning_rate"], groups)
+  keep = jnp.where(revert, 0.0, 1.0)
+  per_group = scalars_by_group(
+    state.count, groups, -lr * keep, mom * keep, wd * keep, previous_lr * (1 - keep)
+  )
 
   def leaf_update(g, m, p, group):
-    step_size, mom, wd = per_group[group]
+    step_size, mom, wd, back = per_group[group]
     dtype = jnp.promote_types(p.dtype, jnp.float32)
-    new_m = mom * m.astype(dtype) + g.astype(dtype) + wd * p.astype(dtype)
+    last = m.astype(dtype)
+    # Scalars, not selects, choose between the step and its reversal: the
+    # update stays one fused pass over the buffers.
+    new_m = mom * last + keep.astype(dtype) * g.astype(dtype) + wd * p.astype(dtype)
     new_m = jnp.where(skip, m, new_m.astype(m.dtype))
-    step = step_size * new_m.astype(dtype)
+    step = step_size * new_m.astype(dtype) + back * last
     return step.astype(p.dtype), new_m
 
   out = jax.tree.map(

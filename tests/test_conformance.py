@@ -212,6 +212,31 @@ def test_nonfinite_step_is_skipped(kind, params, random_grads, moving, bad):
   )
 
 
+def test_backoff_takes_back_the_last_step(kind, params, random_grads, moving):
+  """A loss a million times higher, and a gradient against the last step
+  and far larger: a blow-up. The back-off's update returns the params to
+  where they were before the last step (AdamW's weight decay included), and
+  it does not use the gradient: the momentum restarts from zero (SGD), or
+  the moments stay the last step's (AdamW)."""
+  tx, update = moving
+  grads = random_grads(jax.random.key(0), params, 4)
+  state, p = tx.init(params), params
+  for t in range(4):
+    before, last_state = p, state
+    updates, state = update(_at(grads, t), state, p, value=jnp.float32(1.0))
+    p = optax.apply_updates(p, updates)
+  against = jax.tree.map(lambda m: -1e6 * m, state.mu)
+  updates, new_state = update(against, state, p, value=jnp.float32(1e6))
+  assert int(new_state.safeguard.backoffs) == int(last_state.safeguard.backoffs) + 1
+  chex.assert_trees_all_close(
+    optax.apply_updates(p, updates), before, rtol=1e-5, atol=1e-6
+  )
+  if kind.moment == "momentum":
+    chex.assert_trees_all_equal(new_state.mu, optax.tree.zeros_like(state.mu))
+  else:
+    chex.assert_trees_all_equal((new_state.mu, new_state.nu), (state.mu, state.nu))
+
+
 # Gradients so large that Σg² overflows float32 are skipped, as documented.
 @pytest.mark.parametrize(("scale", "skipped"), [(0.0, 0), (1e-30, 0), (1e30, 3)])
 def test_extreme_gradients_give_finite_output(
