@@ -157,6 +157,9 @@ class SafeguardState(NamedTuple):
   # before the step that m made, and of -cos(g, m) (see safeguard)
   reversal: jax.Array
   spiked: jax.Array  # shape=(), bool: whether the last step was a spike
+  # shape=(), bool: whether the last step took the one before it back (heavy
+  # ball's buffer then still holds that step's direction: _transform)
+  reverted: jax.Array
   spikes: jax.Array  # shape=(), int32: number of spikes so far
 
 
@@ -177,6 +180,7 @@ def init_safeguard_state(num_groups: int) -> SafeguardState:
     last_sums=jnp.zeros((num_groups, 2), jnp.float32),
     reversal=jnp.zeros((3,), jnp.float32),
     spiked=jnp.zeros((), jnp.bool_),
+    reverted=jnp.zeros((), jnp.bool_),
     spikes=jnp.zeros((), jnp.int32),
   )
 
@@ -392,6 +396,7 @@ def safeguard(
     reversal=jnp.where(backoff, 0.0, jnp.clip(reversal, -_features.MAX, _features.MAX)),
     spiked=spike,
     spikes=state.spikes + spike.astype(jnp.int32),
+    reverted=backoff,
   )
   return backoff, backoff | spike, clip, new_state
 
