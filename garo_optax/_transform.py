@@ -573,16 +573,14 @@ def transformation(
     # The rate the controller works around: the starting one, moving home.
     base_lr = _controller.heads(bias)[0]
 
+    statistics = _statistics.group_statistics(updates, state.mu, groups)
     # After a step back, a rule that held its buffer to step along it (heavy
-    # ball's) restarts: the statistics, and the step, see no momentum. A
-    # scalar on the buffer, fused into the one pass that reads it.
+    # ball's) restarts: the statistics, and the step, see no momentum.
     after_revert = rule.restart_after_revert & state.safeguard.reverted
-    mu = state.mu
     if rule.restart_after_revert:
-      mu = jax.tree.map(
-        lambda m: m * jnp.where(after_revert, 0.0, 1.0).astype(m.dtype), mu
+      statistics = statistics.at[:, 1:].set(
+        jnp.where(after_revert, 0.0, statistics[:, 1:])
       )
-    statistics = _statistics.group_statistics(updates, mu, groups)
     skip = ~jnp.isfinite(jnp.sum(statistics[:, 0]))
     if value is not None:
       skip = skip | ~jnp.isfinite(value)
