@@ -54,10 +54,10 @@ worse, and works like a backtracking line search:
   the blow-up grew (down to ``MIN_BACKOFF``). The lowest values are reset to
   the current ones, so a further back-off needs a further rise. Taking the
   step back is what a line search does, and what rescues a start far past
-  stability: raw regression targets from a rate of 1 threw the loss up
-  30,000-fold in one step, and the capped steps from there overflowed
-  (up to 0.8.0 such a run was dead; now it ends where a start from 0.01
-  does).
+  stability: on raw regression targets from a rate of 1 the first step throws
+  the loss up 30,000-fold, and capped steps from there overflow; taken back,
+  the run ends where a start from 0.01 does
+  (``tests/test_safeguard.py::test_start_far_past_stability_is_taken_back``).
 - **Recovery.** The cap lifts as a line search's trial step grows again: after
   the k-th back-off it doubles every ``k * RECOVERY_STEPS`` steps, up to
   ``RECOVER_TO`` times the lowest rate that blew up, never beyond: a problem
