@@ -43,13 +43,15 @@ import numpy as np
 import garo_optax
 from benchmarks import blowup_trace, optimizers, pretrained, report, tasks
 from garo_optax import pretrained as shipped
+from garo_optax.meta import inner
 
 # A readable schedule: at the default starting rate, the median change from one
 # step to the next of the log learning rate at most MAX_LOG_LEARNING_RATE_STEP
 # and of the momentum (AdamW's b1) at most MAX_MOMENTUM_STEP, on every task.
-# A schedule that reacts to each minibatch's noise is hard to read and to trust.
-MAX_LOG_LEARNING_RATE_STEP = 0.05
-MAX_MOMENTUM_STEP = 0.01
+# A schedule that reacts to each minibatch's noise is hard to read and to trust
+# (the recipe's meta-loss charges for steps beyond these: inner.roughness).
+MAX_LOG_LEARNING_RATE_STEP = inner.SMOOTH_LOG_LEARNING_RATE
+MAX_MOMENTUM_STEP = inner.SMOOTH_MOMENTUM
 
 
 def readable(summary) -> bool:

@@ -44,6 +44,37 @@ def test_meta_loss_floor_is_configurable():
   )
 
 
+def test_roughness_charges_steps_beyond_readable():
+  """A schedule that moves at the readability bounds costs nothing; one that
+  moves twice as far each step (as a controller reacting to every minibatch
+  does, at its running mean's cap) costs 1 per hyperparameter, per group."""
+  steps = jnp.arange(50.0)
+  ramp = {
+    "learning_rate": 0.01 * jnp.exp(inner.SMOOTH_LOG_LEARNING_RATE * steps),
+    "momentum": inner.SMOOTH_MOMENTUM * steps,
+  }
+  assert inner.roughness(ramp) == pytest.approx(0.0, abs=1e-4)
+  sign = jnp.where(steps % 2 == 0, 1.0, -1.0)
+  chatter = {
+    "learning_rate": 0.01 * jnp.exp(inner.SMOOTH_LOG_LEARNING_RATE * sign),
+    "b1": 0.5 + inner.SMOOTH_MOMENTUM * sign,  # garo_adamw's name
+  }
+  assert inner.roughness(chatter) == pytest.approx(2.0, rel=1e-4)
+  per_group = {k: {"a": v, "b": v} for k, v in chatter.items()}
+  assert inner.roughness(per_group) == pytest.approx(2.0, rel=1e-4)
+  # Weighted into the meta-loss only when the configuration asks.
+  losses, initial = jnp.array([1.0, 0.5, 0.25] * 16 + [0.1, 0.1]), jnp.array(1.0)
+  plain = inner.meta_loss(losses, initial)
+  assert inner.run_meta_loss(losses, chatter, initial) == plain
+  weighted = inner.InnerConfig(smoothness=0.5)
+  assert inner.run_meta_loss(losses, chatter, initial, weighted) == pytest.approx(
+    plain + 1.0, abs=1e-4
+  )
+  assert inner.run_meta_loss(losses, ramp, initial, weighted) == pytest.approx(
+    plain, abs=1e-4
+  )
+
+
 def _small_controller(scale=1.0):
   return garo_optax.init_controller(jax.random.key(5), hidden_size=4, head_scale=scale)
 

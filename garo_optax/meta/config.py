@@ -64,6 +64,9 @@ class Config:
   home_steps: float | None
   # The meta-loss floors log(loss_t / loss_0) at minus this.
   log_floor: float
+  # Weight in the meta-loss of the schedules' roughness beyond readable
+  # (garo_optax.meta.inner.roughness; 0: not scored).
+  smoothness: float
   checkpoint_every: int
   # The meta-seeds the recipe is run with (the model card reports them all).
   seeds: tuple[int, ...]

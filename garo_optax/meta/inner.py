@@ -8,7 +8,9 @@ learned; :func:`meta_loss` scores a run: the mean over its steps of
 ``log(loss_t / loss_0)``, floored (a task solved to its noise floor counts the
 same however far below it goes) and capped, with non-finite losses at the cap
 and every step above the initial loss penalised again: divergence costs more
-than any progress can buy back.
+than any progress can buy back. :func:`roughness` scores the schedules the
+controller applied: how far they chatter beyond what reads as a schedule;
+:func:`run_meta_loss` adds it, weighted by ``InnerConfig.smoothness``.
 """
 
 from typing import Any, NamedTuple
@@ -25,6 +27,14 @@ LOG_FLOOR = 10.0
 LOG_CAP = 3.0
 # Extra weight on log(loss_t / loss_0) where it is positive.
 DIVERGENCE_PENALTY = 4.0
+# A schedule reads as one when the median change from one step to the next is
+# at most 0.05 for log(lr) and 0.01 for the momentum (garo_adamw's b1), the
+# bounds benchmarks.select_controller holds shipped controllers to. The
+# controller's running mean caps each step's change (``MAX_OFFSET_STEP``) but
+# lets a controller that reacts to each minibatch move at that cap every step;
+# the roughness term is what the meta-loss charges for that.
+SMOOTH_LOG_LEARNING_RATE = 0.05
+SMOOTH_MOMENTUM = 0.01
 
 
 class InnerConfig(NamedTuple):
@@ -40,6 +50,8 @@ class InnerConfig(NamedTuple):
   # The transformation the controller drives: "garo" or "garo_adamw".
   optimizer: str = "garo"
   max_learning_rate: float | None = None
+  # Weight of `roughness` in the meta-loss (0: schedules are not scored).
+  smoothness: float = 0.0
 
 
 DEFAULT_CONFIG = InnerConfig()
@@ -146,6 +158,46 @@ def meta_loss(
   return jnp.mean(ratio + DIVERGENCE_PENALTY * jax.nn.relu(ratio))
 
 
+def roughness(hyperparams: dict[str, Any]) -> jax.Array:
+  """How far a run's schedules move, step to step, beyond readable.
+
+  Args:
+    hyperparams: the hyperparameters applied at each step, as
+      :func:`inner_unroll` returns them (leaves of shape ``(steps,)``, one
+      per group).
+
+  Returns:
+    ``relu(m_lr / SMOOTH_LOG_LEARNING_RATE - 1) + relu(m_mom / SMOOTH_MOMENTUM
+    - 1)``, where ``m`` is the median over steps and groups of the absolute
+    change from one step to the next of log(lr) and of the momentum (b1): 0
+    for schedules that read as schedules.
+  """
+
+  def excess(tree, transform, bound):
+    x = transform(jnp.stack(jax.tree.leaves(tree), axis=-1))  # (steps, groups)
+    return jax.nn.relu(jnp.median(jnp.abs(jnp.diff(x, axis=0))) / bound - 1.0)
+
+  momentum = hyperparams["momentum" if "momentum" in hyperparams else "b1"]
+  return excess(
+    hyperparams["learning_rate"], jnp.log, SMOOTH_LOG_LEARNING_RATE
+  ) + excess(momentum, lambda x: x, SMOOTH_MOMENTUM)
+
+
+def run_meta_loss(
+  losses: jax.Array,
+  hyperparams: dict[str, Any],
+  initial_loss: jax.Array,
+  config: InnerConfig = DEFAULT_CONFIG,
+) -> jax.Array:
+  """Meta-loss of a run (or a truncation of one, scored against the run's
+  initial loss): :func:`meta_loss`, plus ``config.smoothness`` times the
+  :func:`roughness` of its schedules."""
+  loss = meta_loss(losses, initial_loss, config.log_floor)
+  if config.smoothness:
+    loss = loss + config.smoothness * roughness(hyperparams)
+  return loss
+
+
 def unroll_meta_loss(
   controller: garo_optax.ControllerParams,
   task: problems.Task,
@@ -157,5 +209,7 @@ def unroll_meta_loss(
 ) -> jax.Array:
   """Meta-loss of a whole inner run of ``num_steps`` steps from scratch."""
   state = inner_init(controller, task, key, learning_rate, config, total_steps)
-  _, losses, _ = inner_unroll(controller, task, state, learning_rate, num_steps, config)
-  return meta_loss(losses, state.initial_loss, config.log_floor)
+  _, losses, hyper = inner_unroll(
+    controller, task, state, learning_rate, num_steps, config
+  )
+  return run_meta_loss(losses, hyper, state.initial_loss, config)

@@ -121,6 +121,7 @@ def inner_config(config: config_lib.Config, granularity: str) -> inner.InnerConf
     home_steps=config.home_steps,
     optimizer=config.optimizer,
     max_learning_rate=config.max_learning_rate,
+    smoothness=config.smoothness,
   )
 
 
