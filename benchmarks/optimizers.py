@@ -81,16 +81,16 @@ def _schedule_free_eval(state, params):
 
 # Controllers of the meta-training recipe, one per meta-seed
 # (python -m garo_optax.meta.train --config default --seed N, with the code of
-# 0.7.0): the shipped one is chosen among them, and the recipe's controllers
-# with later code, on the tasks that are not held out (python -m
-# benchmarks.select_controller, results/meta_v2/selection_0.9.0.json).
+# 0.10.0): the shipped one is chosen among them, and the recipe's controllers
+# with earlier code, on the tasks that are not held out (python -m
+# benchmarks.select_controller, results/meta_v2/selection_0.10.0.json).
 META_SEEDS_DIR = (
-  pathlib.Path(__file__).parent / "results" / "meta_v2" / "retrained_0.7.0"
+  pathlib.Path(__file__).parent / "results" / "meta_v2" / "retrained_0.10.0"
 )
 META_SEEDS = (0, 1, 2)
 # The meta-seed whose controller ships (garo_optax/pretrained/controller.npz,
 # the suite's garo_pretrained); the others are variants garo_seed<N>.
-SHIPPED_META_SEED = 1
+SHIPPED_META_SEED = 2
 
 
 def shipped_defaults(optimizer: str) -> dict[str, Any]:
