@@ -12,6 +12,7 @@ import optax
 import garo_optax
 from benchmarks.optimizers import Optimizer
 from benchmarks.tasks import Task
+from garo_optax.meta import inner
 
 
 class Curves(NamedTuple):
@@ -32,18 +33,9 @@ class Curves(NamedTuple):
 def _step_changes(hyperparams: dict[str, Any]) -> dict[str, jax.Array]:
   """Medians over a chunk's steps (and groups) of how much GARO's learning
   rate (in log) and momentum (garo_adamw's b1) change from one step to the
-  next."""
-
-  def median_change(tree, transform):
-    x = jnp.stack(jax.tree.leaves(tree), axis=-1)  # (steps, groups)
-    return jnp.median(jnp.abs(jnp.diff(transform(x), axis=0)))
-
-  return {
-    "log_learning_rate_step": median_change(hyperparams["learning_rate"], jnp.log),
-    "momentum_step": median_change(
-      hyperparams["momentum" if "momentum" in hyperparams else "b1"], lambda x: x
-    ),
-  }
+  next: what the recipe's meta-loss charges for beyond readable."""
+  lr_step, momentum_step = inner.median_step_changes(hyperparams)
+  return {"log_learning_rate_step": lr_step, "momentum_step": momentum_step}
 
 
 class _TaskPrograms(NamedTuple):

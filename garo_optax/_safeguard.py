@@ -56,7 +56,7 @@ worse, and works like a backtracking line search:
   step back is what a line search does, and what rescues a start far past
   stability: on raw regression targets from a rate of 1 the first step throws
   the loss up 30,000-fold, and capped steps from there overflow; taken back,
-  the run ends where a start from 0.01 does
+  the run ends within 2x of where a start from 0.01 does
   (``tests/test_safeguard.py::test_start_far_past_stability_is_taken_back``).
 - **Recovery.** The cap lifts as a line search's trial step grows again: after
   the k-th back-off it doubles every ``k * RECOVERY_STEPS`` steps, up to

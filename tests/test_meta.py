@@ -60,6 +60,12 @@ def test_roughness_charges_steps_beyond_readable():
     "b1": 0.5 + inner.SMOOTH_MOMENTUM * sign,  # garo_adamw's name
   }
   assert inner.roughness(chatter) == pytest.approx(2.0, rel=1e-4)
+  # What the benchmarks' readability rule measures, here twice the bounds.
+  np.testing.assert_allclose(
+    inner.median_step_changes(chatter),
+    (2 * inner.SMOOTH_LOG_LEARNING_RATE, 2 * inner.SMOOTH_MOMENTUM),
+    rtol=1e-4,
+  )
   per_group = {k: {"a": v, "b": v} for k, v in chatter.items()}
   assert inner.roughness(per_group) == pytest.approx(2.0, rel=1e-4)
   # Weighted into the meta-loss only when the configuration asks.

@@ -158,8 +158,8 @@ def meta_loss(
   return jnp.mean(ratio + DIVERGENCE_PENALTY * jax.nn.relu(ratio))
 
 
-def roughness(hyperparams: dict[str, Any]) -> jax.Array:
-  """How far a run's schedules move, step to step, beyond readable.
+def median_step_changes(hyperparams: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
+  """How much a run's schedules move from one step to the next.
 
   Args:
     hyperparams: the hyperparameters applied at each step, as
@@ -167,20 +167,32 @@ def roughness(hyperparams: dict[str, Any]) -> jax.Array:
       per group).
 
   Returns:
-    ``relu(m_lr / SMOOTH_LOG_LEARNING_RATE - 1) + relu(m_mom / SMOOTH_MOMENTUM
-    - 1)``, where ``m`` is the median over steps and groups of the absolute
-    change from one step to the next of log(lr) and of the momentum (b1): 0
-    for schedules that read as schedules.
+    ``(log_learning_rate_step, momentum_step)``: the medians over steps and
+    groups of the absolute change of log(lr) and of the momentum (b1). The
+    readability rule (``benchmarks.select_controller``) holds these to
+    ``SMOOTH_LOG_LEARNING_RATE`` and ``SMOOTH_MOMENTUM``.
   """
 
-  def excess(tree, transform, bound):
+  def median_change(tree, transform):
     x = transform(jnp.stack(jax.tree.leaves(tree), axis=-1))  # (steps, groups)
-    return jax.nn.relu(jnp.median(jnp.abs(jnp.diff(x, axis=0))) / bound - 1.0)
+    return jnp.median(jnp.abs(jnp.diff(x, axis=0)))
 
   momentum = hyperparams["momentum" if "momentum" in hyperparams else "b1"]
-  return excess(
-    hyperparams["learning_rate"], jnp.log, SMOOTH_LOG_LEARNING_RATE
-  ) + excess(momentum, lambda x: x, SMOOTH_MOMENTUM)
+  return (
+    median_change(hyperparams["learning_rate"], jnp.log),
+    median_change(momentum, lambda x: x),
+  )
+
+
+def roughness(hyperparams: dict[str, Any]) -> jax.Array:
+  """How far a run's schedules move, step to step, beyond readable:
+  ``relu(m_lr / SMOOTH_LOG_LEARNING_RATE - 1) + relu(m_mom / SMOOTH_MOMENTUM
+  - 1)`` with ``(m_lr, m_mom)`` the :func:`median_step_changes`; 0 for
+  schedules that read as schedules."""
+  lr_step, momentum_step = median_step_changes(hyperparams)
+  return jax.nn.relu(lr_step / SMOOTH_LOG_LEARNING_RATE - 1.0) + jax.nn.relu(
+    momentum_step / SMOOTH_MOMENTUM - 1.0
+  )
 
 
 def run_meta_loss(
