@@ -116,10 +116,12 @@ def _meta_seed(seed: int) -> Optimizer:
 
 
 # The same for garo_adamw (python -m garo_optax.meta.train --config adamw
-# --snapshots DIR): a meta-seed's controller is its checkpoint of best score on
-# the tasks that are not held out (results/meta_adamw/checkpoints.json; the
-# controllers at the runs' end are in results/meta_adamw/final/).
-ADAMW_META_SEEDS_DIR = pathlib.Path(__file__).parent / "results" / "meta_adamw"
+# --snapshots DIR, with the code of 0.10.0): a meta-seed's controller is its
+# checkpoint of best score on the tasks that are not held out
+# (results/meta_adamw/retrained_0.10.0/checkpoints.json).
+ADAMW_META_SEEDS_DIR = (
+  pathlib.Path(__file__).parent / "results" / "meta_adamw" / "retrained_0.10.0"
+)
 SHIPPED_ADAMW_META_SEED = 2
 
 
