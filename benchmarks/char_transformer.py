@@ -249,7 +249,10 @@ def to_markdown(record: dict[str, Any]) -> str:
     f"# Character transformer ({record['num_params'] / 1e6:.2f}M params), "
     f"{record['config']['steps']} steps",
     "",
-    f"Machine: {record['machine']}. Command: `{record['command']}`.",
+    # Runs added later may come from another machine: name each.
+    "Machines: "
+    + "; ".join(sorted({m for r in results.values() for m in r["machines"]}))
+    + f". Command: `{record['command']}`.",
     "",
     "Validation loss (nats per character) at the last step, median over the "
     "seeds run [min, max]"
