@@ -52,12 +52,19 @@ class ControllerParams(NamedTuple):
   def hidden_size(self) -> int:
     return self.head_kernel.shape[-2]
 
+  @property
+  def num_features(self) -> int:
+    """How many features it reads: the first ``F`` of
+    ``_features.FEATURE_NAMES``."""
+    return self.gru.input_kernel.shape[-2]
+
 
 def init_controller(
   key: jax.Array,
   *,
   hidden_size: int = 16,
   head_scale: float = 0.1,
+  num_features: int = _features.BASE_NUM_FEATURES,
 ) -> ControllerParams:
   """A seeded, untrained controller that stays close to SGD.
 
@@ -66,6 +73,9 @@ def init_controller(
     hidden_size: number of GRU units.
     head_scale: standard deviation of each head's output for a hidden state of
       unit norm; small values keep the hyperparameters near their start.
+    num_features: how many features it reads, the first of
+      ``FEATURE_NAMES``: ``BASE_NUM_FEATURES`` (7), or ``NUM_FEATURES`` (8)
+      to read the size of the steps against the weights too.
 
   Returns:
     The controller's weights, in float32.
@@ -77,13 +87,14 @@ def init_controller(
     >>> controller.head_kernel.shape
     (8, 3)
   """
+  _check_num_features(num_features)
   gru_key, head_key = jax.random.split(key)
   # A Python float, so that the kernel stays float32 when x64 is enabled.
   head_kernel = float(head_scale / np.sqrt(hidden_size)) * jax.random.normal(
     head_key, (hidden_size, len(HEAD_NAMES)), jnp.float32
   )
   return ControllerParams(
-    gru=_gru.init_gru(gru_key, _features.NUM_FEATURES, hidden_size),
+    gru=_gru.init_gru(gru_key, num_features, hidden_size),
     head_kernel=head_kernel,
   )
 
@@ -209,7 +220,7 @@ def save_controller(
     "format": np.array(FILE_FORMAT),
     "version": np.array(FILE_VERSION),
     "optimizer": np.array(optimizer),
-    "num_features": np.array(_features.NUM_FEATURES),
+    "num_features": np.array(controller.num_features),
     "hidden_size": np.array(controller.hidden_size),
     **_flatten(controller),
   }
@@ -225,8 +236,19 @@ def save_controller(
         np.lib.format.write_array(file, np.asanyarray(array), allow_pickle=False)
 
 
-def _expected_shapes(hidden_size: int) -> dict[str, tuple[int, ...]]:
-  f, h = _features.NUM_FEATURES, hidden_size
+# The numbers of features a controller may read (_features.FEATURE_NAMES).
+NUM_FEATURES_READ = (_features.BASE_NUM_FEATURES, _features.NUM_FEATURES)
+
+
+def _check_num_features(num_features: Any) -> None:
+  if num_features not in NUM_FEATURES_READ:
+    raise ValueError(
+      f"num_features must be one of {NUM_FEATURES_READ}, got {num_features!r}."
+    )
+
+
+def _expected_shapes(hidden_size: int, num_features: int) -> dict[str, tuple[int, ...]]:
+  f, h = num_features, hidden_size
   return {
     "gru/input_kernel": (f, 3 * h),
     "gru/input_bias": (3 * h,),
@@ -246,13 +268,20 @@ def _shape_problem(arrays: dict[str, np.ndarray]) -> str | None:
       f"(hidden_size, {len(HEAD_NAMES)})"
     )
   hidden_size = arrays["head_kernel"].shape[0]
-  for name, shape in _expected_shapes(hidden_size).items():
+  kernel = arrays.get("gru/input_kernel")
+  num_features = kernel.shape[0] if kernel is not None and kernel.ndim == 2 else 0
+  if num_features not in NUM_FEATURES_READ:
+    return (
+      f"'gru/input_kernel' reads {num_features} features; a controller reads "
+      f"{' or '.join(map(str, NUM_FEATURES_READ))}"
+    )
+  for name, shape in _expected_shapes(hidden_size, num_features).items():
     if name not in arrays:
       return f"it has no array {name!r}"
     if arrays[name].shape != shape:
       return (
         f"{name!r} has shape {arrays[name].shape}, expected {shape} for "
-        f"{_features.NUM_FEATURES} features and hidden_size={hidden_size}"
+        f"{num_features} features and hidden_size={hidden_size}"
       )
   return None
 
@@ -348,24 +377,28 @@ def load_controller(
       "load_controller(path) to use it anyway)",
     )
   num_features = _integer_entry(arrays, "num_features", path)
-  if num_features != _features.NUM_FEATURES:
+  if num_features not in NUM_FEATURES_READ:
     raise _invalid(
       path,
-      f"it was trained on {num_features} features; this garo_optax computes "
-      f"{_features.NUM_FEATURES}",
+      f"it was trained on {num_features} features; this garo_optax's "
+      f"controllers read {' or '.join(map(str, NUM_FEATURES_READ))}",
     )
   problem = _shape_problem(arrays)
   if problem:
     raise _invalid(path, problem)
-  for name in _expected_shapes(arrays["head_kernel"].shape[0]):
+  if arrays["gru/input_kernel"].shape[0] != num_features:
+    raise _invalid(
+      path,
+      f"its 'num_features' entry says {num_features} but 'gru/input_kernel' "
+      f"reads {arrays['gru/input_kernel'].shape[0]}",
+    )
+  shapes = _expected_shapes(arrays["head_kernel"].shape[0], num_features)
+  for name in shapes:
     if arrays[name].dtype.kind != "f":
       raise _invalid(path, f"{name!r} has dtype {arrays[name].dtype}, not float")
     if not np.all(np.isfinite(arrays[name])):
       raise _invalid(path, f"{name!r} has NaN or infinite entries")
-  weights = {
-    name: jnp.asarray(arrays[name], jnp.float32)
-    for name in _expected_shapes(arrays["head_kernel"].shape[0])
-  }
+  weights = {name: jnp.asarray(arrays[name], jnp.float32) for name in shapes}
   gru = _gru.GRUParams(**{k: weights[f"gru/{k}"] for k in _gru.GRUParams._fields})
   return ControllerParams(gru=gru, head_kernel=weights["head_kernel"])
 

@@ -10,9 +10,16 @@ GARO starts as plain SGD).
 Every feature is a trend or a running mean rather than a single step's
 reading: a minibatch's gradient norm or loss is mostly noise, and a
 controller that reads noise emits noisy hyperparameters.
+
+A controller reads the first ``F`` features of :data:`FEATURE_NAMES`, ``F``
+its number of inputs: the first :data:`BASE_NUM_FEATURES` (the features of
+garo_optax 0.3 on), or all of them. The last, the size of the steps against
+the weights they move (:func:`record_update`), is the one feature that tells
+a large model from a small one: the rest read the gradient and the loss in
+ways that do not change with the model's scale.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +43,16 @@ FEATURE_NAMES = (
   "time",
   # t / total_steps when garo is given total_steps, else 0.
   "progress",
+  # Running mean of log10(‖Δθ‖ / ‖θ‖) + 3 over the steps taken: how large
+  # the steps are against the weights (0 at a ratio of 1e-3, and before the
+  # first step).
+  "log_update_ratio",
 )
 NUM_FEATURES = len(FEATURE_NAMES)
+# The features every controller reads (those of garo_optax 0.3 to 0.11).
+BASE_NUM_FEATURES = 7
+# log10 of the step-to-weight ratio at which "log_update_ratio" is 0.
+_UPDATE_RATIO_CENTER = -3.0
 FEATURE_CLIP = 5.0
 # Decays of the running means the features are measured against.
 EMA_DECAY = 0.9
@@ -57,9 +72,17 @@ class FeatureState(NamedTuple):
   loss: jax.Array  # shape=(), float32: running mean of the loss
   slow_loss: jax.Array  # shape=(), float32: slow running mean of the loss
   loss_variance: jax.Array  # shape=(), float32: of the loss around `loss`
+  # shape=(G,), float32: running mean of log10(‖Δθ‖ / ‖θ‖) + 3, 0 before the
+  # first step; shape (0,) for a controller that does not read it
+  update_ratio: jax.Array
 
 
-def init_feature_state(num_groups: int) -> FeatureState:
+def init_feature_state(
+  num_groups: int, num_features: int = NUM_FEATURES
+) -> FeatureState:
+  """The running statistics before the first step, for a controller that
+  reads ``num_features`` features (``update_ratio`` is empty when it does not
+  read ``log_update_ratio``)."""
   zeros = jnp.zeros((num_groups,), jnp.float32)
   scalar = jnp.zeros((), jnp.float32)
   return FeatureState(
@@ -68,6 +91,9 @@ def init_feature_state(num_groups: int) -> FeatureState:
     loss=scalar,
     slow_loss=scalar,
     loss_variance=scalar,
+    update_ratio=jnp.zeros(
+      (num_groups if num_features > BASE_NUM_FEATURES else 0,), jnp.float32
+    ),
   )
 
 
@@ -126,6 +152,7 @@ def compute_features(
   reference_learning_rate: jax.Array,
   value: jax.Array | None,
   total_steps: int | jax.Array | None = None,
+  num_features: int = NUM_FEATURES,
 ) -> tuple[jax.Array, FeatureState]:
   """Builds the controller's inputs from the statistics of each group.
 
@@ -138,10 +165,12 @@ def compute_features(
       around at this step (the starting rate, moved home, or a schedule's).
     value: the loss, or ``None`` (then the loss features are zero).
     total_steps: the run's length, or ``None`` (then ``progress`` is zero).
+    num_features: how many features to build, the first of
+      ``FEATURE_NAMES`` (the number the controller reads).
 
   Returns:
     A tuple ``(features, new_feature_state)`` with ``features`` of shape
-    ``(G, NUM_FEATURES)``, in the order of ``FEATURE_NAMES``.
+    ``(G, num_features)``, in the order of ``FEATURE_NAMES``.
   """
   first = count == 0
   log_learning_rate_ratio = jnp.log(previous_learning_rate) - jnp.log(
@@ -165,17 +194,52 @@ def compute_features(
     value, feature_state, first, shape
   )
   time = jnp.broadcast_to(jnp.log1p(count.astype(jnp.float32)) / 10.0, shape)
-  features = jnp.stack(
-    [
-      grad_trend,
-      running_cos,
-      loss_trend,
-      loss_noise,
-      log_learning_rate_ratio,
-      time,
-      jnp.broadcast_to(progress(count, total_steps), shape),
-    ],
-    axis=-1,
-  )
+  columns = [
+    grad_trend,
+    running_cos,
+    loss_trend,
+    loss_noise,
+    log_learning_rate_ratio,
+    time,
+    jnp.broadcast_to(progress(count, total_steps), shape),
+  ]
+  if num_features > BASE_NUM_FEATURES:
+    columns.append(jnp.where(first, 0.0, feature_state.update_ratio))
+  features = jnp.stack(columns[:num_features], axis=-1)
   new_state = feature_state._replace(slow_log_grad_norm=running_slow, cos=running_cos)
   return _finite_clip(features), new_state
+
+
+def record_update(
+  feature_state: FeatureState,
+  count: jax.Array,
+  updates: Any,
+  params: Any,
+  leaf_groups: tuple[int, ...],
+) -> FeatureState:
+  """Folds the step just taken into the running mean of ``log_update_ratio``.
+
+  Args:
+    feature_state: the running statistics.
+    count: the number of steps taken before this one (0 on the first).
+    updates: the step ``Δθ`` applied to ``params``.
+    params: the weights ``θ`` it was applied to.
+    leaf_groups: the group index of each leaf (``_groups.Groups``).
+
+  Returns:
+    ``feature_state`` with ``update_ratio`` updated: on the first step the
+    step's own reading, then a running mean (``EMA_DECAY``) of the readings.
+  """
+  num_groups = feature_state.update_ratio.shape[0]
+
+  def group_sums(tree):
+    sums = jnp.zeros((num_groups,), jnp.float32)
+    for leaf, group in zip(jax.tree.leaves(tree), leaf_groups, strict=True):
+      sums = sums.at[group].add(jnp.sum(jnp.square(leaf.astype(jnp.float32))))
+    return sums
+
+  step_sq = jnp.clip(group_sums(updates), TINY, MAX)
+  weight_sq = jnp.clip(group_sums(params), TINY, MAX)
+  ratio = 0.5 * (jnp.log10(step_sq) - jnp.log10(weight_sq)) - _UPDATE_RATIO_CENTER
+  _, running = running_mean(ratio, feature_state.update_ratio, count == 0)
+  return feature_state._replace(update_ratio=_finite_clip(running))

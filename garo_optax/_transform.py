@@ -527,6 +527,9 @@ def transformation(
     controller, 16 if hidden_size is None else hidden_size, seed or 0, rule.name
   )
   hidden_size = weights.hidden_size
+  # Only a controller that reads the steps' size against the weights pays
+  # for the two sums it takes.
+  reads_update_ratio = weights.num_features > _features.BASE_NUM_FEATURES
   defaults = None
   if _controller.is_pretrained(controller):
     from garo_optax import pretrained
@@ -556,7 +559,9 @@ def transformation(
         name: _hyperparams.by_group(x, groups) if groups.leaf_groups else x
         for name, x in zip(names, values, strict=True)
       },
-      feature_state=_features.init_feature_state(len(groups.names)),
+      feature_state=_features.init_feature_state(
+        len(groups.names), weights.num_features
+      ),
       safeguard=_safeguard.init_safeguard_state(len(groups.names)),
       skipped=jnp.zeros((), jnp.int32),
       skipped_in_a_row=jnp.zeros((), jnp.int32),
@@ -593,6 +598,7 @@ def transformation(
       base_lr,
       value,
       total_steps,
+      weights.num_features,
     )
     hidden, offsets, (lr, mom, wd) = _controller.controller_step(
       weights,
@@ -642,6 +648,10 @@ def transformation(
       backoff & ~skip,
     )
 
+    if reads_update_ratio:
+      feature_state = _features.record_update(
+        feature_state, state.count, new_updates, params, groups.leaf_groups
+      )
     new_state = state._replace(
       count=optax.safe_increment(state.count),
       hidden=hidden.reshape(state.hidden.shape),

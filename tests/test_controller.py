@@ -165,7 +165,7 @@ def test_zero_hidden_state_gives_starting_values(
   bias = _hyperparams.head_bias(learning_rate, momentum, weight_decay)
   hidden, offsets, values = _controller.controller_step(
     controller,
-    jnp.zeros((1, _features.NUM_FEATURES)),
+    jnp.zeros((1, controller.num_features)),
     jnp.zeros((1, HIDDEN_SIZE)),
     jnp.zeros((1, len(_controller.HEAD_NAMES))),
     bias,
@@ -187,7 +187,7 @@ def test_applied_values_follow_the_heads_through_a_running_mean(controller):
   momentum) whose steps are clipped, computed here from the equations."""
   reference = np.array([0.1, 0.5, 1e-3])
   bias = _hyperparams.head_bias(*reference)
-  features = jax.random.normal(jax.random.key(1), (1, _features.NUM_FEATURES))
+  features = jax.random.normal(jax.random.key(1), (1, controller.num_features))
   hidden = jnp.zeros((1, HIDDEN_SIZE))
   offsets = jnp.zeros((1, len(_controller.HEAD_NAMES)))
   decay = _controller.OUTPUT_DECAY

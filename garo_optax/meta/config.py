@@ -51,9 +51,12 @@ class Config:
   # Starting learning rates of the inner runs (log-uniform).
   min_lr: float
   max_lr: float
-  # The seeded controller training starts from.
+  # The seeded controller training starts from, and how many features it
+  # reads (the first of garo_optax._features.FEATURE_NAMES: 7, or 8 with the
+  # steps' size against the weights).
   hidden_size: int
   head_scale: float
+  num_features: int
   # The transformation the controller drives: "garo" or "garo_adamw".
   optimizer: str
   # How it is built in the inner runs (the shipped controller's defaults;
@@ -86,6 +89,8 @@ class Config:
         "PES needs unroll <= min_horizon <= max_horizon, got "
         f"{self.unroll}, {self.min_horizon}, {self.max_horizon}"
       )
+    if self.num_features not in (7, 8):
+      raise ValueError(f"num_features must be 7 or 8, got {self.num_features!r}")
     if self.optimizer not in ("garo", "garo_adamw"):
       raise ValueError(
         f"optimizer must be 'garo' or 'garo_adamw', got {self.optimizer!r}"

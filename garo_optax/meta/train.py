@@ -254,7 +254,10 @@ def train(
     )
   seed_key = jax.random.key(seed)
   controller = garo_optax.init_controller(
-    seed_key, hidden_size=config.hidden_size, head_scale=config.head_scale
+    seed_key,
+    hidden_size=config.hidden_size,
+    head_scale=config.head_scale,
+    num_features=config.num_features,
   )
   meta_opt = optax.adam(config.meta_lr)
   state = {
