@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import garo_optax
-from garo_optax import _controller, _features, _hyperparams
+from garo_optax import _controller, _hyperparams
 
 HIDDEN_SIZE = 8
 

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import garo_optax
-from garo_optax import _controller, _features, pretrained
+from garo_optax import _controller, pretrained
 
 OPTIMIZERS = list(pretrained.FILES)
 
