@@ -81,8 +81,10 @@ def kind(request) -> Kind:
   return KINDS[request.param]
 
 
-def _controller(head_scale, seed=1):
-  return garo_optax.init_controller(jax.random.key(seed), head_scale=head_scale)
+def _controller(head_scale, seed=1, num_features=7):
+  return garo_optax.init_controller(
+    jax.random.key(seed), head_scale=head_scale, num_features=num_features
+  )
 
 
 def _zero_heads(controller):
@@ -261,9 +263,14 @@ def test_extreme_gradients_give_finite_output(
   assert state.skipped == skipped and state.count == 3 - skipped
 
 
-def test_hyperparams_invariant_to_gradient_scale(kind, params, random_grads):
+@pytest.mark.parametrize("num_features", [7, 8])
+def test_hyperparams_invariant_to_gradient_scale(
+  kind, params, random_grads, num_features
+):
+  if num_features == 8 and kind.moment == "momentum":
+    pytest.skip("heavy ball's step, and so log_update_ratio, scales with g")
   values = {**kind.values, "weight_decay": 0.0}
-  tx = kind.make(**values, controller=_controller(1.0))
+  tx = kind.make(**values, controller=_controller(1.0, num_features=num_features))
   trajectory = jax.jit(functools.partial(_hyperparams_trajectory, tx, params))
   grads = random_grads(jax.random.key(0), params, 20)
   reference = trajectory(grads)
@@ -273,6 +280,62 @@ def test_hyperparams_invariant_to_gradient_scale(kind, params, random_grads):
   # The trajectory moves, so the comparison is not between constants.
   assert np.ptp(reference["learning_rate"]) > 1e-2 * values["learning_rate"]
   assert np.ptp(reference[kind.moment]) > 1e-2 * values[kind.moment]
+
+
+def test_update_ratio_input_with_zero_weights_changes_nothing(kind, params, train):
+  """A controller that reads log_update_ratio with zero weights on it drives
+  the rule as the same controller without that input does."""
+  base = _controller(1.0)
+  kernel = jnp.concatenate(
+    [base.gru.input_kernel, jnp.zeros_like(base.gru.input_kernel[:1])]
+  )
+  reading = base._replace(gru=base.gru._replace(input_kernel=kernel))
+  assert reading.num_features == 8
+  runs = [
+    train(kind.make(**kind.values, controller=c), params, 20) for c in (base, reading)
+  ]
+  (base_params, base_state, _), (got_params, got_state, _) = runs
+  chex.assert_trees_all_close(got_params, base_params, rtol=1e-5, atol=1e-7)
+  chex.assert_trees_all_close(
+    garo_optax.hyperparams(got_state),
+    garo_optax.hyperparams(base_state),
+    rtol=1e-5,
+  )
+  assert got_state.feature_state.update_ratio.shape == (1,)
+  assert base_state.feature_state.update_ratio.shape == (0,)
+
+
+@pytest.mark.parametrize("granularity", ["global", "per_leaf"])
+def test_update_ratio_is_the_steps_size_against_the_weights(
+  kind, params, random_grads, granularity
+):
+  """``log_update_ratio`` is log10(‖Δθ‖ / ‖θ‖) + 3 of each group's first
+  step, then a running mean (decay 0.9) of it."""
+  tx = kind.make(
+    **kind.values,
+    controller=_controller(1.0, num_features=8),
+    granularity=granularity,
+  )
+  grads = random_grads(jax.random.key(0), params, 2)
+  state = tx.init(params)
+  expected = None
+  for t in range(2):
+    updates, state = tx.update(_at(grads, t), state, params)
+    leaves = jax.tree.leaves
+    if granularity == "global":
+      readings = np.array([optax.global_norm(updates) / optax.global_norm(params)])
+    else:
+      readings = np.array(
+        [
+          np.linalg.norm(u) / np.linalg.norm(p)
+          for u, p in zip(leaves(updates), leaves(params), strict=True)
+        ]
+      )
+    # The groups are sorted by name, as the leaves are.
+    readings = np.log10(readings) + 3.0
+    expected = readings if expected is None else 0.9 * expected + 0.1 * readings
+    np.testing.assert_allclose(state.feature_state.update_ratio, expected, rtol=1e-5)
+    params = optax.apply_updates(params, updates)
 
 
 def _assert_dtypes(kind, updates, state, update_dtype, mu_dtype):

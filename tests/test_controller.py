@@ -39,6 +39,24 @@ def test_save_load_round_trip(tmp_path, controller):
   assert {x.dtype for x in jax.tree.leaves(loaded)} == {jnp.dtype(jnp.float32)}
 
 
+def test_a_controller_reading_the_update_ratio_round_trips(tmp_path):
+  controller = garo_optax.init_controller(
+    jax.random.key(0), hidden_size=HIDDEN_SIZE, num_features=8
+  )
+  assert controller.num_features == 8
+  garo_optax.save_controller(tmp_path / "c.npz", controller, optimizer="garo_adamw")
+  with np.load(tmp_path / "c.npz") as data:
+    assert int(data["num_features"]) == 8
+  loaded = garo_optax.load_controller(tmp_path / "c.npz")
+  jax.tree.map(np.testing.assert_array_equal, loaded, controller)
+
+
+@pytest.mark.parametrize("num_features", [0, 6, 9])
+def test_init_controller_refuses_other_numbers_of_features(num_features):
+  with pytest.raises(ValueError, match="num_features must be one of"):
+    garo_optax.init_controller(jax.random.key(0), num_features=num_features)
+
+
 INVALID = "is not a valid GARO controller file"
 
 
@@ -65,6 +83,8 @@ def _assert_invalid(path, match):
     ({"version": None}, "no 'version' entry"),
     ({"version": np.array("one")}, "'version' entry is not an integer"),
     ({"num_features": np.array(3)}, "3 features"),
+    ({"num_features": np.array(8)}, "'num_features' entry says 8"),
+    ({"gru/input_kernel": np.zeros((5, 3 * HIDDEN_SIZE))}, "reads 5 features"),
     ({"num_features": None}, "no 'num_features' entry"),
     ({"format": np.array("something else")}, "its format is 'something else'"),
     ({"format": None}, "no 'format' entry"),

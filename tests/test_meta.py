@@ -279,6 +279,8 @@ def test_configs_are_checked(tmp_path):
     config.override(default, ["fitness_shaping=ranks"])
   with pytest.raises(ValueError, match="unroll <= min_horizon"):
     config.override(default, ["unroll=500", "min_horizon=200"])
+  with pytest.raises(ValueError, match="num_features must be 7 or 8"):
+    config.override(default, ["num_features=9"])
   with pytest.raises(ValueError, match="optimizer"):
     config.override(default, ["optimizer=adam"])
   with pytest.raises(ValueError, match="max_effective_learning_rate is garo's"):
@@ -310,6 +312,7 @@ def test_configs_are_the_shipped_controllers(name, optimizer):
   assert recipe.home_learning_rate == bounds.home_learning_rate
   assert recipe.home_steps == bounds.home_steps
   assert pretrained.load(optimizer).hidden_size == recipe.hidden_size
+  assert pretrained.load(optimizer).num_features == recipe.num_features
 
 
 def test_recipe_trains_garo_adamw(tmp_path):
@@ -326,11 +329,14 @@ def test_recipe_trains_garo_adamw(tmp_path):
       # One slot: one compilation (the recipe's mechanics are tested above).
       "slots_per_step=1",
       "per_leaf_stride=0",
+      # The input garo_adamw's controllers may read beyond garo's.
+      "num_features=8",
     ],
   )
   with pytest.raises(ValueError, match="trained for garo_adamw"):
     garo_optax.load_controller(out, optimizer="garo")
   controller = garo_optax.load_controller(out, optimizer="garo_adamw")
+  assert controller.num_features == 8
   assert np.all(np.isfinite(_flat(controller)))
 
 
