@@ -87,7 +87,7 @@ def init_controller(
     >>> controller.head_kernel.shape
     (8, 3)
   """
-  _check_num_features(num_features)
+  check_num_features(num_features)
   gru_key, head_key = jax.random.split(key)
   # A Python float, so that the kernel stays float32 when x64 is enabled.
   head_kernel = float(head_scale / np.sqrt(hidden_size)) * jax.random.normal(
@@ -240,7 +240,7 @@ def save_controller(
 NUM_FEATURES_READ = (_features.BASE_NUM_FEATURES, _features.NUM_FEATURES)
 
 
-def _check_num_features(num_features: Any) -> None:
+def check_num_features(num_features: Any) -> None:
   if num_features not in NUM_FEATURES_READ:
     raise ValueError(
       f"num_features must be one of {NUM_FEATURES_READ}, got {num_features!r}."

@@ -19,7 +19,7 @@ a large model from a small one: the rest read the gradient and the loss in
 ways that do not change with the model's scale.
 """
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -205,41 +205,28 @@ def compute_features(
   ]
   if num_features > BASE_NUM_FEATURES:
     columns.append(jnp.where(first, 0.0, feature_state.update_ratio))
-  features = jnp.stack(columns[:num_features], axis=-1)
+  features = jnp.stack(columns, axis=-1)
   new_state = feature_state._replace(slow_log_grad_norm=running_slow, cos=running_cos)
   return _finite_clip(features), new_state
 
 
 def record_update(
-  feature_state: FeatureState,
-  count: jax.Array,
-  updates: Any,
-  params: Any,
-  leaf_groups: tuple[int, ...],
+  feature_state: FeatureState, count: jax.Array, sums: jax.Array
 ) -> FeatureState:
   """Folds the step just taken into the running mean of ``log_update_ratio``.
 
   Args:
     feature_state: the running statistics.
     count: the number of steps taken before this one (0 on the first).
-    updates: the step ``Δθ`` applied to ``params``.
-    params: the weights ``θ`` it was applied to.
-    leaf_groups: the group index of each leaf (``_groups.Groups``).
+    sums: array ``(G, NUM_STATISTICS)``, ``_statistics.group_statistics`` of
+      the step ``Δθ`` and the weights ``θ`` it was applied to: per group
+      ``[Σ Δθ², Σ θ², Σ Δθ·θ]``.
 
   Returns:
     ``feature_state`` with ``update_ratio`` updated: on the first step the
     step's own reading, then a running mean (``EMA_DECAY``) of the readings.
   """
-  num_groups = feature_state.update_ratio.shape[0]
-
-  def group_sums(tree):
-    sums = jnp.zeros((num_groups,), jnp.float32)
-    for leaf, group in zip(jax.tree.leaves(tree), leaf_groups, strict=True):
-      sums = sums.at[group].add(jnp.sum(jnp.square(leaf.astype(jnp.float32))))
-    return sums
-
-  step_sq = jnp.clip(group_sums(updates), TINY, MAX)
-  weight_sq = jnp.clip(group_sums(params), TINY, MAX)
+  step_sq, weight_sq = (jnp.clip(sums[:, i], TINY, MAX) for i in range(2))
   ratio = 0.5 * (jnp.log10(step_sq) - jnp.log10(weight_sq)) - _UPDATE_RATIO_CENTER
   _, running = running_mean(ratio, feature_state.update_ratio, count == 0)
   return feature_state._replace(update_ratio=_finite_clip(running))

@@ -528,7 +528,7 @@ def transformation(
   )
   hidden_size = weights.hidden_size
   # Only a controller that reads the steps' size against the weights pays
-  # for the two sums it takes.
+  # for the pass over the step and the weights it takes.
   reads_update_ratio = weights.num_features > _features.BASE_NUM_FEATURES
   defaults = None
   if _controller.is_pretrained(controller):
@@ -649,9 +649,9 @@ def transformation(
     )
 
     if reads_update_ratio:
-      feature_state = _features.record_update(
-        feature_state, state.count, new_updates, params, groups.leaf_groups
-      )
+      # One pass over the step and the weights, as over the gradients.
+      sums = _statistics.group_statistics(new_updates, params, groups)
+      feature_state = _features.record_update(feature_state, state.count, sums)
     new_state = state._replace(
       count=optax.safe_increment(state.count),
       hidden=hidden.reshape(state.hidden.shape),

@@ -14,6 +14,7 @@ import os
 import pathlib
 from typing import Any
 
+from garo_optax import _controller
 from garo_optax.meta import estimators
 
 CONFIGS = pathlib.Path(__file__).with_name("configs")
@@ -89,8 +90,7 @@ class Config:
         "PES needs unroll <= min_horizon <= max_horizon, got "
         f"{self.unroll}, {self.min_horizon}, {self.max_horizon}"
       )
-    if self.num_features not in (7, 8):
-      raise ValueError(f"num_features must be 7 or 8, got {self.num_features!r}")
+    _controller.check_num_features(self.num_features)
     if self.optimizer not in ("garo", "garo_adamw"):
       raise ValueError(
         f"optimizer must be 'garo' or 'garo_adamw', got {self.optimizer!r}"
