@@ -52,6 +52,10 @@ class Config:
   # Starting learning rates of the inner runs (log-uniform).
   min_lr: float
   max_lr: float
+  # null, or [low, high]: every problem's params are rescaled by a factor
+  # drawn log-uniform in that range (garo_optax.meta.tasks.reparametrized),
+  # so that the learning rate that suits a problem spreads over it.
+  param_scales: tuple[float, float] | None
   # The seeded controller training starts from, and how many features it
   # reads (the first of garo_optax._features.FEATURE_NAMES: 7, or 8 with the
   # steps' size against the weights).
@@ -99,6 +103,13 @@ class Config:
       raise ValueError("max_effective_learning_rate is garo's: use max_learning_rate")
     if (self.home_learning_rate is None) != (self.home_steps is None):
       raise ValueError("home_learning_rate and home_steps go together")
+    if self.param_scales is not None and not (
+      len(self.param_scales) == 2 and 0 < self.param_scales[0] <= self.param_scales[1]
+    ):
+      raise ValueError(
+        f"param_scales must be null or [low, high] with 0 < low <= high, got "
+        f"{self.param_scales}"
+      )
     if not 0 < self.min_lr <= self.max_lr:
       raise ValueError(f"need 0 < min_lr <= max_lr, got {self.min_lr}, {self.max_lr}")
 
@@ -117,7 +128,14 @@ def _from_dict(values: dict[str, Any], source: str) -> Config:
   missing = sorted(fields - set(values))
   if missing:
     raise ValueError(f"{source}: missing field(s) {', '.join(missing)}")
-  return Config(**{**values, "seeds": tuple(values["seeds"])})
+  scales = values["param_scales"]
+  return Config(
+    **{
+      **values,
+      "seeds": tuple(values["seeds"]),
+      "param_scales": None if scales is None else tuple(scales),
+    }
+  )
 
 
 def names() -> tuple[str, ...]:

@@ -12,9 +12,10 @@ The types: :class:`MLPTask` (linear and logistic regression, MLPs with or
 without layer norm, autoencoders), :class:`QuadraticTask`, :class:`ConvTask`,
 :class:`CharTask` (an embedding and an MLP over a window of characters),
 :class:`TransformerTask` (a small causal transformer language model) and
-:class:`FactorizationTask` (deterministic low-rank matrix factorisation). All
-are written in plain :mod:`jax.numpy` so that a vmapped batch of them is a
-batch of matmuls.
+:class:`FactorizationTask` (deterministic low-rank matrix factorisation);
+:class:`ReparametrizedTask` rescales the params of any of them. All are
+written in plain :mod:`jax.numpy` so that a vmapped batch of them is a batch
+of matmuls.
 """
 
 import dataclasses
@@ -396,3 +397,29 @@ class TransformerTask:
 
   def loss(self, params, batch):
     return _loss(self.logits(params, batch[:, :-1]), batch[:, 1:], "xent")
+
+
+@_pytree(data=("task", "scale"), meta=())
+class ReparametrizedTask:
+  """``task`` in params ``φ = θ / scale``: the loss is the task's at
+  ``θ = scale · φ``, and the initial params are the task's divided by
+  ``scale``.
+
+  The function the params compute is the task's, but a step of a given size
+  in ``φ`` is ``scale`` times as large in ``θ``: the learning rate that suits
+  the task is ``1 / scale`` times AdamW's (and ``1 / scale²`` times SGD's),
+  while the ratio of the step to the params at that rate is the task's.
+  (``ReparamWeights`` in learned_optimization's task augmentations.)
+  """
+
+  task: Any
+  scale: jax.Array  # ()
+
+  def init(self, key):
+    return jax.tree.map(lambda x: x / self.scale, self.task.init(key))
+
+  def batch(self, key):
+    return self.task.batch(key)
+
+  def loss(self, params, batch):
+    return self.task.loss(jax.tree.map(lambda x: x * self.scale, params), batch)

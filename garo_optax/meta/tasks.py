@@ -519,6 +519,32 @@ def transformer_family(
   return Family(f"{name}_b{batch_size}", "markov_text", sample)
 
 
+def reparametrized(family: Family, scales: tuple[float, float]) -> Family:
+  """``family`` with each problem's params rescaled
+  (:class:`~garo_optax.meta.problems.ReparametrizedTask`) by a factor drawn
+  log-uniform in ``scales``.
+
+  The problems are the family's (drawn with the same key); only the scale of
+  their params changes, so the learning rate that suits them spreads over
+  ``scales`` while the step's size against the params at that rate does not:
+  a controller that reads the latter (``log_update_ratio``) can find the
+  rate.
+  """
+  low, high = scales
+  if not 0 < low <= high:
+    raise ValueError(f"need 0 < low <= high scales, got {scales}")
+
+  def sample(key):
+    scale = _log_uniform(jax.random.fold_in(key, _SCALE_STREAM), low, high)
+    return problems.ReparametrizedTask(family.sample(key), scale)
+
+  return Family(family.name, family.dataset, sample)
+
+
+# fold_in's data for the reparametrization's scale: a stream of its own.
+_SCALE_STREAM = 0x5CA1E
+
+
 def _v1() -> tuple[Family, ...]:
   return (
     quadratic_family(32, 16),

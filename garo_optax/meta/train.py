@@ -96,15 +96,20 @@ class Slot:
 
 
 @functools.cache
-def _families(name: str) -> tuple[tasks_lib.Family, ...]:
+def _families(
+  name: str, param_scales: tuple[float, float] | None
+) -> tuple[tasks_lib.Family, ...]:
   # Cached: the jitted steps are cached per family, and a fresh family (a new
   # closure) would miss that cache in every call of `train` in one process.
-  return tasks_lib.families(name)
+  families = tasks_lib.families(name)
+  if param_scales is None:
+    return families
+  return tuple(tasks_lib.reparametrized(f, param_scales) for f in families)
 
 
 def slots(config: config_lib.Config) -> tuple[Slot, ...]:
   """The slots of a configuration, in a fixed order."""
-  families = _families(config.families)
+  families = _families(config.families, config.param_scales)
   out = [Slot(f, "global") for f in families]
   if config.per_leaf_stride:
     out += [Slot(f, "per_leaf") for f in families[:: config.per_leaf_stride]]
