@@ -283,6 +283,11 @@ def test_configs_are_checked(tmp_path):
     config.override(default, ["num_features=9"])
   with pytest.raises(ValueError, match="optimizer"):
     config.override(default, ["optimizer=adam"])
+  with pytest.raises(ValueError, match="param_scales must be null"):
+    config.override(default, ["param_scales=[1.0]"])
+  with pytest.raises(ValueError, match="param_scales must be null"):
+    config.override(default, ["param_scales=[2.0, 1.0]"])
+  assert config.override(default, ["param_scales=[0.5, 2]"]).param_scales == (0.5, 2)
   with pytest.raises(ValueError, match="max_effective_learning_rate is garo's"):
     config.override(default, ["optimizer=garo_adamw"])
   with pytest.raises(FileNotFoundError, match="tiny"):
@@ -317,7 +322,7 @@ def test_configs_are_the_shipped_controllers(name, optimizer):
 
 def test_recipe_trains_garo_adamw(tmp_path):
   """The inner optimizer is the configuration's: the tiny recipe over
-  garo_adamw writes a controller file that names it."""
+  garo_adamw (on rescaled problems) writes a controller file that names it."""
   out = _tiny_run(
     tmp_path,
     "adamw",
@@ -329,8 +334,10 @@ def test_recipe_trains_garo_adamw(tmp_path):
       # One slot: one compilation (the recipe's mechanics are tested above).
       "slots_per_step=1",
       "per_leaf_stride=0",
-      # The input garo_adamw's controllers may read beyond garo's.
+      # The input garo_adamw's controllers may read beyond garo's, and the
+      # problems rescaled so that it tells their rates apart.
       "num_features=8",
+      "param_scales=[0.5, 2.0]",
     ],
   )
   with pytest.raises(ValueError, match="trained for garo_adamw"):

@@ -280,6 +280,57 @@ def test_layer_norm_mlp_ignores_the_scale_of_its_weights():
   np.testing.assert_allclose(np.std(hidden, -1), 1.0, rtol=1e-3)
 
 
+def test_reparametrized_family_moves_adamw_s_rate_by_its_scale():
+  """A rescaled problem is the family's, in params ``θ / s``: the same loss at
+  the start, gradients ``s`` times as large, and AdamW at ``lr / s`` takes it
+  along the same path in ``θ`` as AdamW at ``lr`` takes the problem."""
+  family = tasks.mlp_teacher_family((8,), "tanh", 4, True)
+  rescaled = tasks.reparametrized(family, (0.2, 20.0))
+  key = jax.random.key(3)
+
+  def runs(key):
+    plain, task = family.sample(key), rescaled.sample(key)
+    theta, phi = plain.init(key), task.init(key)
+    batch = plain.batch(key)
+    grads = (jax.grad(plain.loss)(theta, batch), jax.grad(task.loss)(phi, batch))
+    paths = []
+    for loss, params, lr in (
+      (plain.loss, theta, 1e-2),
+      (task.loss, phi, 1e-2 / task.scale),
+    ):
+      # eps=0: Adam's step is then exactly invariant to the gradient's scale.
+      tx = optax.adam(lr, eps=0.0)
+      state = tx.init(params)
+      for i in range(5):
+        updates, state = tx.update(
+          jax.grad(loss)(params, plain.batch(jax.random.fold_in(key, i))), state
+        )
+        params = optax.apply_updates(params, updates)
+      paths.append(params)
+    start = (plain.loss(theta, batch), task.loss(phi, batch))
+    return task, plain, start, grads, paths
+
+  task, plain, start, (g_theta, g_phi), (theta, phi) = _run(runs, key)
+  scale = float(task.scale)
+  assert 0.2 <= scale <= 20.0 and scale != 1.0
+  # The problem is the family's: the same data, drawn with the same key.
+  for a, b in zip(jax.tree.leaves(task.task), jax.tree.leaves(plain), strict=True):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(start[1], start[0], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g_phi), jax.tree.leaves(g_theta), strict=True):
+    np.testing.assert_allclose(a, scale * b, rtol=1e-4, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(phi), jax.tree.leaves(theta), strict=True):
+    np.testing.assert_allclose(scale * a, b, rtol=1e-4, atol=1e-6)
+  # The scale is drawn per problem, over the range.
+  scales = _run(
+    lambda keys: jax.vmap(rescaled.sample)(keys).scale,
+    jax.random.split(key, 64),
+  )
+  assert 0.2 <= scales.min() < 1.0 < scales.max() <= 20.0
+  with pytest.raises(ValueError, match="0 < low <= high"):
+    tasks.reparametrized(family, (2.0, 1.0))
+
+
 def test_transformer_is_causal():
   text = jax.random.randint(jax.random.key(0), (100,), 0, 12)
   task = problems.TransformerTask(text, jnp.array(1.0), 8, 16, 2, 2, 12, 4)
