@@ -21,6 +21,9 @@ change of the model or the steps starts anew. AdamW at 1e-3 and
 ``garo_adamw`` run first, seed by seed. ``--steps 4 --width 16`` runs it
 small, as the tests do. ``garo_adamw_max_lr_3e-3`` (``garo_adamw`` with
 its learning rate kept below 3e-3) runs only when named in ``--optimizers``.
+``--controllers FILE ...`` adds ``garo_adamw`` driven by controllers that
+meta-training wrote (built with the shipped controller's bounds and home
+rate), one optimizer each, named ``garo_adamw[FILE]``.
 """
 
 import argparse
@@ -39,6 +42,7 @@ from tqdm import tqdm
 import garo_optax
 from benchmarks import _machine
 from benchmarks.tasks.char_lm import Transformer
+from garo_optax import pretrained as shipped
 
 DATA = pathlib.Path(__file__).parent / "data" / "tinyshakespeare.txt"
 RESULTS = pathlib.Path(__file__).parent / "results"
@@ -66,6 +70,24 @@ def optimizers() -> dict[str, Any]:
 OPT_IN = ("garo_adamw_max_lr_3e-3",)
 
 
+def controller_optimizer(path: str) -> tuple[str, tuple[Any, tuple[float, ...]]]:
+  """``garo_adamw`` driven by the controller file at ``path``, built as the
+  transformation builds its shipped controller: ``(name, (make, rates))``."""
+  bounds = shipped.BOUNDS["garo_adamw"]
+  controller = garo_optax.load_controller(path, optimizer="garo_adamw")
+
+  def make(lr):
+    return garo_optax.garo_adamw(
+      lr,
+      controller=controller,
+      max_learning_rate=bounds.max_learning_rate,
+      home_learning_rate=bounds.home_learning_rate,
+      home_steps=bounds.home_steps,
+    )
+
+  return f"garo_adamw[{path}]", (make, (1e-3,))
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=3000)
@@ -77,7 +99,19 @@ def main(argv=None) -> None:
   parser.add_argument("--context", type=int, default=128)
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument(
-    "--optimizers", nargs="+", default=None, choices=tuple(optimizers())
+    "--optimizers",
+    nargs="*",
+    default=None,
+    choices=tuple(optimizers()),
+    help="the optimizers to run (default: all but the opt-in ones; none: only "
+    "--controllers)",
+  )
+  parser.add_argument(
+    "--controllers",
+    nargs="+",
+    default=[],
+    metavar="FILE",
+    help="controller files (garo_adamw's) to run garo_adamw with as well",
   )
   parser.add_argument("--out", default=str(RESULTS / "char_transformer"))
   args = parser.parse_args(argv)
@@ -157,7 +191,15 @@ def main(argv=None) -> None:
   )
   results = record.setdefault("results", {})
   chosen = optimizers()
-  names = args.optimizers or [n for n in chosen if n not in OPT_IN]
+  names = (
+    [n for n in chosen if n not in OPT_IN]
+    if args.optimizers is None
+    else list(args.optimizers)
+  )
+  for path in args.controllers:
+    name, entry = controller_optimizer(path)
+    chosen[name] = entry
+    names.append(name)
   # AdamW at 1e-3 and garo_adamw first: the comparison that matters most is
   # there early in a long run.
   runs = sorted(
@@ -219,7 +261,7 @@ def _learning_rate(state) -> jax.Array:
 
 
 # Options that a resumed run may change: which runs to add, and where to.
-RESUMABLE = ("seeds", "optimizers", "out")
+RESUMABLE = ("seeds", "optimizers", "controllers", "out")
 
 
 def _resumed(path: pathlib.Path, config: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 import json
 
+import garo_optax
 from benchmarks import char_transformer
 
 SMALL = ["--steps", "4", "--eval-every", "2", "--width", "16", "--depth", "1"]
@@ -41,6 +42,16 @@ def test_runs_are_written_one_by_one_and_resumed(tmp_path):
     == first["results"]["garo_adamw@0.001"]["final_valid_loss"][0]
   )
   assert second["results"]["adamw@0.001"] == first["results"]["adamw@0.001"]
+
+  # A controller file runs as garo_adamw would with it: the shipped one's,
+  # saved, gives the default's losses.
+  path = str(tmp_path / "shipped.npz")
+  garo_optax.save_controller(
+    path, garo_optax.pretrained.load("garo_adamw"), optimizer="garo_adamw"
+  )
+  char_transformer.main([*flags, "--seeds", "0", "--optimizers", "--controllers", path])
+  from_file = _record(out)["results"][f"garo_adamw[{path}]@0.001"]
+  assert from_file["valid_loss"] == garo["valid_loss"][:1]
 
   # Another model starts anew.
   flags[flags.index("--width") + 1] = "8"
