@@ -406,9 +406,9 @@ class ReparametrizedTask:
   ``scale``.
 
   The function the params compute is the task's, but a step of a given size
-  in ``φ`` is ``scale`` times as large in ``θ``: the learning rate that suits
-  the task is ``1 / scale`` times AdamW's (and ``1 / scale²`` times SGD's),
-  while the ratio of the step to the params at that rate is the task's.
+  in ``φ`` is ``scale`` times as large in ``θ``: AdamW's best learning rate is
+  the task's divided by ``scale`` (SGD's by ``scale²``), while the ratio of
+  the step to the params at that rate is the task's.
   (``ReparamWeights`` in learned_optimization's task augmentations.)
   """
 
