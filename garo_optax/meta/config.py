@@ -15,7 +15,7 @@ import pathlib
 from typing import Any
 
 from garo_optax import _controller
-from garo_optax.meta import estimators
+from garo_optax.meta import estimators, tasks
 
 CONFIGS = pathlib.Path(__file__).with_name("configs")
 
@@ -103,13 +103,8 @@ class Config:
       raise ValueError("max_effective_learning_rate is garo's: use max_learning_rate")
     if (self.home_learning_rate is None) != (self.home_steps is None):
       raise ValueError("home_learning_rate and home_steps go together")
-    if self.param_scales is not None and not (
-      len(self.param_scales) == 2 and 0 < self.param_scales[0] <= self.param_scales[1]
-    ):
-      raise ValueError(
-        f"param_scales must be null or [low, high] with 0 < low <= high, got "
-        f"{self.param_scales}"
-      )
+    if self.param_scales is not None:
+      tasks.check_scales(self.param_scales)
     if not 0 < self.min_lr <= self.max_lr:
       raise ValueError(f"need 0 < min_lr <= max_lr, got {self.min_lr}, {self.max_lr}")
 

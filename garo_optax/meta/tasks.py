@@ -530,9 +530,8 @@ def reparametrized(family: Family, scales: tuple[float, float]) -> Family:
   a controller that reads the latter (``log_update_ratio``) can find the
   rate.
   """
+  check_scales(scales)
   low, high = scales
-  if not 0 < low <= high:
-    raise ValueError(f"need 0 < low <= high scales, got {scales}")
 
   def sample(key):
     scale = _log_uniform(jax.random.fold_in(key, _SCALE_STREAM), low, high)
@@ -543,6 +542,14 @@ def reparametrized(family: Family, scales: tuple[float, float]) -> Family:
 
 # fold_in's data for the reparametrization's scale: a stream of its own.
 _SCALE_STREAM = 0x5CA1E
+
+
+def check_scales(scales: Any) -> None:
+  """Raises unless ``scales`` is ``(low, high)`` with ``0 < low <= high``."""
+  if not (len(scales) == 2 and 0 < scales[0] <= scales[1]):
+    raise ValueError(
+      f"param scales must be [low, high] with 0 < low <= high, got {scales}"
+    )
 
 
 def _v1() -> tuple[Family, ...]:
