@@ -319,7 +319,7 @@ def causal_self_attention(x, qkv, heads):
 
 
 @_pytree(
-  data=("text", "init_scale"),
+  data=("text", "init_scale", "embed_scale"),
   meta=("context", "width", "depth", "heads", "vocab", "batch_size"),
 )
 class TransformerTask:
@@ -340,6 +340,8 @@ class TransformerTask:
   heads: int
   vocab: int
   batch_size: int
+  # () the standard deviation of the initial token embeddings (None: 1)
+  embed_scale: jax.Array | None = None
 
   def init(self, key):
     keys = jax.random.split(key, 3 + 4 * self.depth)
@@ -365,8 +367,11 @@ class TransformerTask:
       }
       for k in keys[3:].reshape(self.depth, 4)
     ]
+    embed = jax.random.normal(keys[0], (self.vocab, width))
+    if self.embed_scale is not None:
+      embed = self.embed_scale * embed
     return {
-      "embed": jax.random.normal(keys[0], (self.vocab, width)),
+      "embed": embed,
       "position": 0.1 * jax.random.normal(keys[1], (self.context, width)),
       "blocks": blocks,
       "norm": norm(),

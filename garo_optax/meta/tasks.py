@@ -497,13 +497,29 @@ def char_family(
 
 
 def transformer_family(
-  width: int, depth: int, heads: int, context: int, vocab: int, batch_size: int
+  width: int,
+  depth: int,
+  heads: int,
+  context: int,
+  vocab: int,
+  batch_size: int,
+  *,
+  embed_scales: tuple[float, float] | None = None,
 ) -> Family:
   """Causal transformer language models on text from a random sparse
-  second-order Markov chain over ``vocab`` symbols."""
+  second-order Markov chain over ``vocab`` symbols.
+
+  The token embeddings start with standard deviation 1, or, given
+  ``embed_scales``, one drawn log-uniform in that range (GPT-2 starts them at
+  0.02, Flax's ``nn.Embed`` at ``1 / sqrt(width)``).
+  """
 
   def sample(key):
     chain_key, text_key, init_key = jax.random.split(key, 3)
+    embed_scale = None
+    if embed_scales is not None:
+      embed_key = jax.random.fold_in(key, _EMBED_STREAM)
+      embed_scale = _log_uniform(embed_key, *embed_scales)
     return problems.TransformerTask(
       _markov_text(chain_key, text_key, vocab),
       _log_uniform(init_key, *INIT_SCALES),
@@ -513,10 +529,19 @@ def transformer_family(
       heads,
       vocab,
       batch_size,
+      embed_scale,
     )
 
   name = f"markov_text_transformer_w{width}_d{depth}_h{heads}_c{context}_v{vocab}"
+  if embed_scales is not None:
+    check_scales(embed_scales)
+    name += f"_e{embed_scales[0]:g}-{embed_scales[1]:g}"
   return Family(f"{name}_b{batch_size}", "markov_text", sample)
+
+
+# fold_in's data for a transformer's embedding scale: a stream of its own, so
+# the text and the other weights are those of the same key without it.
+_EMBED_STREAM = 0xE5BED
 
 
 def reparametrized(family: Family, scales: tuple[float, float]) -> Family:
@@ -609,10 +634,35 @@ def _default() -> tuple[Family, ...]:
     conv_family((8, 16, 16), 8, **init),
     # Language models on Markov text.
     char_family(8, 256, 64, 32, embed=16, **init),
-    transformer_family(32, 1, 1, 16, 16, 8),
-    transformer_family(32, 2, 2, 16, 32, 8),
-    transformer_family(64, 1, 2, 8, 32, 8),
-    transformer_family(16, 1, 2, 32, 16, 8),
+    *(transformer_family(*spec) for spec in _TRANSFORMERS),
+  )
+
+
+# The "default" families' transformers: width, depth, heads, context, vocab,
+# batch size.
+_TRANSFORMERS = (
+  (32, 1, 1, 16, 16, 8),
+  (32, 2, 2, 16, 32, 8),
+  (64, 1, 2, 8, 32, 8),
+  (16, 1, 2, 32, 16, 8),
+)
+
+
+# Range of the embeddings' log-uniform initial standard deviation of the
+# "embed_scales" families' transformers: GPT-2's 0.02 to the default's 1.
+EMBED_SCALES = (0.02, 1.0)
+
+
+def _embed_scales() -> tuple[Family, ...]:
+  # On a transformer whose embeddings start small, as people's do, the
+  # controllers trained on the default families (embeddings at 1) cut the
+  # rate they start from by 40 in a hundred steps, where AdamW's fixed rate
+  # trains well; here the same transformers start with embeddings from
+  # EMBED_SCALES.
+  transformers = {transformer_family(*spec).name for spec in _TRANSFORMERS}
+  return (
+    *(f for f in families("default") if f.name not in transformers),
+    *(transformer_family(*s, embed_scales=EMBED_SCALES) for s in _TRANSFORMERS),
   )
 
 
@@ -628,6 +678,7 @@ def _wide() -> tuple[Family, ...]:
 
 _REGISTRY: dict[str, Callable[[], tuple[Family, ...]]] = {
   "default": _default,
+  "embed_scales": _embed_scales,
   "wide": _wide,
   "tiny": _tiny,
   "v1": _v1,
@@ -638,8 +689,9 @@ NAMES = tuple(_REGISTRY)
 @functools.cache
 def families(name: str) -> tuple[Family, ...]:
   """The families of the distribution called ``name`` (one of :data:`NAMES`):
-  ``"default"`` (the broad distribution), ``"wide"`` (it and two wider
-  transformers), ``"tiny"`` (two cheap families, for
+  ``"default"`` (the broad distribution), ``"embed_scales"`` (it with its
+  transformers' embeddings starting at scales from :data:`EMBED_SCALES`),
+  ``"wide"`` (it and two wider transformers), ``"tiny"`` (two cheap families, for
   end-to-end tests) or ``"v1"`` (the first shipped controller's eight).
 
   Cached, so that a family is the same object (the same closure, hence the
