@@ -43,7 +43,7 @@ def test_registry():
   assert tasks.families("wide")[: len(tasks.families("default"))] == tasks.families(
     "default"
   )
-  with pytest.raises(ValueError, match="valid: default, wide, tiny, v1"):
+  with pytest.raises(ValueError, match="valid: default, embed_scales, wide, tiny, v1"):
     tasks.families("broad")
 
 
@@ -329,6 +329,42 @@ def test_reparametrized_family_moves_adamw_s_rate_by_its_scale():
   assert 0.2 <= scales.min() < 1.0 < scales.max() <= 20.0
   with pytest.raises(ValueError, match="param scales must be"):
     tasks.reparametrized(family, (2.0, 1.0))
+
+
+def test_embed_scales_families_start_the_embeddings_small():
+  """The "embed_scales" distribution is the default one whose transformers'
+  token embeddings start at a standard deviation drawn over EMBED_SCALES; the
+  text and every other weight are the default family's for the same key."""
+  default, scaled = tasks.families("default"), tasks.families("embed_scales")
+  assert len(scaled) == len(default)
+  changed = [(d, s) for d, s in zip(default, scaled, strict=True) if d is not s]
+  assert [s.name for _, s in changed] == [
+    d.name.replace("_b8", "_e0.02-1_b8") for d, _ in changed
+  ]
+  assert len(changed) == 4 and all("transformer" in s.name for _, s in changed)
+  plain, family = changed[1]
+
+  def draw(keys):
+    def one(key):
+      task, base = family.sample(key), plain.sample(key)
+      return task, base, task.init(key), base.init(key)
+
+    return jax.vmap(one)(keys)
+
+  task, base, params, base_params = _run(draw, jax.random.split(jax.random.key(0), 64))
+  assert base.embed_scale is None
+  low, high = tasks.EMBED_SCALES
+  assert low <= task.embed_scale.min() < 0.05 and 0.5 < task.embed_scale.max() <= high
+  np.testing.assert_array_equal(task.text, base.text)
+  np.testing.assert_array_equal(task.init_scale, base.init_scale)
+  np.testing.assert_allclose(
+    params["embed"], task.embed_scale[:, None, None] * base_params["embed"], rtol=1e-6
+  )
+  rest = [{k: v for k, v in p.items() if k != "embed"} for p in (params, base_params)]
+  for a, b in zip(*map(jax.tree.leaves, rest), strict=True):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="embed scales must be"):
+    tasks.transformer_family(8, 1, 2, 4, 8, 2, embed_scales=(1.0, 0.0))
 
 
 def test_transformer_is_causal():

@@ -534,7 +534,7 @@ def transformer_family(
 
   name = f"markov_text_transformer_w{width}_d{depth}_h{heads}_c{context}_v{vocab}"
   if embed_scales is not None:
-    check_scales(embed_scales)
+    check_scales(embed_scales, "embed scales")
     name += f"_e{embed_scales[0]:g}-{embed_scales[1]:g}"
   return Family(f"{name}_b{batch_size}", "markov_text", sample)
 
@@ -569,12 +569,11 @@ def reparametrized(family: Family, scales: tuple[float, float]) -> Family:
 _SCALE_STREAM = 0x5CA1E
 
 
-def check_scales(scales: Any) -> None:
-  """Raises unless ``scales`` is ``(low, high)`` with ``0 < low <= high``."""
+def check_scales(scales: Any, what: str = "param scales") -> None:
+  """Raises unless ``scales`` is ``(low, high)`` with ``0 < low <= high``
+  (the message names them ``what``)."""
   if not (len(scales) == 2 and 0 < scales[0] <= scales[1]):
-    raise ValueError(
-      f"param scales must be [low, high] with 0 < low <= high, got {scales}"
-    )
+    raise ValueError(f"{what} must be [low, high] with 0 < low <= high, got {scales}")
 
 
 def _v1() -> tuple[Family, ...]:
