@@ -454,7 +454,7 @@ def conv_family(
   )
 
 
-def _markov_text(chain_key, text_key, vocab, length=4096):
+def markov_text(chain_key, text_key, vocab, length=4096):
   """Text of ``length`` characters from a random sparse second-order Markov
   chain over ``vocab`` symbols."""
   logits = 3.0 * jax.random.normal(chain_key, (vocab, vocab, vocab))
@@ -481,7 +481,7 @@ def char_family(
   def sample(key):
     chain_key, text_key, init_key = jax.random.split(key, 3)
     return problems.CharTask(
-      _markov_text(chain_key, text_key, vocab),
+      markov_text(chain_key, text_key, vocab),
       _log_uniform(init_key, *init_scales),
       context,
       embed,
@@ -521,7 +521,7 @@ def transformer_family(
       embed_key = jax.random.fold_in(key, _EMBED_STREAM)
       embed_scale = _log_uniform(embed_key, *embed_scales)
     return problems.TransformerTask(
-      _markov_text(chain_key, text_key, vocab),
+      markov_text(chain_key, text_key, vocab),
       _log_uniform(init_key, *INIT_SCALES),
       context,
       width,

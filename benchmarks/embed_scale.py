@@ -1,0 +1,145 @@
+"""Where ``garo_adamw``'s controller takes the learning rate on a transformer
+whose token embeddings start small.
+
+People start a transformer's embeddings small (GPT-2 at a standard deviation
+of 0.02, Flax's ``nn.Embed`` at ``1 / sqrt(width)``); the transformers of the
+``"default"`` meta-training families start them at 1. For each architecture,
+embedding scale and seed this samples a transformer language model on Markov
+text (:class:`garo_optax.meta.problems.TransformerTask`, the families' kind)
+and trains it with ``optax.adamw(1e-3)``, ``garo_adamw(1e-3)`` and
+``garo_adamw`` driven by each controller file given (built with the shipped
+bounds and home rate), and reports the mean minibatch loss over the last tenth
+of the steps and the learning rate at the end. Writes
+``results/embed_scale.{json,md}``::
+
+  python -m benchmarks.embed_scale --controllers runs/embed/final0.npz
+"""
+
+import argparse
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import garo_optax
+from benchmarks import _machine
+from benchmarks.char_transformer import controller_optimizer
+from garo_optax.meta import problems, tasks
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+# width, depth, heads, context, vocab, batch size: one of the "default"
+# families' transformers, and one of the width and context people train.
+ARCHITECTURES = ((64, 1, 2, 8, 32, 8), (128, 2, 4, 64, 32, 16))
+EMBED_SCALES = (0.02, 0.1, 1.0)
+
+
+def architecture_name(spec) -> str:
+  width, depth, heads, context, vocab, batch_size = spec
+  return f"w{width}_d{depth}_h{heads}_c{context}_v{vocab}_b{batch_size}"
+
+
+def train(spec, embed_scale: float, make, seed: int, steps: int, is_garo: bool):
+  """One run: ``(mean loss over the last tenth, learning rate at the end)``
+  (``nan`` for an optimizer without a controller)."""
+  width, depth, heads, context, vocab, batch_size = spec
+  chain_key, text_key, key = jax.random.split(jax.random.key(seed), 3)
+  task = problems.TransformerTask(
+    tasks.markov_text(chain_key, text_key, vocab),
+    jnp.float32(1.0),
+    context,
+    width,
+    depth,
+    heads,
+    vocab,
+    batch_size,
+    jnp.float32(embed_scale),
+  )
+  tx = optax.with_extra_args_support(make(1e-3))
+
+  @jax.jit
+  def run(key):
+    params = task.init(key)
+
+    def step(carry, k):
+      p, s = carry
+      loss, grads = jax.value_and_grad(task.loss)(p, task.batch(k))
+      updates, s = tx.update(grads, s, p, value=loss)
+      rate = garo_optax.hyperparams(s)["learning_rate"] if is_garo else jnp.nan
+      return (optax.apply_updates(p, updates), s), (loss, rate)
+
+    carry = (params, tx.init(params))
+    return jax.lax.scan(step, carry, jax.random.split(key, steps))[1]
+
+  losses, rates = (np.asarray(x) for x in run(key))
+  return float(losses[-max(1, steps // 10) :].mean()), float(rates[-1])
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--controllers", nargs="*", default=[], metavar="FILE")
+  p.add_argument("--embed-scales", type=float, nargs="+", default=list(EMBED_SCALES))
+  p.add_argument("--seeds", type=int, default=2)
+  p.add_argument("--steps", type=int, default=1000)
+  p.add_argument("--out", default=str(RESULTS / "embed_scale"))
+  args = p.parse_args(argv)
+  optimizers = {
+    "adamw(1e-3)": optax.adamw,
+    "garo_adamw(1e-3)": garo_optax.garo_adamw,
+  }
+  for path in args.controllers:
+    name, (make, _) = controller_optimizer(path)
+    optimizers[name] = make
+  results = {}
+  for spec in ARCHITECTURES:
+    for scale in args.embed_scales:
+      row = {}
+      for name, make in optimizers.items():
+        is_garo = make is not optax.adamw
+        runs = [
+          train(spec, scale, make, seed, args.steps, is_garo)
+          for seed in range(args.seeds)
+        ]
+        row[name] = {
+          "loss": [r[0] for r in runs],
+          "learning_rate": [r[1] for r in runs],
+        }
+        print(architecture_name(spec), scale, name, row[name], flush=True)
+      results[f"{architecture_name(spec)} embed {scale:g}"] = row
+  record = {
+    "machine": f"{jax.devices()[0].device_kind}, {_machine.cpu_model()}, "
+    f"jax {jax.__version__}",
+    "steps": args.steps,
+    "seeds": list(range(args.seeds)),
+    "results": results,
+  }
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+  out.with_suffix(".md").write_text(to_markdown(record))
+  print(to_markdown(record))
+
+
+def to_markdown(record) -> str:
+  lines = [
+    f"# Transformers whose embeddings start small, {record['steps']} steps",
+    "",
+    f"Machine: {record['machine']}. Each cell: the mean minibatch loss over the "
+    "last tenth of the steps, then the learning rate at the end, per seed "
+    f"({', '.join(map(str, record['seeds']))}).",
+    "",
+    "| transformer, embedding scale | optimizer | loss | learning rate at the end |",
+    "|---|---|---|---|",
+  ]
+  for problem, row in record["results"].items():
+    for name, r in row.items():
+      rates = " / ".join(f"{x:.2g}" for x in r["learning_rate"])
+      losses = " / ".join(f"{x:.3g}" for x in r["loss"])
+      lines.append(f"| {problem} | `{name}` | {losses} | {rates} |")
+  return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+  main()
