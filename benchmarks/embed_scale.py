@@ -43,7 +43,7 @@ def architecture_name(spec) -> str:
 
 def train(spec, embed_scale: float, make, seed: int, steps: int, is_garo: bool):
   """One run: ``(mean loss over the last tenth, learning rate at the end)``
-  (``nan`` for an optimizer without a controller)."""
+  (``None`` for AdamW)."""
   width, depth, heads, context, vocab, batch_size = spec
   chain_key, text_key, key = jax.random.split(jax.random.key(seed), 3)
   task = problems.TransformerTask(
@@ -67,14 +67,15 @@ def train(spec, embed_scale: float, make, seed: int, steps: int, is_garo: bool):
       p, s = carry
       loss, grads = jax.value_and_grad(task.loss)(p, task.batch(k))
       updates, s = tx.update(grads, s, p, value=loss)
-      rate = garo_optax.hyperparams(s)["learning_rate"] if is_garo else jnp.nan
+      rate = garo_optax.hyperparams(s)["learning_rate"] if is_garo else 0.0
       return (optax.apply_updates(p, updates), s), (loss, rate)
 
     carry = (params, tx.init(params))
     return jax.lax.scan(step, carry, jax.random.split(key, steps))[1]
 
   losses, rates = (np.asarray(x) for x in run(key))
-  return float(losses[-max(1, steps // 10) :].mean()), float(rates[-1])
+  rate = float(rates[-1]) if is_garo else None
+  return float(losses[-max(1, steps // 10) :].mean()), rate
 
 
 def main(argv=None) -> None:
@@ -127,7 +128,8 @@ def to_markdown(record) -> str:
     f"# Transformers whose embeddings start small, {record['steps']} steps",
     "",
     f"Machine: {record['machine']}. Each cell: the mean minibatch loss over the "
-    "last tenth of the steps, then the learning rate at the end, per seed "
+    "last tenth of the steps, and the learning rate at the end (— for AdamW's "
+    "fixed one), per seed "
     f"({', '.join(map(str, record['seeds']))}).",
     "",
     "| transformer, embedding scale | optimizer | loss | learning rate at the end |",
@@ -135,7 +137,7 @@ def to_markdown(record) -> str:
   ]
   for problem, row in record["results"].items():
     for name, r in row.items():
-      rates = " / ".join(f"{x:.2g}" for x in r["learning_rate"])
+      rates = " / ".join("—" if x is None else f"{x:.2g}" for x in r["learning_rate"])
       losses = " / ".join(f"{x:.3g}" for x in r["loss"])
       lines.append(f"| {problem} | `{name}` | {losses} | {rates} |")
   return "\n".join(lines) + "\n"
