@@ -654,10 +654,10 @@ EMBED_SCALES = (0.02, 1.0)
 
 def _embed_scales() -> tuple[Family, ...]:
   # On a transformer whose embeddings start small, as people's do, the
-  # controllers trained on the default families (embeddings at 1) cut the
-  # rate they start from by 40 in a hundred steps, where AdamW's fixed rate
-  # trains well; here the same transformers start with embeddings from
-  # EMBED_SCALES.
+  # garo_adamw controller trained on the default families (embeddings at 1)
+  # cuts the rate it starts from about 35-fold, where AdamW's fixed rate
+  # trains well (benchmarks/results/embed_scale.md); here the same
+  # transformers start with embeddings from EMBED_SCALES.
   transformers = {transformer_family(*spec).name for spec in _TRANSFORMERS}
   return (
     *(f for f in families("default") if f.name not in transformers),
