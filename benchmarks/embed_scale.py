@@ -12,7 +12,8 @@ bounds and home rate), and reports the mean minibatch loss over the last tenth
 of the steps and the learning rate at the end. Writes
 ``results/embed_scale.{json,md}``::
 
-  python -m benchmarks.embed_scale --controllers runs/embed/final0.npz
+  python -m benchmarks.embed_scale \
+      --controllers benchmarks/results/meta_adamw_embed/seed1/step400.npz
 """
 
 import argparse
@@ -86,19 +87,19 @@ def main(argv=None) -> None:
   p.add_argument("--steps", type=int, default=1000)
   p.add_argument("--out", default=str(RESULTS / "embed_scale"))
   args = p.parse_args(argv)
+  # name -> (make, whether it has a controller)
   optimizers = {
-    "adamw(1e-3)": optax.adamw,
-    "garo_adamw(1e-3)": garo_optax.garo_adamw,
+    "adamw(1e-3)": (optax.adamw, False),
+    "garo_adamw(1e-3)": (garo_optax.garo_adamw, True),
   }
   for path in args.controllers:
     name, (make, _) = controller_optimizer(path)
-    optimizers[name] = make
+    optimizers[name] = (make, True)
   results = {}
   for spec in ARCHITECTURES:
     for scale in args.embed_scales:
       row = {}
-      for name, make in optimizers.items():
-        is_garo = make is not optax.adamw
+      for name, (make, is_garo) in optimizers.items():
         runs = [
           train(spec, scale, make, seed, args.steps, is_garo)
           for seed in range(args.seeds)
