@@ -177,8 +177,7 @@ def main(argv=None) -> None:
   config = {k: v for k, v in vars(args).items() if k not in RESUMABLE}
   record = _resumed(out.with_suffix(".json"), config)
   record.update(
-    machine=f"{jax.devices()[0].device_kind}, {_machine.cpu_model()}, "
-    f"jax {jax.__version__}",
+    machine=_machine.describe(),
     command=" ".join(
       [
         "python -m benchmarks.char_transformer",

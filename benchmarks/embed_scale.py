@@ -17,7 +17,6 @@ of the steps and the learning rate at the end. Writes
 """
 
 import argparse
-import json
 import pathlib
 
 import jax
@@ -48,15 +47,15 @@ def train(spec, embed_scale: float, make, seed: int, steps: int, is_garo: bool):
   width, depth, heads, context, vocab, batch_size = spec
   chain_key, text_key, key = jax.random.split(jax.random.key(seed), 3)
   task = problems.TransformerTask(
-    tasks.markov_text(chain_key, text_key, vocab),
-    jnp.float32(1.0),
-    context,
-    width,
-    depth,
-    heads,
-    vocab,
-    batch_size,
-    jnp.float32(embed_scale),
+    text=tasks.markov_text(chain_key, text_key, vocab),
+    init_scale=jnp.float32(1.0),
+    context=context,
+    width=width,
+    depth=depth,
+    heads=heads,
+    vocab=vocab,
+    batch_size=batch_size,
+    embed_scale=jnp.float32(embed_scale),
   )
   tx = optax.with_extra_args_support(make(1e-3))
 
@@ -111,17 +110,12 @@ def main(argv=None) -> None:
         print(architecture_name(spec), scale, name, row[name], flush=True)
       results[f"{architecture_name(spec)} embed {scale:g}"] = row
   record = {
-    "machine": f"{jax.devices()[0].device_kind}, {_machine.cpu_model()}, "
-    f"jax {jax.__version__}",
+    "machine": _machine.describe(),
     "steps": args.steps,
     "seeds": list(range(args.seeds)),
     "results": results,
   }
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-  out.with_suffix(".md").write_text(to_markdown(record))
-  print(to_markdown(record))
+  _machine.write(args.out, record, to_markdown(record))
 
 
 def to_markdown(record) -> str:

@@ -15,7 +15,6 @@ Usage::
 """
 
 import argparse
-import json
 import pathlib
 
 import jax
@@ -76,17 +75,12 @@ def main(argv=None) -> None:
     for name in args.families
   }
   record = {
-    "machine": f"{jax.devices()[0].device_kind}, {_machine.cpu_model()}, "
-    f"jax {jax.__version__}",
+    "machine": _machine.describe(),
     "steps": args.steps,
     "seeds": list(seeds),
     "results": results,
   }
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-  out.with_suffix(".md").write_text(to_markdown(record))
-  print(to_markdown(record))
+  _machine.write(args.out, record, to_markdown(record))
 
 
 def to_markdown(record) -> str:
