@@ -31,9 +31,11 @@ from garo_optax.meta import problems, tasks
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 # width, depth, heads, context, vocab, batch size: one of the "default"
-# families' transformers, and one of the width and context people train.
+# families' transformers, and a wider one with a longer context, closer to
+# the transformers people train.
 ARCHITECTURES = ((64, 1, 2, 8, 32, 8), (128, 2, 4, 64, 32, 16))
-EMBED_SCALES = (0.02, 0.1, 1.0)
+# The embeddings' starting scales compared (GPT-2's, about Flax's, the families').
+SCALES = (0.02, 0.1, 1.0)
 
 
 def architecture_name(spec) -> str:
@@ -81,7 +83,7 @@ def train(spec, embed_scale: float, make, seed: int, steps: int, is_garo: bool):
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--controllers", nargs="*", default=[], metavar="FILE")
-  p.add_argument("--embed-scales", type=float, nargs="+", default=list(EMBED_SCALES))
+  p.add_argument("--embed-scales", type=float, nargs="+", default=list(SCALES))
   p.add_argument("--seeds", type=int, default=2)
   p.add_argument("--steps", type=int, default=1000)
   p.add_argument("--out", default=str(RESULTS / "embed_scale"))
