@@ -60,6 +60,8 @@ class Family:
   name: str
   dataset: str
   sample: Callable[[jax.Array], problems.Task]
+  # How often meta-training draws the family against the others (weight 1).
+  weight: float = 1.0
 
 
 # Range of the log-uniform initial-weight scale of the "default" families
@@ -665,6 +667,34 @@ def _embed_scales() -> tuple[Family, ...]:
   )
 
 
+# The "scales" families' wider transformers (width, depth, heads, context,
+# vocab, batch size), and the weight of every transformer of those families.
+_WIDER_TRANSFORMERS = (
+  (128, 1, 4, 32, 32, 8),
+  (64, 2, 2, 32, 32, 8),
+)
+SCALES_TRANSFORMER_WEIGHT = 2.0
+
+
+def _scales() -> tuple[Family, ...]:
+  # The small transformers of the families above want AdamW near 1e-2; wider
+  # ones, as people's, stall there and want 1e-3
+  # (benchmarks/results/family_learning_rates.md). Here transformers of both
+  # sizes start with embeddings from EMBED_SCALES and are drawn twice as often
+  # as the other families, so a controller meets models of several scales.
+  transformers = {transformer_family(*spec).name for spec in _TRANSFORMERS}
+  return (
+    *(f for f in families("default") if f.name not in transformers),
+    *(
+      dataclasses.replace(
+        transformer_family(*s, embed_scales=EMBED_SCALES),
+        weight=SCALES_TRANSFORMER_WEIGHT,
+      )
+      for s in _TRANSFORMERS + _WIDER_TRANSFORMERS
+    ),
+  )
+
+
 def _wide() -> tuple[Family, ...]:
   # On these, AdamW at 1e-2, fast on the small transformers above, stalls, as
   # on the transformers people train (benchmarks/results/family_learning_rates.md).
@@ -678,6 +708,7 @@ def _wide() -> tuple[Family, ...]:
 _REGISTRY: dict[str, Callable[[], tuple[Family, ...]]] = {
   "default": _default,
   "embed_scales": _embed_scales,
+  "scales": _scales,
   "wide": _wide,
   "tiny": _tiny,
   "v1": _v1,
@@ -690,6 +721,8 @@ def families(name: str) -> tuple[Family, ...]:
   """The families of the distribution called ``name`` (one of :data:`NAMES`):
   ``"default"`` (the broad distribution), ``"embed_scales"`` (it with its
   transformers' embeddings starting at scales from :data:`EMBED_SCALES`),
+  ``"scales"`` (those and two wider transformers, every transformer drawn
+  :data:`SCALES_TRANSFORMER_WEIGHT` times as often as the other families),
   ``"wide"`` (it and two wider transformers), ``"tiny"`` (two cheap families, for
   end-to-end tests) or ``"v1"`` (the first shipped controller's eight).
 

@@ -8,7 +8,8 @@ The shipped controller is made by::
 (the configuration is ``garo_optax/meta/configs/default.json``; see
 :mod:`garo_optax.meta.config` for its fields). Training starts from the
 seeded controller of ``hidden_size`` units and, every meta-step, draws
-``slots_per_step`` slots (a task family at a granularity), trains ``pairs``
+``slots_per_step`` slots (a task family at a granularity; distinct slots, in
+proportion to their families' weights), trains ``pairs``
 antithetic pairs of runs of each with perturbed controllers, and takes an Adam
 step on the averaged evolution-strategies gradient.
 
@@ -114,6 +115,16 @@ def slots(config: config_lib.Config) -> tuple[Slot, ...]:
   if config.per_leaf_stride:
     out += [Slot(f, "per_leaf") for f in families[:: config.per_leaf_stride]]
   return tuple(out)
+
+
+def _draw_probabilities(all_slots: tuple[Slot, ...]) -> np.ndarray | None:
+  # None, uniform, when every family weighs the same: numpy draws uniformly
+  # with other random numbers than from given probabilities, and the runs of
+  # the distributions without weights stay those they always were.
+  weights = np.array([s.family.weight for s in all_slots], np.float64)
+  if np.all(weights == weights[0]):
+    return None
+  return weights / weights.sum()
 
 
 def inner_config(config: config_lib.Config, granularity: str) -> inner.InnerConfig:
@@ -257,6 +268,7 @@ def train(
       f"slots_per_step={config.slots_per_step} but the configuration has "
       f"{len(all_slots)} slots"
     )
+  draw_p = _draw_probabilities(all_slots)
   seed_key = jax.random.key(seed)
   controller = garo_optax.init_controller(
     seed_key,
@@ -308,7 +320,9 @@ def train(
   bar = tqdm(range(start, config.meta_steps), initial=start, total=config.meta_steps)
   for step in bar:
     rng = np.random.default_rng([seed, step])
-    chosen = sorted(rng.choice(len(all_slots), config.slots_per_step, replace=False))
+    chosen = sorted(
+      rng.choice(len(all_slots), config.slots_per_step, replace=False, p=draw_p)
+    )
     step_key = jax.random.fold_in(seed_key, step)
     losses, grads = [], []
     for i in chosen:
