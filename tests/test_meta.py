@@ -320,6 +320,35 @@ def test_configs_are_the_shipped_controllers(name, optimizer):
   assert pretrained.load(optimizer).num_features == recipe.num_features
 
 
+def test_slots_are_drawn_by_their_families_weights():
+  """Families of weight 1 are drawn as they always were (the shipped
+  controllers' runs stay reproducible); the "scales" families' transformers,
+  of weight 2, about twice as often as the others, and never twice in one
+  meta-step."""
+  from garo_optax.meta import config, train
+
+  slots = train.slots(config.load("adamw"))
+  assert train.draw_probabilities(slots) is None
+  rng = np.random.default_rng([3, 17])
+  assert train.draw(3, 17, 8, len(slots)) == sorted(
+    rng.choice(len(slots), 8, replace=False)
+  )
+  slots = train.slots(config.load("adamw_scales"))
+  p = train.draw_probabilities(slots)
+  heavy = np.array([s.family.weight == 2.0 for s in slots])
+  assert heavy.sum() == 8  # 6 transformers, 2 of them also per leaf
+  assert all("transformer" in s.family.name for s in np.array(slots)[heavy])
+  np.testing.assert_allclose(p[heavy], 2 * p[~heavy][0])
+  assert p.sum() == pytest.approx(1.0)
+  counts = np.zeros(len(slots))
+  for step in range(1000):
+    chosen = train.draw(0, step, 8, len(slots), p)
+    assert len(set(chosen)) == 8
+    counts[chosen] += 1
+  # Drawing without replacement flattens the proportions a little.
+  assert 1.6 < counts[heavy].mean() / counts[~heavy].mean() < 2.2
+
+
 def test_recipe_trains_garo_adamw(tmp_path):
   """The inner optimizer is the configuration's: the tiny recipe over
   garo_adamw (on rescaled problems) writes a controller file that names it."""

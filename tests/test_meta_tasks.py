@@ -43,7 +43,7 @@ def test_registry():
   assert tasks.families("wide")[: len(tasks.families("default"))] == tasks.families(
     "default"
   )
-  with pytest.raises(ValueError, match="valid: default, embed_scales, wide, tiny, v1"):
+  with pytest.raises(ValueError, match="valid: default, embed_scales, scales, wide, tiny, v1"):
     tasks.families("broad")
 
 
@@ -365,6 +365,23 @@ def test_embed_scales_families_start_the_embeddings_small():
     np.testing.assert_array_equal(a, b)
   with pytest.raises(ValueError, match="embed scales must be"):
     tasks.transformer_family(8, 1, 2, 4, 8, 2, embed_scales=(1.0, 0.0))
+
+
+def test_scales_families_add_wider_transformers_drawn_twice_as_often():
+  """The "scales" distribution: the default's other families (the same
+  objects), and its transformers and two wider ones, every one with
+  embeddings from EMBED_SCALES and weight 2."""
+  default, scales = tasks.families("default"), tasks.families("scales")
+  kept = [f for f in scales if f.weight == 1.0]
+  assert all(any(f is d for d in default) for f in kept)
+  assert len(kept) == len(default) - 4
+  transformers = [f for f in scales if f.weight != 1.0]
+  assert [f.weight for f in transformers] == [tasks.SCALES_TRANSFORMER_WEIGHT] * 6
+  assert all(f.name.endswith("_e0.02-1_b8") for f in transformers)
+  widths = [
+    jax.eval_shape(f.sample, jax.random.key(0)).width for f in transformers
+  ]
+  assert sorted(widths) == [16, 32, 32, 64, 64, 128]
 
 
 def test_transformer_is_causal():

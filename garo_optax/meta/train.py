@@ -117,14 +117,24 @@ def slots(config: config_lib.Config) -> tuple[Slot, ...]:
   return tuple(out)
 
 
-def _draw_probabilities(all_slots: tuple[Slot, ...]) -> np.ndarray | None:
-  # None, uniform, when every family weighs the same: numpy draws uniformly
-  # with other random numbers than from given probabilities, and the runs of
-  # the distributions without weights stay those they always were.
+def draw_probabilities(all_slots: tuple[Slot, ...]) -> np.ndarray | None:
+  """The probability of each slot's being drawn first, in proportion to its
+  family's weight; ``None`` (uniform) when every family weighs the same."""
   weights = np.array([s.family.weight for s in all_slots], np.float64)
   if np.all(weights == weights[0]):
+    # numpy draws uniformly with other random numbers than from given
+    # probabilities: the runs of unweighted families stay what they were.
     return None
   return weights / weights.sum()
+
+
+def draw(
+  seed: int, step: int, count: int, num_slots: int, p: np.ndarray | None = None
+) -> list[int]:
+  """The indices, sorted, of the ``count`` distinct slots of meta-step
+  ``step`` (of ``num_slots``, drawn with probabilities ``p``)."""
+  rng = np.random.default_rng([seed, step])
+  return sorted(int(i) for i in rng.choice(num_slots, count, replace=False, p=p))
 
 
 def inner_config(config: config_lib.Config, granularity: str) -> inner.InnerConfig:
@@ -268,7 +278,7 @@ def train(
       f"slots_per_step={config.slots_per_step} but the configuration has "
       f"{len(all_slots)} slots"
     )
-  draw_p = _draw_probabilities(all_slots)
+  draw_p = draw_probabilities(all_slots)
   seed_key = jax.random.key(seed)
   controller = garo_optax.init_controller(
     seed_key,
@@ -319,10 +329,7 @@ def train(
   began = time.time()
   bar = tqdm(range(start, config.meta_steps), initial=start, total=config.meta_steps)
   for step in bar:
-    rng = np.random.default_rng([seed, step])
-    chosen = sorted(
-      rng.choice(len(all_slots), config.slots_per_step, replace=False, p=draw_p)
-    )
+    chosen = draw(seed, step, config.slots_per_step, len(all_slots), draw_p)
     step_key = jax.random.fold_in(seed_key, step)
     losses, grads = [], []
     for i in chosen:
