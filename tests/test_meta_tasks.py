@@ -43,7 +43,8 @@ def test_registry():
   assert tasks.families("wide")[: len(tasks.families("default"))] == tasks.families(
     "default"
   )
-  with pytest.raises(ValueError, match="valid: default, embed_scales, scales, wide, tiny, v1"):
+  valid = "valid: default, embed_scales, scales, wide, tiny, v1"
+  with pytest.raises(ValueError, match=valid):
     tasks.families("broad")
 
 
@@ -378,9 +379,7 @@ def test_scales_families_add_wider_transformers_drawn_twice_as_often():
   transformers = [f for f in scales if f.weight != 1.0]
   assert [f.weight for f in transformers] == [tasks.SCALES_TRANSFORMER_WEIGHT] * 6
   assert all(f.name.endswith("_e0.02-1_b8") for f in transformers)
-  widths = [
-    jax.eval_shape(f.sample, jax.random.key(0)).width for f in transformers
-  ]
+  widths = [jax.eval_shape(f.sample, jax.random.key(0)).width for f in transformers]
   assert sorted(widths) == [16, 32, 32, 64, 64, 128]
 
 
