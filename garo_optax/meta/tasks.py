@@ -507,13 +507,15 @@ def transformer_family(
   batch_size: int,
   *,
   embed_scales: tuple[float, float] | None = None,
+  weight: float = 1.0,
 ) -> Family:
   """Causal transformer language models on text from a random sparse
   second-order Markov chain over ``vocab`` symbols.
 
   The token embeddings start with standard deviation 1, or, given
   ``embed_scales``, one drawn log-uniform in that range (GPT-2 starts them at
-  0.02, Flax's ``nn.Embed`` at ``1 / sqrt(width)``).
+  0.02, Flax's ``nn.Embed`` at ``1 / sqrt(width)``). ``weight`` is the
+  family's :attr:`Family.weight`.
   """
 
   def sample(key):
@@ -538,7 +540,7 @@ def transformer_family(
   if embed_scales is not None:
     check_scales(embed_scales, "embed scales")
     name += f"_e{embed_scales[0]:g}-{embed_scales[1]:g}"
-  return Family(f"{name}_b{batch_size}", "markov_text", sample)
+  return Family(f"{name}_b{batch_size}", "markov_text", sample, weight)
 
 
 # fold_in's data for a transformer's embedding scale: a stream of its own, so
@@ -654,17 +656,25 @@ _TRANSFORMERS = (
 EMBED_SCALES = (0.02, 1.0)
 
 
+def _small_embeddings(
+  specs: tuple[tuple[int, ...], ...], weight: float = 1.0
+) -> tuple[Family, ...]:
+  # The default families with their transformers replaced by those of
+  # `specs`, embeddings from EMBED_SCALES, of weight `weight`.
+  transformers = {transformer_family(*spec).name for spec in _TRANSFORMERS}
+  return (
+    *(f for f in families("default") if f.name not in transformers),
+    *(transformer_family(*s, embed_scales=EMBED_SCALES, weight=weight) for s in specs),
+  )
+
+
 def _embed_scales() -> tuple[Family, ...]:
   # On a transformer whose embeddings start small, as people's do, the
   # garo_adamw controller trained on the default families (embeddings at 1)
   # cuts the rate it starts from about 35-fold, where AdamW's fixed rate
   # trains well (benchmarks/results/embed_scale.md); here the same
   # transformers start with embeddings from EMBED_SCALES.
-  transformers = {transformer_family(*spec).name for spec in _TRANSFORMERS}
-  return (
-    *(f for f in families("default") if f.name not in transformers),
-    *(transformer_family(*s, embed_scales=EMBED_SCALES) for s in _TRANSFORMERS),
-  )
+  return _small_embeddings(_TRANSFORMERS)
 
 
 # The "scales" families' wider transformers (width, depth, heads, context,
@@ -682,16 +692,8 @@ def _scales() -> tuple[Family, ...]:
   # (benchmarks/results/family_learning_rates.md). Here transformers of both
   # sizes start with embeddings from EMBED_SCALES and are drawn twice as often
   # as the other families, so a controller meets models of several scales.
-  transformers = {transformer_family(*spec).name for spec in _TRANSFORMERS}
-  return (
-    *(f for f in families("default") if f.name not in transformers),
-    *(
-      dataclasses.replace(
-        transformer_family(*s, embed_scales=EMBED_SCALES),
-        weight=SCALES_TRANSFORMER_WEIGHT,
-      )
-      for s in _TRANSFORMERS + _WIDER_TRANSFORMERS
-    ),
+  return _small_embeddings(
+    _TRANSFORMERS + _WIDER_TRANSFORMERS, SCALES_TRANSFORMER_WEIGHT
   )
 
 
