@@ -16,7 +16,9 @@ and are cached in ``--baselines`` (a JSON file). The summary holds the issue's
 criteria: tasks where GARO beats sgd(0.01) and adam(1e-3), the geometric mean
 of its final loss over the best tuned baseline's, the spread of final losses
 over starting learning rates, and counts of non-finite losses and of runs
-ending above their initial loss.
+ending above their initial loss; each task's row also says where GARO's
+learning rate ends (``learning_rate_end``: the median over the last tenth of
+each run from the default start, then over seeds).
 
 The ratios and spreads are taken as the suite's report takes them
 (``benchmarks.report``): final losses are floored at ``RELATIVE_LOSS_FLOOR``
@@ -93,7 +95,18 @@ def _record(curves) -> dict[str, Any]:
   for key in CHANGES:
     if key in curves[0].hyperparams:
       out[key] = [float(np.median(c.hyperparams[key])) for c in curves]
+  if "learning_rate" in curves[0].hyperparams:
+    out["learning_rate_end"] = [
+      float(_last_tenth_median(c.hyperparams["learning_rate"])) for c in curves
+    ]
   return out
+
+
+def _last_tenth_median(values) -> float:
+  """Median over the last tenth of a run's evaluations (at least the last
+  one): where a schedule ends, not one evaluation's noise."""
+  values = np.asarray(values)
+  return float(np.median(values[-max(1, len(values) // 10) :]))
 
 
 def baselines(task_names, seeds, path) -> dict[str, Any]:
@@ -198,7 +211,11 @@ def summarise(garo, base, default_lr=1e-2) -> dict[str, Any]:
       "adam_metric": float(np.mean(b["adam"]["metric"])),
       "best_tuned_metric": float(np.mean(b[tuned]["metric"])),
       **{f"garo_lr{lr:g}": v for lr, v in finals.items()},
-      **{key: float(np.median(default[key])) for key in CHANGES if key in default},
+      **{
+        key: float(np.median(default[key]))
+        for key in (*CHANGES, "learning_rate_end")
+        if key in default
+      },
       "lr_spread": _floored_ratio(max(finals.values()), min(finals.values()), floor),
       "lr_spread_unfloored": _ratio(max(finals.values()), min(finals.values())),
       "nonfinite": int(

@@ -461,3 +461,23 @@ def test_evaluation_summary_holds_the_issue_criteria():
   assert summary["tasks"]["b"]["ratio_unfloored"] == pytest.approx(1e3)
   assert summary["max_lr_spread"] == pytest.approx(4.0)
   assert summary["max_lr_spread_unfloored"] == float("inf")
+  assert "learning_rate_end" not in summary["tasks"]["a"]
+
+
+def test_evaluation_summary_records_where_the_learning_rate_ends():
+  """The median learning rate over the last tenth of the evaluations, the
+  median over seeds, from the runs at the default starting rate."""
+  from benchmarks import pretrained as evaluate
+  from benchmarks.train import Curves
+
+  def curves(last):
+    rates = np.concatenate([np.full(18, 0.1), [last, 3 * last]])
+    losses = np.array([1.0, 0.5])
+    return Curves(np.arange(2), losses, losses, {"learning_rate": rates}, 0.0)
+
+  record = lambda x: {"learning_rate": 0.1, "final": [x], "metric": [x]}
+  base = {k: record(0.1) for k in evaluate.BASELINES}
+  garo = {"a": {1e-2: [curves(1e-3), curves(2e-3), curves(1e-2)], 1e-1: [curves(1.0)]}}
+  row = evaluate.summarise(garo, {"a": base})["tasks"]["a"]
+  # Per run: the median of its last 2 of 20 rates (2e-3, 4e-3, 2e-2); over runs: 4e-3.
+  assert row["learning_rate_end"] == pytest.approx(4e-3)
