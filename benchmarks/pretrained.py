@@ -97,7 +97,7 @@ def _record(curves) -> dict[str, Any]:
       out[key] = [float(np.median(c.hyperparams[key])) for c in curves]
   if "learning_rate" in curves[0].hyperparams:
     out["learning_rate_end"] = [
-      float(_last_tenth_median(c.hyperparams["learning_rate"])) for c in curves
+      _last_tenth_median(c.hyperparams["learning_rate"]) for c in curves
     ]
   return out
 
