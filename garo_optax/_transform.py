@@ -97,12 +97,15 @@ def garo(
   the k-th back-off it doubles every ``100 k`` steps, up to 0.7 times the
   lowest rate that blew up, so that a deep cut made early (at the stiff start
   of training) does not slow the rest of the run, and a rate that blew up
-  is not tried again. One step's jump of the gradient norm that nothing else
-  confirms (a hard batch near zero loss) is a spike, not a blow-up: its step
-  is taken without momentum and with the gradient scaled to the usual norm,
-  and the rate is left alone; a jump again at the next step backs off. A
-  run that does not blow up is never capped; ``state.safeguard.backoffs``
-  counts the back-offs, ``state.safeguard.spikes`` the spikes.
+  is not tried again. The controller does not read the cap: its features
+  hold the rate it chose, so a back-off lowers the rate applied without
+  turning the controller's own course down. One step's jump of the gradient
+  norm that nothing else confirms (a hard batch near zero loss) is a spike,
+  not a blow-up: its step is taken without momentum and with the gradient
+  scaled to the usual norm, and the rate is left alone; a jump again at the
+  next step backs off. A run that does not blow up is never capped;
+  ``state.safeguard.backoffs`` counts the back-offs, ``state.safeguard.spikes``
+  the spikes.
 
   Non-finite gradients (or a non-finite ``value``) skip the step: the updates
   are zero, the state is held and ``skipped`` is incremented. So do gradients
@@ -628,6 +631,7 @@ def transformation(
       _hyperparams.as_array(state.hyperparams[names[1]], groups),
       jump_test=rule.jump_test,
     )
+    chosen_lr = lr
     lr, mom = _safeguard.apply(lr, mom, restart | after_revert, safeguard)
     if rule.jump_test:  # a spike's gradient is clipped (_safeguard.safeguard)
       lr, mom, wd, clip = _xla.computed_once(
@@ -648,6 +652,7 @@ def transformation(
       backoff & ~skip,
     )
 
+    feature_state = _features.record_cut(feature_state, chosen_lr, lr)
     if reads_update_ratio:
       # One pass over the step and the weights, as over the gradients.
       sums = _statistics.group_statistics(new_updates, params, groups)

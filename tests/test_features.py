@@ -59,3 +59,21 @@ def test_features_are_finite_and_clipped(grad_and_mu):
     features[:, _features.FEATURE_NAMES.index("log_learning_rate_ratio")],
     _features.FEATURE_CLIP,
   )
+
+
+def test_learning_rate_ratio_reads_the_rate_the_controller_chose(grad_and_mu):
+  """A rate cut by the safeguard's cap reads as the rate before the cut."""
+  statistics = _group_statistics(grad_and_mu, 2, mu_scale=1.0)
+  chosen = jnp.array([0.2, 0.05])
+  applied = jnp.array([0.002, 0.05])  # group 0 capped at 0.002
+  reference = jnp.array([0.01, 0.01])
+  state = _features.record_cut(_features.init_feature_state(2), chosen, applied)
+  np.testing.assert_allclose(state.learning_rate_cut, [np.log(0.01), 0.0], rtol=1e-6)
+  features, _ = _features.compute_features(
+    statistics, state, jnp.array(5), applied, reference, 1.0
+  )
+  np.testing.assert_allclose(
+    features[:, _features.FEATURE_NAMES.index("log_learning_rate_ratio")],
+    np.log(chosen / reference),
+    rtol=1e-5,
+  )

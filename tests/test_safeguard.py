@@ -471,3 +471,33 @@ def test_stiff_benchmark_flags_failures_where_sgd_trains():
   table = stiff_benchmark.markdown(results, "python -m benchmarks.stiff")
   assert "| **0.001** | 0.5 (0.5) | 0.8 (1.2) |" in table
   assert "| 0.1 | inf (0.2), 1 div | inf (3), 1 div |" in table
+
+
+def test_controller_does_not_read_the_cap_as_its_own_cut():
+  """Under a cap, the step applies the capped rate, and the controller's
+  next features are those of the rate it chose: a back-off cannot feed back
+  into the controller (controllers that read the cut as theirs cut on and on
+  after one)."""
+  params = {"w": jnp.linspace(-1.0, 1.0, 8)}
+  grads = {"w": jnp.linspace(0.5, -0.3, 8)}
+  tx = garo_optax.garo(0.01)
+  state = tx.init(params)
+  for _ in range(3):
+    _, state = tx.update(grads, state, params, value=jnp.array(1.0))
+  cap = jnp.full_like(state.safeguard.max_learning_rate, 1e-4)
+  capped = state._replace(safeguard=state.safeguard._replace(max_learning_rate=cap))
+  _, free = tx.update(grads, state, params, value=jnp.array(1.0))
+  _, cut = tx.update(grads, capped, params, value=jnp.array(1.0))
+  chosen = float(free.hyperparams["learning_rate"])
+  assert chosen > 1e-3
+  # The cap (lifting a little each step) is what the step applied.
+  applied = float(cut.hyperparams["learning_rate"])
+  np.testing.assert_allclose(applied, cut.safeguard.max_learning_rate[0], rtol=1e-6)
+  assert applied < 1.1e-4
+  np.testing.assert_allclose(
+    cut.feature_state.learning_rate_cut, [np.log(applied / chosen)], rtol=1e-5
+  )
+  # The next step's controller reads the same rate ratio from both states.
+  _, free_next = tx.update(grads, free, params, value=jnp.array(1.0))
+  _, cut_next = tx.update(grads, cut, params, value=jnp.array(1.0))
+  np.testing.assert_allclose(free_next.offsets, cut_next.offsets, rtol=1e-5, atol=1e-7)
