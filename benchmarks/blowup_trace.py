@@ -3,10 +3,11 @@
 Trains a suite task with GARO variants of the suite (``benchmarks.optimizers``)
 from their default starting rate, with the loss given, seeded as the suite
 seeds its runs, and records every step's loss, gradient norm, applied
-learning rate and momentum, and the safeguard's back-offs. For each run it
-reports the highest loss over the first one and the steps around the first
-back-off: how far the loss had risen before the safeguard answered, and what
-the step after it was.
+learning rate and momentum, the safeguard's back-offs and its cap. For each
+run it reports the highest loss over the first one, the steps around the
+first back-off (how far the loss had risen before the safeguard answered, and
+what the step after it was) and where the learning rate ends against the cap:
+far below it, the controller cut the rate on its own after the back-off.
 
 Usage::
 
@@ -28,6 +29,7 @@ import optax
 
 import garo_optax
 from benchmarks import _machine, optimizers, tasks
+from garo_optax import _safeguard
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "blowup_trace"
 # Steps shown before and after the first back-off.
@@ -38,9 +40,9 @@ def trace(
   task, optimizer, seeds: Sequence[int], steps: int
 ) -> list[dict[str, np.ndarray]]:
   """Every step's loss, gradient norm, learning rate and momentum (the
-  largest over groups), update norm and back-offs so far, of one run per
-  seed (the run compiled once: the seed's params and batch keys are its
-  arguments)."""
+  largest over groups), update norm, back-offs so far and the safeguard's cap
+  (the lowest over groups), of one run per seed (the run compiled once: the
+  seed's params and batch keys are its arguments)."""
   kwargs = {"total_steps": steps} if optimizer.uses_total_steps else {}
   tx = optimizer.make(optimizer.learning_rate, **kwargs)
 
@@ -56,6 +58,7 @@ def trace(
       "learning_rate": _largest(hyperparams["learning_rate"]),
       "momentum": _largest(hyperparams.get("momentum", hyperparams.get("b1"))),
       "backoffs": optax.tree.get(state, "backoffs"),
+      "cap": jnp.min(optax.tree.get(state, "safeguard").max_learning_rate),
     }
     return (optax.apply_updates(params, updates), state), record
 
@@ -74,8 +77,8 @@ def _largest(value) -> jax.Array:
 
 
 def summary(record: dict[str, np.ndarray]) -> dict:
-  """The run's peak loss over its first, its final loss, and the steps around
-  its first back-off (if any)."""
+  """The run's peak loss over its first, its final loss, the learning rate and
+  the cap it ends with, and the steps around its first back-off (if any)."""
   loss = record["loss"]
   finite = np.isfinite(loss)
   out = {
@@ -83,6 +86,11 @@ def summary(record: dict[str, np.ndarray]) -> dict:
     "final_loss": float(loss[-1]),
     "peak_over_first": float(np.max(np.where(finite, loss, np.inf)) / loss[0]),
     "backoffs": int(record["backoffs"][-1]),
+    "final_learning_rate": float(record["learning_rate"][-1]),
+    # None: never capped (the safeguard's NO_CAP).
+    "final_cap": float(record["cap"][-1])
+    if record["cap"][-1] < _safeguard.NO_CAP
+    else None,
   }
   backed_off = np.flatnonzero(np.diff(record["backoffs"], prepend=0) > 0)
   if backed_off.size:
@@ -128,8 +136,9 @@ def markdown(results: dict) -> str:
     f"given) on {results['machine']}.",
     "",
     "| optimizer | seed | final loss | peak loss / first | back-offs | "
-    f"first back-off at | loss there / {BEFORE} steps before |",
-    "|---|---|---|---|---|---|---|",
+    f"first back-off at | loss there / {BEFORE} steps before | final learning "
+    "rate | final cap |",
+    "|---|---|---|---|---|---|---|---|---|",
   ]
   for name, runs in results["runs"].items():
     for seed, r in runs.items():
@@ -142,11 +151,14 @@ def markdown(results: dict) -> str:
         row += [str(at), f"{around[at]['loss'] / earliest['loss']:.3g}"]
       else:
         row += ["", ""]
+      cap = r.get("final_cap")
+      row += [f"{r['final_learning_rate']:.3g}", "" if cap is None else f"{cap:.3g}"]
       lines.append("| " + " | ".join(row) + " |")
   lines += [
     "",
     "The steps around each first back-off (loss, gradient norm, learning "
-    "rate, momentum, update norm) are in the JSON file.",
+    "rate, momentum, update norm, cap) are in the JSON file. A final learning "
+    "rate far below the final cap is the controller's own cut.",
   ]
   return "\n".join(lines) + "\n"
 
