@@ -239,7 +239,8 @@ def record_cut(
     ``feature_state`` with ``learning_rate_cut``, ``log(applied / chosen)``
     (at most 0).
   """
-  # Exactly 0 where nothing was cut, however XLA rounds the two logs.
+  # Exactly 0 where the cap let the chosen rate through, however the logs
+  # round.
   cut = jnp.where(
     applied < chosen,
     jnp.log(jnp.maximum(applied, TINY)) - jnp.log(jnp.maximum(chosen, TINY)),
