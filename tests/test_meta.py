@@ -81,6 +81,41 @@ def test_roughness_charges_steps_beyond_readable():
   )
 
 
+def test_backoff_penalty_charges_each_backoff(quadratic):
+  """With ``backoff_penalty``, each back-off of the safeguard in a run (or a
+  truncation of one, as PES scores it) adds that much to its meta-loss."""
+  controller = garo_optax.init_controller(jax.random.key(5), hidden_size=4)
+  key, past_stability = jax.random.key(3), jnp.array(30.0)
+  losses, initial = jnp.array([1.0, 0.5]), jnp.array(1.0)
+  plain = inner.meta_loss(losses, initial)
+  charged = inner.InnerConfig(backoff_penalty=0.5)
+  assert inner.run_meta_loss(losses, {}, initial, charged, 3) == pytest.approx(
+    plain + 1.5
+  )
+  assert inner.run_meta_loss(losses, {}, initial, inner.DEFAULT_CONFIG, 3) == plain
+
+  state = inner.inner_init(controller, quadratic, key, past_stability)
+  end, _, _ = inner.inner_unroll(controller, quadratic, state, past_stability, 20)
+  assert inner.backoffs(end) > 0  # a rate far past the edge of stability
+  difference = inner.unroll_meta_loss(
+    controller, quadratic, key, past_stability, 20, charged
+  ) - inner.unroll_meta_loss(controller, quadratic, key, past_stability, 20)
+  assert difference == pytest.approx(0.5 * inner.backoffs(end), rel=1e-5)
+  # A truncation is charged for its own back-offs only: the one that ends
+  # the blow-up, then none once the safeguard has capped the rate.
+  for start, charge in ((1, 0.5 * inner.backoffs(end)), (10, 0.0)):
+    middle, _, _ = inner.inner_unroll(
+      controller, quadratic, state, past_stability, start
+    )
+    truncation = [
+      estimators._truncation_meta_loss(
+        controller, quadratic, middle, past_stability, 20 - start, config
+      )[0]
+      for config in (charged, inner.DEFAULT_CONFIG)
+    ]
+    assert truncation[0] - truncation[1] == pytest.approx(charge, abs=1e-5)
+
+
 def _small_controller(scale=1.0):
   return garo_optax.init_controller(jax.random.key(5), hidden_size=4, head_scale=scale)
 
@@ -283,6 +318,8 @@ def test_configs_are_checked(tmp_path):
     config.override(default, ["num_features=9"])
   with pytest.raises(ValueError, match="optimizer"):
     config.override(default, ["optimizer=adam"])
+  with pytest.raises(ValueError, match="weights of the meta-loss"):
+    config.override(default, ["backoff_penalty=-1"])
   with pytest.raises(ValueError, match="param scales must be"):
     config.override(default, ["param_scales=[1.0]"])
   with pytest.raises(ValueError, match="param scales must be"):

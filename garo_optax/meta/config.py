@@ -75,6 +75,9 @@ class Config:
   # Weight in the meta-loss of the schedules' roughness beyond readable
   # (garo_optax.meta.inner.roughness; 0: not scored).
   smoothness: float
+  # Meta-loss charged for each back-off of the safeguard in a truncation
+  # (garo_optax.meta.inner.run_meta_loss; 0: none).
+  backoff_penalty: float
   checkpoint_every: int
   # The meta-seeds the recipe is run with (the model card reports them all).
   seeds: tuple[int, ...]
@@ -105,6 +108,11 @@ class Config:
       raise ValueError("home_learning_rate and home_steps go together")
     if self.param_scales is not None:
       tasks.check_scales(self.param_scales)
+    if self.smoothness < 0 or self.backoff_penalty < 0:
+      raise ValueError(
+        "smoothness and backoff_penalty are weights of the meta-loss, >= 0; got "
+        f"{self.smoothness}, {self.backoff_penalty}"
+      )
     if not 0 < self.min_lr <= self.max_lr:
       raise ValueError(f"need 0 < min_lr <= max_lr, got {self.min_lr}, {self.max_lr}")
 

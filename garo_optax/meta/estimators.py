@@ -29,10 +29,13 @@ from garo_optax.meta import inner, problems
 def _truncation_meta_loss(controller, task, state, learning_rate, num_steps, config):
   """Meta-loss of one truncation of one run (scored against the run's start)
   and the run's new state."""
-  state, losses, hyper = inner.inner_unroll(
+  end, losses, hyper = inner.inner_unroll(
     controller, task, state, learning_rate, num_steps, config
   )
-  return inner.run_meta_loss(losses, hyper, state.initial_loss, config), state
+  num_backoffs = inner.backoffs(end) - inner.backoffs(state)
+  return inner.run_meta_loss(
+    losses, hyper, state.initial_loss, config, num_backoffs
+  ), end
 
 
 def _batched_meta_loss(controller, task, state, learning_rate, num_steps, config):

@@ -10,7 +10,8 @@ same however far below it goes) and capped, with non-finite losses at the cap
 and every step above the initial loss penalised again: divergence costs more
 than any progress can buy back. :func:`roughness` scores the schedules the
 controller applied: how far they chatter beyond what reads as a schedule;
-:func:`run_meta_loss` adds it, weighted by ``InnerConfig.smoothness``.
+:func:`run_meta_loss` adds it, weighted by ``InnerConfig.smoothness``, and
+charges each back-off of GARO's safeguard ``InnerConfig.backoff_penalty``.
 """
 
 from typing import Any, NamedTuple
@@ -52,6 +53,8 @@ class InnerConfig(NamedTuple):
   max_learning_rate: float | None = None
   # Weight of `roughness` in the meta-loss (0: schedules are not scored).
   smoothness: float = 0.0
+  # Meta-loss charged for each back-off of the safeguard (0: none).
+  backoff_penalty: float = 0.0
 
 
 DEFAULT_CONFIG = InnerConfig()
@@ -195,18 +198,36 @@ def roughness(hyperparams: dict[str, Any]) -> jax.Array:
   )
 
 
+def backoffs(state: InnerState) -> jax.Array:
+  """How many times the safeguard has backed off in the run so far."""
+  return state.opt_state.safeguard.backoffs
+
+
 def run_meta_loss(
   losses: jax.Array,
   hyperparams: dict[str, Any],
   initial_loss: jax.Array,
   config: InnerConfig = DEFAULT_CONFIG,
+  num_backoffs: jax.Array | int = 0,
 ) -> jax.Array:
   """Meta-loss of a run (or a truncation of one, scored against the run's
   initial loss): :func:`meta_loss`, plus ``config.smoothness`` times the
-  :func:`roughness` of its schedules."""
+  :func:`roughness` of its schedules, plus ``config.backoff_penalty`` for
+  each of the ``num_backoffs`` back-offs of the safeguard in it.
+
+  A back-off takes the step that blew up back within a few steps, so the
+  rise it ends weighs little in the mean of the loss ratios, and under
+  fitness shaping a pair's vote is only the sign of its difference: a
+  controller that drives a stiff problem past the edge of stability, again
+  and again, and leaves the safeguard to catch it, pays almost nothing for
+  it. The penalty charges each back-off, so that a perturbation that causes
+  one loses its pair's vote.
+  """
   loss = meta_loss(losses, initial_loss, config.log_floor)
   if config.smoothness:
     loss = loss + config.smoothness * roughness(hyperparams)
+  if config.backoff_penalty:
+    loss = loss + config.backoff_penalty * jnp.asarray(num_backoffs, jnp.float32)
   return loss
 
 
@@ -221,7 +242,7 @@ def unroll_meta_loss(
 ) -> jax.Array:
   """Meta-loss of a whole inner run of ``num_steps`` steps from scratch."""
   state = inner_init(controller, task, key, learning_rate, config, total_steps)
-  _, losses, hyper = inner_unroll(
+  end, losses, hyper = inner_unroll(
     controller, task, state, learning_rate, num_steps, config
   )
-  return run_meta_loss(losses, hyper, state.initial_loss, config)
+  return run_meta_loss(losses, hyper, state.initial_loss, config, backoffs(end))

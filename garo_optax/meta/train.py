@@ -148,6 +148,7 @@ def inner_config(config: config_lib.Config, granularity: str) -> inner.InnerConf
     optimizer=config.optimizer,
     max_learning_rate=config.max_learning_rate,
     smoothness=config.smoothness,
+    backoff_penalty=config.backoff_penalty,
   )
 
 
