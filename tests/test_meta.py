@@ -81,6 +81,26 @@ def test_roughness_charges_steps_beyond_readable():
   )
 
 
+def test_peak_penalty_charges_the_highest_rise():
+  """With ``peak_penalty``, a run's highest log loss ratio above its initial
+  loss is charged once more, however few steps it lasts."""
+  initial = jnp.array(1.0)
+  spike = jnp.array([1.0, 0.5, 4.0, 0.25, 2.0, 0.1])
+  plain = inner.meta_loss(spike, initial)
+  charged = inner.InnerConfig(peak_penalty=2.0)
+  assert inner.run_meta_loss(spike, {}, initial, charged) == pytest.approx(
+    plain + 2.0 * np.log(4.0), rel=1e-5
+  )
+  below = jnp.array([0.9, 0.5, 0.25])  # never above the start: no charge
+  assert inner.run_meta_loss(below, {}, initial, charged) == pytest.approx(
+    inner.meta_loss(below, initial)
+  )
+  diverged = jnp.array([1.0, jnp.inf])  # at the cap, as the mean counts it
+  assert inner.run_meta_loss(diverged, {}, initial, charged) == pytest.approx(
+    inner.meta_loss(diverged, initial) + 2.0 * inner.LOG_CAP
+  )
+
+
 def test_backoff_penalty_charges_each_backoff(quadratic):
   """With ``backoff_penalty``, each back-off of the safeguard in a run (or a
   truncation of one, as PES scores it) adds that much to its meta-loss."""
@@ -320,6 +340,8 @@ def test_configs_are_checked(tmp_path):
     config.override(default, ["optimizer=adam"])
   with pytest.raises(ValueError, match="weights of the meta-loss"):
     config.override(default, ["backoff_penalty=-1"])
+  with pytest.raises(ValueError, match="peak_penalty"):
+    config.override(default, ["peak_penalty=-0.5"])
   with pytest.raises(ValueError, match="param scales must be"):
     config.override(default, ["param_scales=[1.0]"])
   with pytest.raises(ValueError, match="param scales must be"):

@@ -78,6 +78,9 @@ class Config:
   # Meta-loss charged for each back-off of the safeguard in a truncation
   # (garo_optax.meta.inner.run_meta_loss; 0: none).
   backoff_penalty: float
+  # Weight in the meta-loss of a truncation's highest log(loss_t / loss_0)
+  # above 0 (0: only the mean counts).
+  peak_penalty: float
   checkpoint_every: int
   # The meta-seeds the recipe is run with (the model card reports them all).
   seeds: tuple[int, ...]
@@ -108,11 +111,14 @@ class Config:
       raise ValueError("home_learning_rate and home_steps go together")
     if self.param_scales is not None:
       tasks.check_scales(self.param_scales)
-    if self.smoothness < 0 or self.backoff_penalty < 0:
-      raise ValueError(
-        "smoothness and backoff_penalty are weights of the meta-loss, >= 0; got "
-        f"{self.smoothness}, {self.backoff_penalty}"
-      )
+    weights = {
+      "smoothness": self.smoothness,
+      "backoff_penalty": self.backoff_penalty,
+      "peak_penalty": self.peak_penalty,
+    }
+    negative = {k: v for k, v in weights.items() if v < 0}
+    if negative:
+      raise ValueError(f"weights of the meta-loss must be >= 0, got {negative}")
     if not 0 < self.min_lr <= self.max_lr:
       raise ValueError(f"need 0 < min_lr <= max_lr, got {self.min_lr}, {self.max_lr}")
 

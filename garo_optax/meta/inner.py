@@ -10,8 +10,9 @@ same however far below it goes) and capped, with non-finite losses at the cap
 and every step above the initial loss penalised again: divergence costs more
 than any progress can buy back. :func:`roughness` scores the schedules the
 controller applied: how far they chatter beyond what reads as a schedule;
-:func:`run_meta_loss` adds it, weighted by ``InnerConfig.smoothness``, and
-charges each back-off of GARO's safeguard ``InnerConfig.backoff_penalty``.
+:func:`run_meta_loss` adds it, weighted by ``InnerConfig.smoothness``; it can
+also charge the highest rise above the initial loss (``InnerConfig.peak_penalty``)
+and each back-off of GARO's safeguard (``InnerConfig.backoff_penalty``).
 """
 
 from typing import Any, NamedTuple
@@ -55,6 +56,8 @@ class InnerConfig(NamedTuple):
   smoothness: float = 0.0
   # Meta-loss charged for each back-off of the safeguard (0: none).
   backoff_penalty: float = 0.0
+  # Weight of the highest log(loss_t / loss_0) above 0 in a run or truncation.
+  peak_penalty: float = 0.0
 
 
 DEFAULT_CONFIG = InnerConfig()
@@ -212,18 +215,25 @@ def run_meta_loss(
 ) -> jax.Array:
   """Meta-loss of a run (or a truncation of one, scored against the run's
   initial loss): :func:`meta_loss`, plus ``config.smoothness`` times the
-  :func:`roughness` of its schedules, plus ``config.backoff_penalty`` for
-  each of the ``num_backoffs`` back-offs of the safeguard in it.
+  :func:`roughness` of its schedules, plus ``config.peak_penalty`` times its
+  highest clipped ``log(loss_t / loss_0)`` above 0, plus
+  ``config.backoff_penalty`` for each of the ``num_backoffs`` back-offs of
+  the safeguard in it.
 
   A back-off takes the step that blew up back within a few steps, so the
   rise it ends weighs little in the mean of the loss ratios, and under
   fitness shaping a pair's vote is only the sign of its difference: a
   controller that drives a stiff problem past the edge of stability, again
   and again, and leaves the safeguard to catch it, pays almost nothing for
-  it. The penalty charges each back-off, so that a perturbation that causes
-  one loses its pair's vote.
+  it. The back-off penalty charges each back-off, so that a perturbation
+  that causes one loses its pair's vote; the peak penalty charges the rise
+  itself, however few steps it lasts, so that of two runs that both rise the
+  one that rises less wins.
   """
   loss = meta_loss(losses, initial_loss, config.log_floor)
+  if config.peak_penalty:
+    ratio = log_loss_ratio(losses, initial_loss, config.log_floor)
+    loss = loss + config.peak_penalty * jax.nn.relu(jnp.max(ratio))
   if config.smoothness:
     loss = loss + config.smoothness * roughness(hyperparams)
   if config.backoff_penalty:

@@ -149,6 +149,7 @@ def inner_config(config: config_lib.Config, granularity: str) -> inner.InnerConf
     max_learning_rate=config.max_learning_rate,
     smoothness=config.smoothness,
     backoff_penalty=config.backoff_penalty,
+    peak_penalty=config.peak_penalty,
   )
 
 
