@@ -76,7 +76,8 @@ class Config:
   # (garo_optax.meta.inner.roughness; 0: not scored).
   smoothness: float
   # Meta-loss charged for each back-off of the safeguard in a truncation
-  # (garo_optax.meta.inner.run_meta_loss; 0: none).
+  # (garo_optax.meta.inner.run_meta_loss; 0: none). At 1 its controllers were
+  # less safe, not more (benchmarks/results/meta_v2/backoff_penalty/).
   backoff_penalty: float
   # Weight in the meta-loss of a truncation's highest log(loss_t / loss_0)
   # above 0 (0: only the mean counts).
