@@ -80,7 +80,8 @@ class Config:
   # less safe, not more (benchmarks/results/meta_v2/backoff_penalty/).
   backoff_penalty: float
   # Weight in the meta-loss of a truncation's highest log(loss_t / loss_0)
-  # above 0 (0: only the mean counts).
+  # above 0 (0: only the mean counts). At 1 its controllers were no safer
+  # (benchmarks/results/meta_v2/peak_penalty/).
   peak_penalty: float
   checkpoint_every: int
   # The meta-seeds the recipe is run with (the model card reports them all).
