@@ -27,13 +27,15 @@ FILE_VERSION = 2
 # trained for (files without the entry predate garo_adamw: garo).
 OPTIMIZERS = ("garo", "garo_adamw")
 # Decay of the running mean the applied hyperparameters follow the heads with,
-# and the most that mean falls and rises in one step: log learning rate,
-# momentum, log weight decay. A factor of 10 in the learning rate takes 47
-# steps, a change of momentum from 0 to 0.9 takes 45. (A slower rise of the
-# learning rate is under study: benchmarks/results/meta_v2/rise_cap_probe/.)
+# and the most that mean falls (``MAX_OFFSET_STEP``) and rises
+# (``MAX_OFFSET_RISE``) in one step: log learning rate, momentum, log weight
+# decay. The learning rate falls fast and rises slowly: a factor of 10 down
+# takes 47 steps, up 116, so that a rate climbing towards the edge of
+# stability gives the safeguard time to see the loss turn before it is far
+# past it. Momentum from 0 to 0.9 takes 45 steps.
 OUTPUT_DECAY = 0.9
 MAX_OFFSET_STEP = (0.05, 0.02, 0.05)
-MAX_OFFSET_RISE = MAX_OFFSET_STEP
+MAX_OFFSET_RISE = (0.02, 0.02, 0.05)
 # The largest float32 below 1: momentum stays in [0, 1).
 _BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
 
@@ -155,8 +157,9 @@ def controller_step(
   """Advances the GRU and reads the hyperparameters off the new hidden state.
 
   The heads' values are not applied as they are: the applied values follow
-  them through a running mean (decay ``OUTPUT_DECAY``, moving at most
-  ``MAX_OFFSET_STEP`` a step) of their offsets from
+  them through a running mean (decay ``OUTPUT_DECAY``, falling at most
+  ``MAX_OFFSET_STEP`` and rising at most ``MAX_OFFSET_RISE`` a step) of
+  their offsets from
   the reference values the biases stand for (log ratios for the learning rate
   and the weight decay, differences for the momentum). The hyperparameters
   change smoothly, as a schedule does, however noisy a step's reading is, and

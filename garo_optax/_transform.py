@@ -61,7 +61,7 @@ def garo(
     \hat\mu_t = \tanh(W_\mu h_t + b_\mu), \quad
     \hat\lambda_t = \mathrm{softplus}(W_\lambda h_t + b_\lambda) \\
     o_t &= o_{t-1} + \mathrm{clip}\big(0.1\,(\hat o_t - o_{t-1}),
-    \pm o_{\max}\big), \quad
+    -o_{\downarrow}, o_{\uparrow}\big), \quad
     \hat o_t = \big(\log(\hat\eta_t / \eta^0_t),\ \hat\mu_t - \mu^0_t,\
     \log(\hat\lambda_t / \lambda^0_t)\big) \\
     \mu_t &= \mathrm{clip}(\mu^0_t + o_{t,\mu}, 0, 1), \quad
@@ -76,12 +76,13 @@ def garo(
   at step :math:`t`), and the applied values follow the heads' through a
   running mean :math:`o_t` of their offsets from those (log ratios for the
   rates, a difference for the momentum) that moves at most
-  ``_controller.MAX_OFFSET_STEP`` a step (:math:`o_{\max}`: a factor of 10
-  in the learning rate takes 47 steps, momentum from 0 to 0.9 takes 45), so
-  they change smoothly, as a schedule does. The learning-rate offset moves
-  heavy ball's effective step :math:`\eta_t / (1 - \mu_t)`: raising the
-  momentum lowers the learning rate so that the effective step stays where
-  it was.
+  :math:`o_{\downarrow}` down and :math:`o_{\uparrow}` up a step
+  (``_controller.MAX_OFFSET_STEP`` and ``MAX_OFFSET_RISE``: the learning
+  rate falls by a factor of 10 in 47 steps and rises by one in 116; momentum
+  goes from 0 to 0.9 in 45), so they change smoothly, as a schedule does.
+  The learning-rate offset moves heavy ball's effective step
+  :math:`\eta_t / (1 - \mu_t)`: raising the momentum lowers the learning
+  rate so that the effective step stays where it was.
   :math:`x_0 = 0` makes :math:`h_0 = 0` and :math:`o_0 = 0`, so the first
   step is exactly SGD with the given values; from there the controller adapts
   them.

@@ -211,7 +211,8 @@ def test_applied_values_follow_the_heads_through_a_running_mean(controller):
   hidden = jnp.zeros((1, HIDDEN_SIZE))
   offsets = jnp.zeros((1, len(_controller.HEAD_NAMES)))
   decay = _controller.OUTPUT_DECAY
-  max_step = np.array(_controller.MAX_OFFSET_STEP)
+  max_fall = np.array(_controller.MAX_OFFSET_STEP)
+  max_rise = np.array(_controller.MAX_OFFSET_RISE)
   expected = np.zeros(3)
   for _ in range(3):
     hidden, offsets, values = _controller.controller_step(
@@ -226,7 +227,7 @@ def test_applied_values_follow_the_heads_through_a_running_mean(controller):
       ]
     )
     expected = expected + np.clip(
-      (1 - decay) * (target - expected), -max_step, max_step
+      (1 - decay) * (target - expected), -max_fall, max_rise
     )
     np.testing.assert_allclose(offsets[0], expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(
@@ -242,6 +243,23 @@ def test_applied_values_follow_the_heads_through_a_running_mean(controller):
       rtol=1e-5,
     )
   assert np.all(np.abs(expected) > 1e-4)  # the heads did move
+
+
+@pytest.mark.parametrize("coupled", [True, False])
+def test_learning_rate_rises_slower_than_it_falls(controller, coupled):
+  """However far the heads are, the learning rate's running offset rises at
+  most 0.02 a step in log (a factor of 10 takes 116 steps) and falls at most
+  0.05 (47 steps); momentum moves 0.02 and the weight decay 0.05 either way."""
+  still = controller._replace(head_kernel=jnp.zeros_like(controller.head_kernel))
+  bias = _hyperparams.head_bias(0.1, 0.5, 1e-3)
+  far = jnp.array([[-10.0, -10.0, -10.0], [10.0, 10.0, 10.0]])
+  features = jnp.zeros((2, controller.num_features))
+  _, offsets, _ = _controller.controller_step(
+    still, features, jnp.zeros((2, HIDDEN_SIZE)), far, bias, coupled=coupled
+  )
+  np.testing.assert_allclose(
+    offsets - far, [[0.02, 0.02, 0.05], [-0.05, -0.02, -0.05]], atol=1e-6
+  )
 
 
 def test_same_weights_same_bytes(tmp_path, controller):

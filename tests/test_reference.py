@@ -29,7 +29,8 @@ from garo_optax import (
 CLIP = _features.FEATURE_CLIP
 FAST, SLOW = _features.EMA_DECAY, _features.SLOW_EMA_DECAY
 DECAY = _controller.OUTPUT_DECAY
-MAX_STEP = np.array(_controller.MAX_OFFSET_STEP)
+MAX_FALL = np.array(_controller.MAX_OFFSET_STEP)
+MAX_RISE = np.array(_controller.MAX_OFFSET_RISE)
 
 
 def _softplus_inverse(x):
@@ -93,7 +94,7 @@ def reference_run(
         np.log(float(jax.nn.softplus(pre[2])) / wd_ref),
       ]
     )
-    offsets = offsets + np.clip((1 - DECAY) * (target - offsets), -MAX_STEP, MAX_STEP)
+    offsets = offsets + np.clip((1 - DECAY) * (target - offsets), -MAX_FALL, MAX_RISE)
     mom = min(max(mom_ref + offsets[1], 0.0), 1.0)
     # the learning-rate offset moves the effective step lr / (1 - momentum)
     lr = lr_ref * np.exp(offsets[0]) * (1 - mom) / (1 - mom_ref)
