@@ -351,8 +351,10 @@ def garo_adamw(
     coupled=False,
     init_buffers=_adam_buffers,
     step=_adamw_step(b2, eps, mask),
-    # AdamW's step does not grow with the gradient (see _safeguard.safeguard).
+    # AdamW's step does not grow with the gradient (see _safeguard.safeguard),
+    # and its rate rises as fast as it falls (_controller.MAX_OFFSET_RISE).
     jump_test=False,
+    max_offset_rise=_controller.MAX_OFFSET_STEP,
   )
   return transformation(
     rule,
@@ -475,6 +477,8 @@ class Rule(NamedTuple):
       the rule's own buffers.
     coupled: whether the learning rate's offset moves heavy ball's effective
       step (``_controller.controller_step``).
+    max_offset_rise: the most the controller's running offsets rise in one
+      step (``_controller.controller_step``'s ``max_rise``).
     jump_test: whether the safeguard counts one step's jump of the gradient
       norm, and growing reversals of the gradient along the momentum, as a
       blow-up (``_safeguard.safeguard``): the step must be along the
@@ -502,6 +506,7 @@ class Rule(NamedTuple):
   step: Callable[..., tuple[Any, dict[str, Any]]]
   jump_test: bool = True
   restart_after_revert: bool = False
+  max_offset_rise: tuple[float, float, float] = _controller.MAX_OFFSET_RISE
 
 
 def transformation(
@@ -611,6 +616,7 @@ def transformation(
       state.offsets,
       bias,
       coupled=rule.coupled,
+      max_rise=rule.max_offset_rise,
     )
     lr, mom = _hyperparams.bounded(
       lr,
