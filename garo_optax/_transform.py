@@ -61,7 +61,7 @@ def garo(
     \hat\mu_t = \tanh(W_\mu h_t + b_\mu), \quad
     \hat\lambda_t = \mathrm{softplus}(W_\lambda h_t + b_\lambda) \\
     o_t &= o_{t-1} + \mathrm{clip}\big(0.1\,(\hat o_t - o_{t-1}),
-    -o_{\downarrow}, o_{\uparrow}\big), \quad
+    \pm o_{\max}\big), \quad
     \hat o_t = \big(\log(\hat\eta_t / \eta^0_t),\ \hat\mu_t - \mu^0_t,\
     \log(\hat\lambda_t / \lambda^0_t)\big) \\
     \mu_t &= \mathrm{clip}(\mu^0_t + o_{t,\mu}, 0, 1), \quad
@@ -76,13 +76,12 @@ def garo(
   at step :math:`t`), and the applied values follow the heads' through a
   running mean :math:`o_t` of their offsets from those (log ratios for the
   rates, a difference for the momentum) that moves at most
-  :math:`o_{\downarrow}` down and :math:`o_{\uparrow}` up a step
-  (``_controller.MAX_OFFSET_STEP`` and ``MAX_OFFSET_RISE``: the learning
-  rate falls by a factor of 10 in 47 steps and rises by one in 116; momentum
-  goes from 0 to 0.9 in 45), so they change smoothly, as a schedule does.
-  The learning-rate offset moves heavy ball's effective step
-  :math:`\eta_t / (1 - \mu_t)`: raising the momentum lowers the learning
-  rate so that the effective step stays where it was.
+  ``_controller.MAX_OFFSET_STEP`` a step (:math:`o_{\max}`: a factor of 10
+  in the learning rate takes 47 steps, momentum from 0 to 0.9 takes 45), so
+  they change smoothly, as a schedule does. The learning-rate offset moves
+  heavy ball's effective step :math:`\eta_t / (1 - \mu_t)`: raising the
+  momentum lowers the learning rate so that the effective step stays where
+  it was.
   :math:`x_0 = 0` makes :math:`h_0 = 0` and :math:`o_0 = 0`, so the first
   step is exactly SGD with the given values; from there the controller adapts
   them.
@@ -351,10 +350,8 @@ def garo_adamw(
     coupled=False,
     init_buffers=_adam_buffers,
     step=_adamw_step(b2, eps, mask),
-    # AdamW's step does not grow with the gradient (see _safeguard.safeguard),
-    # and its rate rises as fast as it falls (_controller.MAX_OFFSET_RISE).
+    # AdamW's step does not grow with the gradient (see _safeguard.safeguard).
     jump_test=False,
-    max_offset_rise=_controller.MAX_OFFSET_STEP,
   )
   return transformation(
     rule,
@@ -477,8 +474,6 @@ class Rule(NamedTuple):
       the rule's own buffers.
     coupled: whether the learning rate's offset moves heavy ball's effective
       step (``_controller.controller_step``).
-    max_offset_rise: the most the controller's running offsets rise in one
-      step (``_controller.controller_step``'s ``max_rise``).
     jump_test: whether the safeguard counts one step's jump of the gradient
       norm, and growing reversals of the gradient along the momentum, as a
       blow-up (``_safeguard.safeguard``): the step must be along the
@@ -506,7 +501,6 @@ class Rule(NamedTuple):
   step: Callable[..., tuple[Any, dict[str, Any]]]
   jump_test: bool = True
   restart_after_revert: bool = False
-  max_offset_rise: tuple[float, float, float] = _controller.MAX_OFFSET_RISE
 
 
 def transformation(
@@ -616,7 +610,6 @@ def transformation(
       state.offsets,
       bias,
       coupled=rule.coupled,
-      max_rise=rule.max_offset_rise,
     )
     lr, mom = _hyperparams.bounded(
       lr,

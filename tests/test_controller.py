@@ -245,24 +245,21 @@ def test_applied_values_follow_the_heads_through_a_running_mean(controller):
   assert np.all(np.abs(expected) > 1e-4)  # the heads did move
 
 
-@pytest.mark.parametrize(
-  ("max_rise", "rise"),
-  [(None, [0.02, 0.02, 0.05]), (_controller.MAX_OFFSET_STEP, [0.05, 0.02, 0.05])],
-)
-def test_learning_rate_rises_slower_than_it_falls(controller, max_rise, rise):
-  """However far the heads are, the learning rate's running offset rises at
-  most 0.02 a step in log by default (garo's: a factor of 10 takes 116 steps)
-  and falls at most 0.05 (47 steps); momentum moves 0.02 and the weight decay
-  0.05 either way. ``max_rise`` sets the rise (garo_adamw's is the fall)."""
+def test_running_offsets_move_at_most_their_bounds(controller):
+  """However far the heads are, the running offsets move at most 0.05 a step
+  in log learning rate (a factor of 10 takes 47 steps), 0.02 in momentum and
+  0.05 in log weight decay, up as down (``MAX_OFFSET_STEP``,
+  ``MAX_OFFSET_RISE``)."""
   still = controller._replace(head_kernel=jnp.zeros_like(controller.head_kernel))
   bias = _hyperparams.head_bias(0.1, 0.5, 1e-3)
   far = jnp.array([[-10.0, -10.0, -10.0], [10.0, 10.0, 10.0]])
   features = jnp.zeros((2, controller.num_features))
-  kwargs = {} if max_rise is None else {"max_rise": max_rise}
   _, offsets, _ = _controller.controller_step(
-    still, features, jnp.zeros((2, HIDDEN_SIZE)), far, bias, **kwargs
+    still, features, jnp.zeros((2, HIDDEN_SIZE)), far, bias
   )
-  np.testing.assert_allclose(offsets - far, [rise, [-0.05, -0.02, -0.05]], atol=1e-6)
+  np.testing.assert_allclose(
+    offsets - far, [[0.05, 0.02, 0.05], [-0.05, -0.02, -0.05]], atol=1e-6
+  )
 
 
 def test_same_weights_same_bytes(tmp_path, controller):

@@ -3,9 +3,10 @@
 Fifty steps of the suite's ``mlp_digits`` task, with the pretrained controller
 at global and per-leaf granularity: the hyperparameters applied at every step
 and the final params must be the ones recorded in
-``tests/data/trajectories.npz``, bit for bit under the JAX version and XLA
-flags that recorded them (to float rounding under others: XLA may fuse and
-round differently). A refactoring that changes no maths must keep them.
+``tests/data/trajectories.npz``, bit for bit under the JAX version, XLA
+flags and CPU model that recorded them (to float rounding under others: XLA
+compiles for the host's CPU, and may fuse and round differently). A
+refactoring that changes no maths must keep them.
 
 To record them anew after a deliberate change of GARO's maths, with the XLA
 flags the test suite runs with (``tests/conftest.py``)::
@@ -25,7 +26,7 @@ import optax
 import pytest
 
 import garo_optax
-from benchmarks import tasks
+from benchmarks import _machine, tasks
 
 REFERENCE = pathlib.Path(__file__).parent / "data" / "trajectories.npz"
 STEPS = 50
@@ -74,16 +75,20 @@ def test_trajectory_matches_reference(granularity):
 
 
 def _recorded_here(reference) -> bool:
-  """Whether the reference was recorded under this JAX and these XLA flags."""
-  return str(reference["jax_version"]) == jax.__version__ and str(
-    reference.get("xla_flags", "")
-  ) == os.environ.get("XLA_FLAGS", "")
+  """Whether the reference was recorded under this JAX, these XLA flags and
+  on this CPU model."""
+  return (
+    str(reference["jax_version"]) == jax.__version__
+    and str(reference.get("xla_flags", "")) == os.environ.get("XLA_FLAGS", "")
+    and str(reference.get("cpu", "")) == _machine.cpu_model()
+  )
 
 
 if __name__ == "__main__":
   arrays = {
     "jax_version": np.array(jax.__version__),
     "xla_flags": np.array(os.environ.get("XLA_FLAGS", "")),
+    "cpu": np.array(_machine.cpu_model()),
   }
   for granularity in GRANULARITIES:
     arrays.update(trajectory(granularity))

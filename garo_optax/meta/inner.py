@@ -32,10 +32,9 @@ DIVERGENCE_PENALTY = 4.0
 # A schedule reads as one when the median change from one step to the next is
 # at most 0.05 for log(lr) and 0.01 for the momentum (garo_adamw's b1), the
 # bounds benchmarks.select_controller holds shipped controllers to. The
-# controller's running mean caps each step's change (``MAX_OFFSET_STEP``,
-# ``MAX_OFFSET_RISE``) but lets a controller that reacts to each minibatch
-# move at that cap every step; the roughness term is what the meta-loss
-# charges for that.
+# controller's running mean caps each step's change (``MAX_OFFSET_STEP``) but
+# lets a controller that reacts to each minibatch move at that cap every step;
+# the roughness term is what the meta-loss charges for that.
 SMOOTH_LOG_LEARNING_RATE = 0.05
 SMOOTH_MOMENTUM = 0.01
 
