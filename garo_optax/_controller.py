@@ -30,7 +30,7 @@ OPTIMIZERS = ("garo", "garo_adamw")
 # and the most that mean falls and rises in one step: log learning rate,
 # momentum, log weight decay. A factor of 10 in the learning rate takes 47
 # steps, a change of momentum from 0 to 0.9 takes 45. (A slower rise of the
-# learning rate is under study: benchmarks/results/meta_v2/rise_cap_probe/.)
+# learning rate was tried and not adopted: benchmarks/results/meta_v2/rise_cap/.)
 OUTPUT_DECAY = 0.9
 MAX_OFFSET_STEP = (0.05, 0.02, 0.05)
 MAX_OFFSET_RISE = MAX_OFFSET_STEP
