@@ -83,16 +83,26 @@ def _stiff_params():
       )
 
 
+def _settled(losses):
+  """The loss a run settles at: the median minibatch loss of its last 20
+  steps. Not the loss after the last step: a step that blows up is taken back
+  only at the next one, which the end of a run does not have, and whether a
+  run near the edge of stability blows up at its last step changes with the
+  rounding of the CPU it runs on."""
+  return np.median(np.asarray(losses)[-20:])
+
+
 @pytest.mark.parametrize(("name", "learning_rate", "variant"), list(_stiff_params()))
 def test_stiff_problem_trains_where_sgd_does(name, learning_rate, variant):
-  """Where SGD at the starting rate ends below its first loss, so does GARO,
-  with no non-finite loss on the way (``benchmarks/stiff.py`` runs them all)."""
+  """Where SGD at the starting rate settles below its first loss, so does
+  GARO, with no non-finite loss on the way (``benchmarks/stiff.py`` runs them
+  all)."""
   for seed in range(SEEDS):
-    first, last, _ = _losses(name, optax.sgd, learning_rate, seed)
-    assert last < first, "the case must be one where SGD trains"
-    first, last, losses = _losses(name, VARIANTS[variant], learning_rate, seed)
+    first, _, losses = _losses(name, optax.sgd, learning_rate, seed)
+    assert _settled(losses) < first, "the case must be one where SGD trains"
+    first, _, losses = _losses(name, VARIANTS[variant], learning_rate, seed)
     assert np.all(np.isfinite(losses)), f"non-finite loss, seed {seed}"
-    assert last < first, f"seed {seed}: {last} >= {first}"
+    assert _settled(losses) < first, f"seed {seed}: {_settled(losses)} >= {first}"
 
 
 def test_sgd_diverges_where_garo_recovers():
