@@ -18,30 +18,26 @@ import os
 import sys
 
 import jax.numpy as jnp
-import numpy as np
 
 import garo_optax._controller as c
-from garo_optax import _gru
+
+_bounded_step = c.controller_step
 
 
 def controller_step(controller, features, hidden, offsets, bias, *, coupled=True):
-  hidden = _gru.gru_cell(controller.gru, features, hidden)
-  bias = jnp.broadcast_to(bias, offsets.shape)
-  target = c._offsets(hidden @ controller.head_kernel + bias, bias)
-  step = jnp.clip(
-    (1.0 - c.OUTPUT_DECAY) * (target - offsets),
-    -np.asarray(c.MAX_OFFSET_STEP, np.float32),
-    np.asarray(c.MAX_OFFSET_RISE, np.float32),
+  hidden, new, values = _bounded_step(
+    controller, features, hidden, offsets, bias, coupled=coupled
   )
-  new = offsets + step
-  if coupled:
-    _, mom_ref, _ = c.heads(bias)
-    m0 = jnp.clip(mom_ref + offsets[..., 1], 0.0, c._BELOW_ONE)
-    m1 = jnp.clip(mom_ref + new[..., 1], 0.0, c._BELOW_ONE)
-    # the rise of log(lr / (1 + m)) that the momentum's step alone makes
-    from_momentum = jnp.log((1 - m1) / (1 - m0)) - jnp.log((1 + m1) / (1 + m0))
-    eta = jnp.minimum(step[..., 0], c.MAX_OFFSET_RISE[0] - from_momentum)
-    new = new.at[..., 0].set(offsets[..., 0] + eta)
+  if not coupled:
+    return hidden, new, values
+  bias = jnp.broadcast_to(bias, offsets.shape)
+  _, mom_ref, _ = c.heads(bias)
+  m0 = jnp.clip(mom_ref + offsets[..., 1], 0.0, c._BELOW_ONE)
+  m1 = jnp.clip(mom_ref + new[..., 1], 0.0, c._BELOW_ONE)
+  # the rise of log(lr / (1 + m)) that the momentum's step alone makes
+  from_momentum = jnp.log((1 - m1) / (1 - m0)) - jnp.log((1 + m1) / (1 + m0))
+  limit = offsets[..., 0] + (c.MAX_OFFSET_RISE[0] - from_momentum)
+  new = new.at[..., 0].set(jnp.minimum(new[..., 0], limit))
   return hidden, new, c._apply_offsets(new, bias, coupled)
 
 
