@@ -640,6 +640,7 @@ def transformation(
       updates = jax.tree.map(lambda g: g * clip[0].astype(g.dtype), updates)
     else:
       lr, mom, wd = _xla.computed_once(lr, mom, wd)
+    skip, revert = _xla.flags_computed_once(skip, backoff & ~skip)
     new_updates, buffers = rule.step(
       updates,
       state,
@@ -649,7 +650,7 @@ def transformation(
       mom,
       wd,
       skip,
-      backoff & ~skip,
+      revert,
     )
 
     feature_state = _features.record_cut(feature_state, chosen_lr, lr)

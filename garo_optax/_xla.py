@@ -43,6 +43,24 @@ def computed_once(*values: jax.Array) -> tuple[jax.Array, ...]:
   return tuple(out[..., k] for k in range(len(values)))
 
 
+def flags_computed_once(*flags: jax.Array) -> tuple[jax.Array, ...]:
+  """Boolean scalars ``flags``, computed once rather than per leaf.
+
+  The safeguard's decisions (skip the step, take the last one back) end a
+  chain of about a hundred scalar ops over the statistics and the loss, and
+  every leaf's update reads them: XLA:CPU fused the chain into every leaf's
+  kernel, and with it the loss's own last ops when the loss is computed in
+  the same program (a sum over 100 leaves' terms became 100 copies of that
+  sum). Made a product with the identity (:func:`computed_once`, exact for
+  0 and 1), they are computed once and read by every leaf.
+  """
+  values = [jnp.reshape(f, (1,)).astype(jnp.float32) for f in flags]
+  # XLA rewrites a product of 1 x 1 matrices as a multiply, which it fuses.
+  padding = [jnp.zeros((1,), jnp.float32)] if len(values) == 1 else []
+  out = computed_once(*values, *padding)
+  return tuple(x[0] > 0.5 for x in out[: len(flags)])
+
+
 def group_indices(count: jax.Array, num_groups: int) -> list[jax.Array]:
   """``0, ..., num_groups - 1`` as int32 scalars that XLA cannot fold.
 
