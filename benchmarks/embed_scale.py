@@ -17,6 +17,7 @@ of the steps and the learning rate at the end. Writes
 """
 
 import argparse
+import functools
 import pathlib
 
 import jax
@@ -43,6 +44,30 @@ def architecture_name(spec) -> str:
   return f"w{width}_d{depth}_h{heads}_c{context}_v{vocab}_b{batch_size}"
 
 
+@functools.cache
+def _runner(make, steps: int, is_garo: bool):
+  """``run(task, key)``: the losses and learning rates of ``steps`` steps of
+  ``make(1e-3)``; the task is an argument, so one compilation serves every
+  embedding scale and seed of an architecture."""
+  tx = optax.with_extra_args_support(make(1e-3))
+
+  @jax.jit
+  def run(task, key):
+    params = task.init(key)
+
+    def step(carry, k):
+      p, s = carry
+      loss, grads = jax.value_and_grad(task.loss)(p, task.batch(k))
+      updates, s = tx.update(grads, s, p, value=loss)
+      rate = garo_optax.hyperparams(s)["learning_rate"] if is_garo else 0.0
+      return (optax.apply_updates(p, updates), s), (loss, rate)
+
+    carry = (params, tx.init(params))
+    return jax.lax.scan(step, carry, jax.random.split(key, steps))[1]
+
+  return run
+
+
 def train(spec, embed_scale: float, make, seed: int, steps: int, is_garo: bool):
   """One run: ``(mean loss over the last tenth, learning rate at the end)``
   (``None`` for AdamW)."""
@@ -59,23 +84,7 @@ def train(spec, embed_scale: float, make, seed: int, steps: int, is_garo: bool):
     batch_size=batch_size,
     embed_scale=jnp.float32(embed_scale),
   )
-  tx = optax.with_extra_args_support(make(1e-3))
-
-  @jax.jit
-  def run(key):
-    params = task.init(key)
-
-    def step(carry, k):
-      p, s = carry
-      loss, grads = jax.value_and_grad(task.loss)(p, task.batch(k))
-      updates, s = tx.update(grads, s, p, value=loss)
-      rate = garo_optax.hyperparams(s)["learning_rate"] if is_garo else 0.0
-      return (optax.apply_updates(p, updates), s), (loss, rate)
-
-    carry = (params, tx.init(params))
-    return jax.lax.scan(step, carry, jax.random.split(key, steps))[1]
-
-  losses, rates = (np.asarray(x) for x in run(key))
+  losses, rates = (np.asarray(x) for x in _runner(make, steps, is_garo)(task, key))
   rate = float(rates[-1]) if is_garo else None
   return float(losses[-max(1, steps // 10) :].mean()), rate
 
