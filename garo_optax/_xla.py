@@ -49,10 +49,11 @@ def flags_computed_once(*flags: jax.Array) -> tuple[jax.Array, ...]:
   The safeguard's decisions (skip the step, take the last one back) end a
   chain of about a hundred scalar ops over the statistics and the loss, and
   every leaf's update reads them: XLA:CPU fused the chain into every leaf's
-  kernel, and with it the loss's own last ops when the loss is computed in
-  the same program (a sum over 100 leaves' terms became 100 copies of that
-  sum). Made a product with the identity (:func:`computed_once`, exact for
-  0 and 1), they are computed once and read by every leaf.
+  kernel, and with it, when the loss is computed in the same program, the
+  cheap ops that end the loss (a loss that adds up a term per leaf was added
+  up again in each of 100 leaves' kernels). Made a product with the identity
+  (:func:`computed_once`, exact for 0 and 1), they are computed once and
+  read by every leaf: ``benchmarks/results/compile_time/``.
   """
   values = [jnp.reshape(f, (1,)).astype(jnp.float32) for f in flags]
   # XLA rewrites a product of 1 x 1 matrices as a multiply, which it fuses.
