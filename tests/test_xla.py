@@ -46,7 +46,7 @@ def test_flags_computed_once_are_unchanged():
     assert bool(out) == a
 
 
-def _leaf_kernel_lines(num_layers: int) -> int:
+def _optimised_program_lines(num_layers: int) -> int:
   """Lines of XLA:CPU's optimised program for a training step of GARO (given
   the loss) on an MLP of ``num_layers`` layers of width 8."""
   params = [{"w": jnp.eye(8), "b": jnp.zeros(8)} for _ in range(num_layers)]
@@ -72,5 +72,5 @@ def test_the_safeguards_decisions_are_not_compiled_into_every_leaf():
   # back. Fused into each leaf's kernel, the safeguard's hundred scalar ops
   # made each further leaf cost 353 lines of optimised program; read from
   # one small kernel, 104 (jaxlib 0.10.2, XLA:CPU).
-  per_leaf = (_leaf_kernel_lines(20) - _leaf_kernel_lines(10)) / 20
+  per_leaf = (_optimised_program_lines(20) - _optimised_program_lines(10)) / 20
   assert per_leaf < 200, per_leaf
