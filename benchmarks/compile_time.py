@@ -19,7 +19,6 @@ Usage::
 """
 
 import argparse
-import json
 import pathlib
 import statistics
 import sys
@@ -159,11 +158,7 @@ def main(argv=None) -> None:
     "optimizers": list(optimizers()),
     "results": measure(args.leaves, args.repeats, args.penalty),
   }
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-  out.with_suffix(".md").write_text(markdown(record))
-  print(markdown(record))
+  _machine.write(args.out, record, markdown(record))
 
 
 if __name__ == "__main__":
