@@ -4,8 +4,8 @@ A training loop compiles one jitted step: the model's forward and backward
 passes and the optimizer's update in one program, with GARO given the loss
 (``value=loss``, as the README recommends) and the loss returned for logging.
 What XLA does with GARO's update depends on what surrounds it (it fuses the
-update's scalar ops into the kernels that read them, and the loss's last ops
-with them), so this times that program, not the update alone
+update's scalar ops into the kernels that read them), so this times that
+program, not the update alone
 (``benchmarks.step_time`` times the update alone). The model is an MLP of
 width 32 on a batch of 32 with ``leaves / 2`` dense layers; each optimizer's
 step is traced, lowered and compiled ``--repeats`` times (fresh each time) and

@@ -49,14 +49,15 @@ def flags_computed_once(*flags: jax.Array) -> tuple[jax.Array, ...]:
   The safeguard's decisions (skip the step, take the last one back) end a
   chain of about a hundred scalar ops over the statistics and the loss, and
   every leaf's update reads them: XLA:CPU fused the chain into every leaf's
-  kernel, and with it, when the loss is computed in the same program, the
-  cheap ops that end the loss (a loss that adds up a term per leaf was added
-  up again in each of 100 leaves' kernels). Made a product with the identity
-  (:func:`computed_once`, exact for 0 and 1), they are computed once and
-  read by every leaf: ``benchmarks/results/compile_time/``.
+  kernel. Made a product with the identity (:func:`computed_once`, exact for
+  0 and 1), they are computed once and read by every leaf
+  (``benchmarks/results/compile_time/``). Not in the hyperparameters'
+  product: a non-finite learning rate makes every column of it NaN, and a
+  step with one is a step to skip.
   """
   values = [jnp.reshape(f, (1,)).astype(jnp.float32) for f in flags]
-  # XLA rewrites a product of 1 x 1 matrices as a multiply, which it fuses.
+  # A flag alone gets a zero column: XLA rewrites a product of 1 x 1
+  # matrices as a multiply, which it fuses.
   padding = [jnp.zeros((1,), jnp.float32)] if len(values) == 1 else []
   out = computed_once(*values, *padding)
   return tuple(x[0] > 0.5 for x in out[: len(flags)])
