@@ -47,6 +47,8 @@ from garo_optax import pretrained as shipped
 DATA = pathlib.Path(__file__).parent / "data" / "tinyshakespeare.txt"
 RESULTS = pathlib.Path(__file__).parent / "results"
 ADAMW_GRID = (3e-4, 1e-3, 3e-3, 1e-2)
+# (configuration, optimizer name) -> its jitted run, across calls of main.
+_COMPILED: dict[tuple, Any] = {}
 
 
 def optimizers() -> dict[str, Any]:
@@ -172,7 +174,8 @@ def main(argv=None) -> None:
 
     return run
 
-  params = model.init(jax.random.key(0), valid_windows[:1, :-1])
+  # Shapes only: the model is initialised inside each run.
+  params = jax.eval_shape(model.init, jax.random.key(0), valid_windows[:1, :-1])
   out = pathlib.Path(args.out)
   config = {k: v for k, v in vars(args).items() if k not in RESUMABLE}
   record = _resumed(out.with_suffix(".json"), config)
@@ -205,7 +208,10 @@ def main(argv=None) -> None:
     ((n, lr) for n in names for lr in chosen[n][1]),
     key=lambda run: (run != ("adamw", 1e-3), run[0] != "garo_adamw"),
   )
-  compiled = {}  # the learning rate is traced: one compilation per optimizer
+  # The learning rate is traced: one compilation per optimizer and
+  # configuration, kept for later calls in this process (a controller file's
+  # only for this call: the file may change).
+  compiled = {}
   todo = [
     (seed, name, lr)
     for seed in args.seeds
@@ -213,7 +219,9 @@ def main(argv=None) -> None:
     if seed not in results.get(f"{name}@{lr:g}", {}).get("seeds", [])
   ]
   for seed, name, lr in tqdm(todo, desc="runs"):
-    run = compiled.setdefault(name, make_run(chosen[name][0]))
+    key = (tuple(sorted(config.items())), name)
+    cache = _COMPILED if name in optimizers() else compiled
+    run = cache.setdefault(key, make_run(chosen[name][0]))
     began = time.time()
     valid, train, lrs = (np.asarray(x) for x in run(seed, jnp.float32(lr)))
     r = results.setdefault(
