@@ -7,6 +7,7 @@ AdamW for :func:`garo_adamw` (:func:`_adamw_step`). The pipeline is
 :func:`transformation`; a :class:`Rule` is what sets the two apart.
 """
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -589,58 +590,32 @@ def transformation(
       statistics = statistics.at[:, 1:].set(
         jnp.where(after_revert, 0.0, statistics[:, 1:])
       )
-    skip = ~jnp.isfinite(jnp.sum(statistics[:, 0]))
-    if value is not None:
-      skip = skip | ~jnp.isfinite(value)
     previous_lr = _hyperparams.as_array(state.hyperparams["learning_rate"], groups)
-    features, feature_state = _features.compute_features(
-      statistics,
-      state.feature_state,
-      state.count,
-      previous_lr,
-      base_lr,
-      value,
-      total_steps,
-      weights.num_features,
-    )
-    hidden, offsets, (lr, mom, wd) = _controller.controller_step(
+    decision = _decide(
       weights,
-      features,
+      statistics,
+      value,
+      state.count,
+      state.feature_state,
       state.hidden.reshape(len(groups.names), hidden_size),
       state.offsets,
-      bias,
-      coupled=rule.coupled,
-    )
-    lr, mom = _hyperparams.bounded(
-      lr,
-      mom,
-      None
-      if max_learning_rate is None
-      # Never below the rate worked around: a rate the user gives (or a
-      # schedule's) is applied as given; only the controller's rise is cut.
-      else jnp.maximum(max_learning_rate, base_lr),
-      max_effective_learning_rate,
-    )
-    backoff, restart, clip, safeguard = _safeguard.safeguard(
       state.safeguard,
-      state.count,
-      statistics,
-      value,
-      None if value is None else (state.feature_state.loss, feature_state.loss),
       previous_lr,
       _hyperparams.as_array(state.hyperparams[names[1]], groups),
+      bias,
+      base_lr,
+      after_revert,
+      total_steps,
+      max_learning_rate,
+      max_effective_learning_rate,
+      coupled=rule.coupled,
       jump_test=rule.jump_test,
     )
-    chosen_lr = lr
-    lr, mom = _safeguard.apply(lr, mom, restart | after_revert, safeguard)
+    lr, mom, wd = decision.hyperparams
+    skip, revert, feature_state = decision.skip, decision.revert, decision.feature_state
+    hidden, offsets, safeguard = decision.hidden, decision.offsets, decision.safeguard
     if rule.jump_test:  # a spike's gradient is clipped (_safeguard.safeguard)
-      lr, mom, wd, clip = _xla.computed_once(
-        lr, mom, wd, jnp.broadcast_to(clip, lr.shape)
-      )
-      updates = jax.tree.map(lambda g: g * clip[0].astype(g.dtype), updates)
-    else:
-      lr, mom, wd = _xla.computed_once(lr, mom, wd)
-    skip, revert = _xla.flags_computed_once(skip, backoff & ~skip)
+      updates = jax.tree.map(lambda g: g * decision.clip[0].astype(g.dtype), updates)
     new_updates, buffers = rule.step(
       updates,
       state,
@@ -653,7 +628,6 @@ def transformation(
       revert,
     )
 
-    feature_state = _features.record_cut(feature_state, chosen_lr, lr)
     if reads_update_ratio:
       # One pass over the step and the weights, as over the gradients.
       sums = _statistics.group_statistics(new_updates, params, groups)
@@ -688,6 +662,111 @@ def transformation(
     return new_updates, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class _Decision(NamedTuple):
+  """What the controller and the safeguard decide at one step (:func:`_decide`)."""
+
+  hyperparams: tuple[jax.Array, jax.Array, jax.Array]  # each (G,), as applied
+  clip: jax.Array | None  # (G,), the spike's clip (garo's rule only)
+  skip: jax.Array
+  revert: jax.Array
+  hidden: jax.Array
+  offsets: jax.Array
+  feature_state: _features.FeatureState
+  safeguard: _safeguard.SafeguardState
+
+
+@functools.partial(
+  jax.jit,
+  static_argnames=("coupled", "jump_test"),
+)
+def _decide(
+  weights,
+  statistics,
+  value,
+  count,
+  feature_state,
+  hidden,
+  offsets,
+  safeguard_state,
+  previous_lr,
+  previous_momentum,
+  bias,
+  base_lr,
+  after_revert,
+  total_steps,
+  max_learning_rate,
+  max_effective_learning_rate,
+  *,
+  coupled,
+  jump_test,
+) -> _Decision:
+  """Features, controller, bounds and safeguard: one step's hyperparameters
+  and whether it is skipped or taken back, from the groups' statistics.
+
+  A function of arrays and a few static options, jitted once for every GARO
+  transformation with those options: called outside ``jit`` (a first
+  ``tx.update`` in a notebook) it compiles as one program rather than op by
+  op, and inside ``jit`` it is traced once per shape.
+  """
+  skip = ~jnp.isfinite(jnp.sum(statistics[:, 0]))
+  if value is not None:
+    skip = skip | ~jnp.isfinite(value)
+  features, new_feature_state = _features.compute_features(
+    statistics,
+    feature_state,
+    count,
+    previous_lr,
+    base_lr,
+    value,
+    total_steps,
+    weights.num_features,
+  )
+  hidden, offsets, (lr, mom, wd) = _controller.controller_step(
+    weights, features, hidden, offsets, bias, coupled=coupled
+  )
+  lr, mom = _hyperparams.bounded(
+    lr,
+    mom,
+    None
+    if max_learning_rate is None
+    # Never below the rate worked around: a rate the user gives (or a
+    # schedule's) is applied as given; only the controller's rise is cut.
+    else jnp.maximum(max_learning_rate, base_lr),
+    max_effective_learning_rate,
+  )
+  backoff, restart, clip, safeguard_state = _safeguard.safeguard(
+    safeguard_state,
+    count,
+    statistics,
+    value,
+    None if value is None else (feature_state.loss, new_feature_state.loss),
+    previous_lr,
+    previous_momentum,
+    jump_test=jump_test,
+  )
+  chosen_lr = lr
+  lr, mom = _safeguard.apply(lr, mom, restart | after_revert, safeguard_state)
+  if jump_test:  # a spike's gradient is clipped (_safeguard.safeguard)
+    lr, mom, wd, clip = _xla.computed_once(
+      lr, mom, wd, jnp.broadcast_to(clip, lr.shape)
+    )
+  else:
+    lr, mom, wd = _xla.computed_once(lr, mom, wd)
+    clip = None
+  skip, revert = _xla.flags_computed_once(skip, backoff & ~skip)
+  new_feature_state = _features.record_cut(new_feature_state, chosen_lr, lr)
+  return _Decision(
+    (lr, mom, wd),
+    clip,
+    skip,
+    revert,
+    hidden,
+    offsets,
+    new_feature_state,
+    safeguard_state,
+  )
 
 
 def _hidden_shape(groups: _groups.Groups, hidden_size: int) -> tuple[int, ...]:

@@ -1,13 +1,14 @@
 """Tests of the compile-time workarounds (``_xla``): each leaves results as
 they are."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import garo_optax
-from garo_optax import _xla
+from garo_optax import _transform, _xla
 
 
 def test_hyperparameters_computed_once_are_unchanged():
@@ -74,3 +75,30 @@ def test_the_safeguards_decisions_are_not_compiled_into_every_leaf():
   # one small kernel, 104 (jaxlib 0.10.2, XLA:CPU).
   per_leaf = (_optimised_program_lines(20) - _optimised_program_lines(10)) / 20
   assert per_leaf < 200, per_leaf
+
+
+def test_the_controllers_decisions_compile_once_for_every_transformation():
+  # The controller, bounds and safeguard are one jitted function of arrays
+  # (`_transform._decide`): transformations that differ only in their rates
+  # and bounds share its compilation, and a first update outside `jit` runs
+  # it as one program rather than op by op. Either way, the same numbers.
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(5)}
+  grads = jax.tree.map(lambda p: 0.1 * p + 0.01, params)
+  compiled = _transform._decide._cache_size()
+  for lr, max_lr, max_effective in ((0.01, 0.5, 1.0), (0.05, 0.2, 0.7)):
+    tx = garo_optax.garo(
+      lr,
+      momentum=0.5,
+      granularity="per_leaf",
+      total_steps=321,
+      max_learning_rate=max_lr,
+      max_effective_learning_rate=max_effective,
+    )
+    state = tx.init(params)
+    for loss in (2.0, 1.5):
+      value = jnp.float32(loss)
+      eager = tx.update(grads, state, params, value=value)
+      jitted = jax.jit(tx.update)(grads, state, params, value=value)
+      chex.assert_trees_all_close(eager, jitted, rtol=1e-5, atol=1e-7)
+      state = jitted[1]
+  assert _transform._decide._cache_size() - compiled <= 1
