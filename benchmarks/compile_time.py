@@ -12,15 +12,23 @@ step is traced, lowered and compiled ``--repeats`` times (fresh each time) and
 the median is reported, with its ratio to AdamW's in the same run. With
 ``--penalty``, the loss also adds an L2 penalty, a term per leaf.
 
+With ``--eager``, it also times what a notebook's first ``tx.update`` outside
+``jit`` costs: in a fresh process, after ``init`` and a jitted loss and
+gradients, one call of the update, which JAX runs op by op, compiling each
+new op as it goes.
+
 Usage::
 
   python -m benchmarks.compile_time                    # 10, 100 and 200 leaves
   python -m benchmarks.compile_time --leaves 100 --penalty --out results/x
+  python -m benchmarks.compile_time --leaves 2 10 --eager --out results/y
 """
 
 import argparse
+import os
 import pathlib
 import statistics
+import subprocess
 import sys
 import time
 
@@ -99,18 +107,64 @@ def compile_seconds(name: str, leaves: int, penalty: bool = False) -> float:
   return time.perf_counter() - start
 
 
-def measure(leaves: list[int], repeats: int, penalty: bool = False) -> dict:
-  """``{leaves: {optimizer: median seconds}}``, repeats interleaved across the
+# Run in a fresh process by eager_seconds: argv is (optimizer, leaves).
+_EAGER_UPDATE = """
+import sys, time
+import jax
+from benchmarks import compile_time
+name, leaves = sys.argv[1], int(sys.argv[2])
+tx = compile_time.optimizers()[name]
+params, loss_fn, batch = compile_time.mlp(leaves)
+loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params, batch)
+state = jax.block_until_ready(tx.init(params))
+extra = {"value": loss} if name.startswith("garo") else {}
+start = time.perf_counter()
+jax.block_until_ready(tx.update(grads, state, params, **extra))
+print(time.perf_counter() - start)
+"""
+
+
+def eager_seconds(name: str, leaves: int) -> float:
+  """Seconds of one optimizer's first update outside ``jit``, in a fresh
+  process (after ``init`` and a jitted loss and gradients)."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+  run = subprocess.run(
+    [sys.executable, "-c", _EAGER_UPDATE, name, str(leaves)],
+    env={**os.environ, "PYTHONPATH": path},
+    capture_output=True,
+    text=True,
+    check=True,
+  )
+  return float(run.stdout.split()[-1])
+
+
+def measure(leaves: list[int], repeats: int, penalty: bool = False, timer=None) -> dict:
+  """``{leaves: {optimizer: median seconds}}`` of ``timer(name, leaves)``
+  (default: a training step's compile time), repeats interleaved across the
   optimizers so that a busy spell of a shared machine slows them alike."""
+  if timer is None:
+    timer = lambda name, n: compile_seconds(name, n, penalty)
   names = list(optimizers())
   results = {}
   for n in leaves:
     times = {name: [] for name in names}
     for _ in range(repeats):
       for name in names:
-        times[name].append(compile_seconds(name, n, penalty))
+        times[name].append(timer(name, n))
     results[str(n)] = {name: statistics.median(t) for name, t in times.items()}
   return results
+
+
+def _table(results: dict, names: list[str]) -> list[str]:
+  lines = [
+    "| leaves | " + " | ".join(names) + " |",
+    "|---" * (len(names) + 1) + "|",
+  ]
+  for n, row in results.items():
+    cells = [f"{row[name]:.2f} s ({row[name] / row['adamw']:.2f}x)" for name in names]
+    lines.append(f"| {n} | " + " | ".join(cells) + " |")
+  return lines
 
 
 def markdown(record: dict) -> str:
@@ -124,15 +178,18 @@ def markdown(record: dict) -> str:
     "update; GARO given `value=loss`), median over "
     f"{record['repeats']} compiles, and the ratio to AdamW's.",
     "",
-    "| leaves | " + " | ".join(record["optimizers"]) + " |",
-    "|---" * (len(record["optimizers"]) + 1) + "|",
+    *_table(record["results"], record["optimizers"]),
   ]
-  for n, row in record["results"].items():
-    cells = [
-      f"{row[name]:.2f} s ({row[name] / row['adamw']:.2f}x)"
-      for name in record["optimizers"]
+  if "eager" in record:
+    lines += [
+      "",
+      "Seconds of the first update outside `jit` in a fresh process (after "
+      "`init` and a jitted loss and gradients; JAX runs it op by op, compiling "
+      f"each new op), median over {record['repeats']} processes, and the ratio "
+      "to AdamW's:",
+      "",
+      *_table(record["eager"], record["optimizers"]),
     ]
-    lines.append(f"| {n} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -142,6 +199,11 @@ def main(argv=None) -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument(
     "--penalty", action="store_true", help="add an L2 penalty (a term per leaf)"
+  )
+  parser.add_argument(
+    "--eager",
+    action="store_true",
+    help="also time the first update outside jit, in a fresh process",
   )
   parser.add_argument("--out", default=str(RESULTS / "compile_time"))
   args = parser.parse_args(argv)
@@ -158,6 +220,8 @@ def main(argv=None) -> None:
     "optimizers": list(optimizers()),
     "results": measure(args.leaves, args.repeats, args.penalty),
   }
+  if args.eager:
+    record["eager"] = measure(args.leaves, args.repeats, timer=eager_seconds)
   _machine.write(args.out, record, markdown(record))
 
 

@@ -33,3 +33,25 @@ def test_penalty_adds_a_term_per_leaf():
 def test_odd_leaf_counts_are_refused(tmp_path):
   with pytest.raises(SystemExit):
     compile_time.main(["--leaves", "3", "--out", str(tmp_path / "x")])
+
+
+def test_eager_table_times_a_first_update_in_a_fresh_process(tmp_path):
+  # One real fresh process (the cheapest optimizer); the table from made-up
+  # timings.
+  assert compile_time.eager_seconds("sgd_momentum", 2) > 0
+  names = list(compile_time.optimizers())
+  timings = {name: float(i + 1) for i, name in enumerate(names)}
+  eager = compile_time.measure([2], 1, timer=lambda name, n: timings[name])
+  assert eager == {"2": timings}
+  record = {
+    "machine": "m",
+    "command": "c",
+    "penalty": False,
+    "repeats": 1,
+    "optimizers": names,
+    "results": eager,
+    "eager": eager,
+  }
+  text = compile_time.markdown(record)
+  assert "first update outside `jit`" in text
+  assert text.count(f"| 2 | 1.00 s ({1 / timings['adamw']:.2f}x)") == 2
