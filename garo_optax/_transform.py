@@ -605,7 +605,9 @@ def transformation(
       bias,
       base_lr,
       after_revert,
-      total_steps,
+      # As a float (what the progress feature reads): any number of steps,
+      # however large, is a valid argument.
+      None if total_steps is None else jnp.asarray(total_steps, jnp.float32),
       max_learning_rate,
       max_effective_learning_rate,
       coupled=rule.coupled,

@@ -259,6 +259,19 @@ def test_injected_rate_is_the_rate_at_every_step(loss_fn, params):
   )
 
 
+def test_total_steps_beyond_int32_runs_in_and_outside_jit(params):
+  # Any number of steps is a valid horizon (progress reads it as a float),
+  # also where the update runs op by op and passes it to a jitted part.
+  grads = jax.tree.map(jnp.ones_like, params)
+  for total_steps in (2**31 - 1, 10**12):
+    tx = garo_optax.garo(0.05, total_steps=total_steps)
+    state = tx.init(params)
+    eager = tx.update(grads, state, params, value=jnp.float32(1.0))
+    jitted = jax.jit(tx.update)(grads, state, params, value=jnp.float32(1.0))
+    chex.assert_trees_all_close(eager, jitted, rtol=1e-6)
+    chex.assert_tree_all_finite(eager)
+
+
 def test_schedule_with_home_rate_is_refused():
   with pytest.raises(ValueError, match="home_learning_rate"):
     garo_optax.garo(
