@@ -34,7 +34,8 @@ OPTIMIZERS = ("garo", "garo_adamw")
 OUTPUT_DECAY = 0.9
 MAX_OFFSET_STEP = (0.05, 0.02, 0.05)
 # The rise's bound, its own name so that an experiment can set it apart (the
-# commands of benchmarks/results/meta_v2/rise_cap/ do).
+# commands of benchmarks/results/meta_v2/rise_cap/ do, before GARO's first
+# update: it is read when _transform._decide is first traced).
 MAX_OFFSET_RISE = MAX_OFFSET_STEP
 # The largest float32 below 1: momentum stays in [0, 1).
 _BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))

@@ -4,7 +4,9 @@ Each step is statistics (``_statistics``) → features (``_features``) →
 controller (``_controller``) → bounds (``_hyperparams``, ``_safeguard``) → the
 update rule: SGD with momentum for :func:`garo` (:func:`_momentum_step`),
 AdamW for :func:`garo_adamw` (:func:`_adamw_step`). The pipeline is
-:func:`transformation`; a :class:`Rule` is what sets the two apart.
+:func:`transformation`; a :class:`Rule` is what sets the two apart. Features,
+controller and bounds are one jitted function of arrays (:func:`_decide`),
+shared by every transformation with the same static options.
 """
 
 import functools
@@ -679,10 +681,7 @@ class _Decision(NamedTuple):
   safeguard: _safeguard.SafeguardState
 
 
-@functools.partial(
-  jax.jit,
-  static_argnames=("coupled", "jump_test"),
-)
+@functools.partial(jax.jit, static_argnames=("coupled", "jump_test"))
 def _decide(
   weights,
   statistics,
@@ -710,7 +709,9 @@ def _decide(
   A function of arrays and a few static options, jitted once for every GARO
   transformation with those options: called outside ``jit`` (a first
   ``tx.update`` in a notebook) it compiles as one program rather than op by
-  op, and inside ``jit`` it is traced once per shape.
+  op, and inside ``jit`` it is traced once per shape. The module constants it
+  reads (``_controller.MAX_OFFSET_RISE``, the safeguard's thresholds) are read
+  when it is first traced in a process: an experiment sets them before that.
   """
   skip = ~jnp.isfinite(jnp.sum(statistics[:, 0]))
   if value is not None:
