@@ -212,6 +212,7 @@ def main(argv=None) -> None:
   # configuration, kept for later calls in this process (a controller file's
   # only for this call: the file may change).
   compiled = {}
+  built_in = set(optimizers())
   todo = [
     (seed, name, lr)
     for seed in args.seeds
@@ -220,8 +221,10 @@ def main(argv=None) -> None:
   ]
   for seed, name, lr in tqdm(todo, desc="runs"):
     key = (tuple(sorted(config.items())), name)
-    cache = _COMPILED if name in optimizers() else compiled
-    run = cache.setdefault(key, make_run(chosen[name][0]))
+    cache = _COMPILED if name in built_in else compiled
+    if key not in cache:
+      cache[key] = make_run(chosen[name][0])
+    run = cache[key]
     began = time.time()
     valid, train, lrs = (np.asarray(x) for x in run(seed, jnp.float32(lr)))
     r = results.setdefault(

@@ -5,8 +5,8 @@ controller (``_controller``) → bounds (``_hyperparams``, ``_safeguard``) → t
 update rule: SGD with momentum for :func:`garo` (:func:`_momentum_step`),
 AdamW for :func:`garo_adamw` (:func:`_adamw_step`). The pipeline is
 :func:`transformation`; a :class:`Rule` is what sets the two apart. Features,
-controller and bounds are one jitted function of arrays (:func:`_decide`),
-shared by every transformation with the same static options.
+controller, bounds and safeguard are one jitted function of arrays
+(:func:`_decide`), shared by every transformation with the same static options.
 """
 
 import functools
