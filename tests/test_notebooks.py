@@ -60,9 +60,7 @@ def _execute_all(notebooks, workdir):
       for i, notebook in enumerate(notebooks):
         path = workdir / f"run_{i}"
         path.mkdir()
-        notebook.cells.insert(
-          0, nbformat.v4.new_code_cell(f"%reset -f\n%cd -q {path}")
-        )
+        notebook.cells.insert(0, nbformat.v4.new_code_cell(f"%reset -f\n%cd -q {path}"))
         client = nbclient.NotebookClient(notebook, km=manager, timeout=600)
         try:
           await client.async_execute()  # raises CellExecutionError on a cell error
