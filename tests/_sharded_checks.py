@@ -3,8 +3,8 @@
 Run in its own process, started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the flag must be set
 before JAX starts, so the rest of the suite keeps one device). Prints one JSON
-object: for each granularity, how far 50 sharded training steps drift from the
-same 50 steps on one device, where the optimizer state lives, and which
+object: for each granularity, how far 20 sharded training steps drift from the
+same 20 steps on one device, where the optimizer state lives, and which
 collectives the compiled ``tx.update`` contains.
 """
 
@@ -23,7 +23,7 @@ import garo_optax
 from benchmarks.sharded_step_time import COLLECTIVES
 from garo_optax import _statistics
 
-STEPS = 50
+STEPS = 20
 BATCH = 64
 # A data-parallel x model-parallel layout of a two-layer MLP: `w1` is split over
 # both axes (FSDP x tensor parallel), `w2` over the model axis (row parallel).
