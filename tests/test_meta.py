@@ -334,6 +334,8 @@ def test_configs_are_checked(tmp_path):
     config.override(default, ["fitness_shaping=ranks"])
   with pytest.raises(ValueError, match="unroll <= min_horizon"):
     config.override(default, ["unroll=500", "min_horizon=200"])
+  with pytest.raises(ValueError, match="unroll must be at least 2"):
+    config.override(default, ["unroll=1"])
   with pytest.raises(ValueError, match="num_features must be one of"):
     config.override(default, ["num_features=9"])
   with pytest.raises(ValueError, match="optimizer"):

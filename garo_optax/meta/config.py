@@ -95,6 +95,9 @@ class Config:
         f"fitness_shaping must be one of {estimators.SHAPINGS}, got "
         f"{self.fitness_shaping!r}"
       )
+    if self.unroll < 2:
+      # The meta-loss's roughness term compares consecutive steps' rates.
+      raise ValueError(f"unroll must be at least 2 steps, got {self.unroll}")
     if self.estimator == "pes" and not (
       self.unroll <= self.min_horizon <= self.max_horizon
     ):
