@@ -8,7 +8,7 @@ and meta-step, the same inner runs and meta-loss as ``--config default``
 (``garo_optax.meta.train.inner_config``), 8 antithetic pairs per meta-step
 (one problem per pair), σ, Adam at the same rate for the outer step, and the
 same weights perturbed: the GRU candidate's biases stay out of the search
-under both (they keep GARO's first step plain SGD), so evosax searches over
+under all three (they keep GARO's first step plain SGD), so evosax searches over
 the other weights and the benchmark puts the frozen ones back.
 
 The estimators differ only in how a population's meta-losses become a
@@ -40,6 +40,7 @@ Usage::
 
 import argparse
 import functools
+import importlib.metadata
 import pathlib
 import sys
 import time
@@ -134,6 +135,8 @@ def _es_key(key):
 
 
 def evosax_strategy(shaping, controller, pairs, sigma, meta_lr):
+  """evosax's ``Open_ES`` over the searched weights of ``controller``, with
+  ``"ranks"`` (centred ranks) or ``"raw"`` (no) fitness shaping."""
   searched, _ = _split(controller)
   return Open_ES(
     population_size=2 * pairs,
@@ -290,6 +293,7 @@ def run(
       print(estimator, seed, f"{np.mean(score):.4f}", f"{per_step:.3f} s/step")
   return {
     "machine": _machine.describe(),
+    "evosax": importlib.metadata.version("evosax"),
     "families": list(family_names),
     "meta_steps": meta_steps,
     "seeds": list(seeds),
