@@ -68,6 +68,8 @@ def test_roughness_charges_steps_beyond_readable():
   )
   per_group = {k: {"a": v, "b": v} for k, v in chatter.items()}
   assert inner.roughness(per_group) == pytest.approx(2.0, rel=1e-4)
+  with pytest.raises(ValueError, match="at least 2 steps, got 1"):
+    inner.roughness({k: v[:1] for k, v in chatter.items()})
   # Weighted into the meta-loss only when the configuration asks.
   losses, initial = jnp.array([1.0, 0.5, 0.25] * 16 + [0.1, 0.1]), jnp.array(1.0)
   plain = inner.meta_loss(losses, initial)

@@ -170,7 +170,7 @@ def median_step_changes(hyperparams: dict[str, Any]) -> tuple[jax.Array, jax.Arr
   Args:
     hyperparams: the hyperparameters applied at each step, as
       :func:`inner_unroll` returns them (leaves of shape ``(steps,)``, one
-      per group).
+      per group; at least 2 steps).
 
   Returns:
     ``(log_learning_rate_step, momentum_step)``: the medians over steps and
@@ -181,6 +181,8 @@ def median_step_changes(hyperparams: dict[str, Any]) -> tuple[jax.Array, jax.Arr
 
   def median_change(tree, transform):
     x = transform(jnp.stack(jax.tree.leaves(tree), axis=-1))  # (steps, groups)
+    if x.shape[0] < 2:
+      raise ValueError(f"step-to-step changes need at least 2 steps, got {x.shape[0]}")
     return jnp.median(jnp.abs(jnp.diff(x, axis=0)))
 
   momentum = hyperparams["momentum" if "momentum" in hyperparams else "b1"]
