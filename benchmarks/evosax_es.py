@@ -96,13 +96,24 @@ def _join(searched, frozen):
   )
 
 
+def _seeded(config, seed):
+  """The seeded controller that ``--config default`` starts from."""
+  return garo_optax.init_controller(
+    jax.random.key(seed),
+    hidden_size=config.hidden_size,
+    head_scale=config.head_scale,
+    num_features=config.num_features,
+  )
+
+
 def _problems(family, pairs, key, min_lr, max_lr):
-  """The pairs' problems, run keys and starting rates, and the perturbations'
-  key, drawn as ``steps.family_step`` draws them."""
-  task_key, run_key, lr_key, es_key = jax.random.split(key, 4)
+  """The pairs' problems, run keys and starting rates, drawn from a
+  meta-step's key as ``steps.family_step`` draws them (its fourth part keys
+  the perturbations: :func:`_es_key`)."""
+  task_key, run_key, lr_key, _ = jax.random.split(key, 4)
   task = jax.vmap(family.sample)(jax.random.split(task_key, pairs))
   learning_rate = steps._log_uniform(lr_key, (pairs,), min_lr, max_lr)
-  return task, jax.random.split(run_key, pairs), learning_rate, es_key
+  return task, jax.random.split(run_key, pairs), learning_rate
 
 
 @functools.cache
@@ -114,7 +125,7 @@ def _evaluate(family, pairs, unroll, config):
 
   @jax.jit
   def evaluate(controllers, key, min_lr, max_lr):
-    task, keys, learning_rate, _ = _problems(family, pairs, key, min_lr, max_lr)
+    task, keys, learning_rate = _problems(family, pairs, key, min_lr, max_lr)
     twice = estimators._twice
     return jax.vmap(inner.unroll_meta_loss, in_axes=(0, 0, 0, 0, None, None))(
       controllers,
@@ -130,18 +141,20 @@ def _evaluate(family, pairs, unroll, config):
 
 @jax.jit
 def _es_key(key):
-  """The perturbations' key of a meta-step's key (``_problems``'s last)."""
+  """The perturbations' key of a meta-step's key, as ``steps.family_step``
+  splits it."""
   return jax.random.split(key, 4)[3]
 
 
-def evosax_strategy(shaping, controller, pairs, sigma, meta_lr):
+def evosax_strategy(shaping, controller, pairs, sigma, optimizer):
   """evosax's ``Open_ES`` over the searched weights of ``controller``, with
-  ``"ranks"`` (centred ranks) or ``"raw"`` (no) fitness shaping."""
+  ``"ranks"`` (centred ranks) or ``"raw"`` (no) fitness shaping and the optax
+  ``optimizer`` for the outer step."""
   searched, _ = _split(controller)
   return Open_ES(
     population_size=2 * pairs,
     solution=searched,
-    optimizer=optax.adam(meta_lr),
+    optimizer=optimizer,
     std_schedule=optax.constant_schedule(sigma),
     fitness_shaping_fn={
       "ranks": centered_rank_fitness_shaping_fn,
@@ -177,7 +190,9 @@ def _garo_optax_estimator(controller, config):
 def _evosax_estimator(shaping, controller, config, seed):
   """``(state, ask, tell, mean)`` of evosax's OpenAI-ES over the searched
   weights, the frozen ones put back for the runs."""
-  es = evosax_strategy(shaping, controller, config.pairs, config.sigma, config.meta_lr)
+  es = evosax_strategy(
+    shaping, controller, config.pairs, config.sigma, optax.adam(config.meta_lr)
+  )
   params = es.default_params
   searched, frozen = _split(controller)
 
@@ -198,12 +213,7 @@ def _evosax_estimator(shaping, controller, config, seed):
 def meta_train(estimator, families, config, seed, meta_steps, unroll):
   """``meta_steps`` ES steps from the seeded controller; returns it trained,
   the mean meta-loss of each step and the seconds a step took."""
-  controller = garo_optax.init_controller(
-    jax.random.key(seed),
-    hidden_size=config.hidden_size,
-    head_scale=config.head_scale,
-    num_features=config.num_features,
-  )
+  controller = _seeded(config, seed)
   if estimator == "garo_optax":
     state, ask, tell, mean = _garo_optax_estimator(controller, config)
   else:
@@ -258,18 +268,7 @@ def run(
   by_name = {f.name: f for f in tasks.families("default")}
   families = [by_name[name] for name in family_names]
   seeded = {
-    seed: validation_score(
-      garo_optax.init_controller(
-        jax.random.key(seed),
-        hidden_size=config.hidden_size,
-        head_scale=config.head_scale,
-        num_features=config.num_features,
-      ),
-      families,
-      config,
-      unroll,
-      draws,
-    )
+    seed: validation_score(_seeded(config, seed), families, config, unroll, draws)
     for seed in seeds
   }
   results = {}

@@ -31,8 +31,7 @@ def test_unshaped_evosax_step_is_ours_without_shaping():
   controller = garo_optax.init_controller(jax.random.key(0), hidden_size=4)
   pairs, sigma = 4, 0.05
   # The gradient comes out as the step of SGD at rate 1.
-  strategy = evosax_es.evosax_strategy("raw", controller, pairs, sigma, 1.0)
-  strategy.optimizer = optax.sgd(1.0)
+  strategy = evosax_es.evosax_strategy("raw", controller, pairs, sigma, optax.sgd(1.0))
   searched, _ = evosax_es._split(controller)
   params = strategy.default_params
   state = strategy.init(jax.random.key(1), searched, params)

@@ -81,6 +81,26 @@ def block_errors(tmp_path_factory):
   return json.loads(result.stdout.splitlines()[-1])
 
 
+def test_block_runner_gives_each_block_its_own_namespace_and_directory(tmp_path):
+  # A block that leans on an earlier block's import or files fails, as it
+  # would run alone; the others pass.
+  blocks = {
+    "a": "import numpy as np\nopen('left_behind', 'w').close()",
+    "b": "np.zeros(1)",
+    "c": "import os\nassert os.listdir('.') == []",
+  }
+  result = subprocess.run(
+    [sys.executable, "-c", _RUN_BLOCKS, json.dumps(blocks)],
+    env={**os.environ, "TMPDIR": str(tmp_path)},
+    capture_output=True,
+    text=True,
+    check=True,
+  )
+  errors = json.loads(result.stdout.splitlines()[-1])
+  assert errors["a"] is None and errors["c"] is None
+  assert "NameError: name 'np' is not defined" in errors["b"]
+
+
 def test_readme_has_python_blocks():
   assert len(_python_blocks()) >= 5
 
