@@ -368,12 +368,16 @@ def test_configs_are_checked(tmp_path):
 )
 def test_configs_are_the_shipped_controllers(name, optimizer):
   """Each transformation's defaults for its pretrained controller are those
-  the controller was trained with."""
+  the controller was trained with, but for garo's home move (chosen after
+  training, on the choice tasks)."""
   from garo_optax import pretrained
   from garo_optax.meta import config
 
   recipe = config.load(name)
   bounds = pretrained.BOUNDS[optimizer]
+  if optimizer == "garo":
+    assert bounds.home_steps < pretrained.TRAINED_HOME_STEPS
+    bounds = bounds._replace(home_steps=pretrained.TRAINED_HOME_STEPS)
   assert recipe.optimizer == optimizer
   assert recipe.max_learning_rate == bounds.max_learning_rate
   assert recipe.max_effective_learning_rate == bounds.max_effective_learning_rate
