@@ -181,6 +181,23 @@ def garo_runs(
   return out
 
 
+def start_scores(rows: dict[str, Any]) -> dict[str, float]:
+  """Over every starting rate, from ``summarise``'s per-task rows (or a
+  summary file's ``"tasks"``): the geometric mean over tasks and starts of the
+  floored final loss over the tuned best's, and the geometric mean over tasks
+  of the spread over starts."""
+  ratios = [
+    _floored_ratio(value, row["best_tuned"], row["floor"])
+    for row in rows.values()
+    for key, value in row.items()
+    if key.startswith("garo_lr")
+  ]
+  return {
+    "geomean_ratio_all_starts": report.geomean(ratios),
+    "geomean_lr_spread": report.geomean([row["lr_spread"] for row in rows.values()]),
+  }
+
+
 def summarise(garo, base, default_lr=1e-2) -> dict[str, Any]:
   """The per-task table and the issue's criteria; ``default_lr`` is the
   starting learning rate of the runs over every seed."""
@@ -239,6 +256,7 @@ def summarise(garo, base, default_lr=1e-2) -> dict[str, Any]:
     "max_lr_spread": max(r["lr_spread"] for r in rows.values()),
     "max_lr_spread_unfloored": max(r["lr_spread_unfloored"] for r in rows.values()),
     "lr_spread_within_2x": sum(r["lr_spread"] <= 2.0 for r in rows.values()),
+    **start_scores(rows),
     "nonfinite": sum(r["nonfinite"] for r in rows.values()),
     "above_initial": sum(r["above_initial"] for r in rows.values()),
     **{

@@ -509,6 +509,9 @@ def test_evaluation_summary_holds_the_issue_criteria():
   assert summary["geomean_ratio_to_best_tuned"] == pytest.approx(np.sqrt(4.0 * 1.0))
   assert summary["tasks"]["a"]["lr_spread"] == pytest.approx(4.0)
   assert summary["lr_spread_within_2x"] == 1
+  # Over every start: a ends 8, 4 and 2 times the tuned best, b matches it.
+  assert summary["geomean_ratio_all_starts"] == pytest.approx(64 ** (1 / 6))
+  assert summary["geomean_lr_spread"] == pytest.approx(2.0)
   assert summary["nonfinite"] == 0 and summary["above_initial"] == 0
   # Losses are floored at 1e-6 of the initial loss (1.0 here), as the suite's
   # report floors them: 1e-3 against an exact fit is 1e3 times the floor.
