@@ -2,9 +2,13 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from benchmarks import select_controller
+import garo_optax
+from benchmarks import embed_scale, select_controller
 
 
 def test_snapshots_of_one_folder_are_one_run():
@@ -87,6 +91,37 @@ def test_the_safety_check_measures_the_peak_of_every_run():
   assert set(peaks) == set(select_controller.SAFETY_GRANULARITIES)
   # The first loss counts, so a peak is at least 1; finite runs give finite peaks.
   assert all(1.0 <= peak < float("inf") for peak in peaks.values())
+
+
+def test_a_controller_that_stalls_transformers_ranks_after_one_that_trains_them():
+  slack = select_controller.TRANSFORMER_SLACK
+  records = {
+    "a.npz": {"score": 1.0, "readable": True, "transformer_loss_over_adamw": {}},
+    "b.npz": {"score": 2.0, "readable": True, "transformer_loss_over_adamw": {}},
+  }
+  records["a.npz"]["transformer_loss_over_adamw"] = {"w": 0.9, "v": 1.01 * slack}
+  records["b.npz"]["transformer_loss_over_adamw"] = {"w": 0.9, "v": slack}
+  assert [select_controller.safe(r) for r in records.values()] == [False, True]
+  ranked = sorted(records, key=lambda k: select_controller.rank(records[k]))
+  assert ranked == ["b.npz", "a.npz"]
+
+
+def test_the_transformer_check_compares_with_adamw_on_every_problem(
+  tmp_path, monkeypatch
+):
+  """A controller whose heads are zero runs AdamW at its starting rate: the
+  check measures a ratio of 1 on every transformer and embedding scale."""
+  monkeypatch.setattr(embed_scale, "ARCHITECTURES", ((16, 1, 2, 4, 8, 2),))
+  controller = garo_optax.init_controller(jax.random.key(1), head_scale=1.0)
+  controller = controller._replace(head_kernel=jnp.zeros_like(controller.head_kernel))
+  path = tmp_path / "zero_heads.npz"
+  garo_optax.save_controller(path, controller, optimizer="garo_adamw")
+  ratios = select_controller.loss_over_adamw(str(path), seeds=1, steps=4)
+  assert list(ratios) == [
+    f"w16_d1_h2_c4_v8_b2 embed {scale:g}"
+    for scale in select_controller.TRANSFORMER_EMBED_SCALES
+  ]
+  np.testing.assert_allclose(list(ratios.values()), 1.0, rtol=1e-5)
 
 
 def test_earlier_scores_are_ranked_without_running_again(tmp_path):
