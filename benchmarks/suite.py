@@ -246,6 +246,12 @@ def _check_drop(
     raise ValueError(f"Cannot drop {', '.join(rerun)}: this run has their rows.")
 
 
+def _machine_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+  """What differs between two runs' machines, of what their rows' timings
+  and numbers depend on."""
+  return [k for k in ("cpu", "cores", "jax", "optax") if a[k] != b[k]]
+
+
 def merge(
   into: dict[str, Any],
   results: dict[str, Any],
@@ -272,11 +278,7 @@ def merge(
   _check_drop(config["optimizers"], new["optimizers"], drop)
   keys = ("mode", "seeds", "tuning_seed", "evaluations_per_run", "tasks")
   differences = [k for k in keys if config[k] != new[k]]
-  differences += [
-    k
-    for k in ("cpu", "cores", "jax", "optax")
-    if into["machine"][k] != results["machine"][k]
-  ]
+  differences += _machine_differences(into["machine"], results["machine"])
   for name, task in results["tasks"].items():
     mine = into["tasks"][name]
     if (task["steps"], task["every"]) != (mine["steps"], mine["every"]):
@@ -359,6 +361,13 @@ def main(argv: Sequence[str] | None = None) -> None:
       parser.error(f"--merge: {out} holds a --{previous['config']['mode']} run.")
     # Before the runs, which take minutes.
     _check_drop(previous["config"]["optimizers"], args.optimizers, args.drop)
+    differences = _machine_differences(previous["machine"], machine())
+    if differences:
+      raise ValueError(
+        f"Cannot merge runs that differ in {', '.join(differences)}: "
+        f"{out / 'suite_results.json'} was made on "
+        f"{', '.join(str(previous['machine'][k]) for k in differences)}."
+      )
   elif args.drop:
     parser.error("--drop needs --merge.")
   try:

@@ -305,6 +305,23 @@ def test_merge_adds_rows_and_keeps_the_others(tmp_path):
   assert report.read(tmp_path / "suite_results.json") == after
 
 
+def test_merge_on_another_machine_is_refused_before_the_runs(tmp_path, monkeypatch):
+  common = ["--quick", "--steps", "5", "--out", str(tmp_path)]
+  suite.main([*common, "--tasks", "quadratic", "--seeds", "1", "--optimizers", "sgd"])
+  path = tmp_path / "suite_results.json"
+  record = json.loads(path.read_text())
+  record["machine"]["cpu"] = "another CPU"
+  path.write_text(json.dumps(record))
+
+  def runs(*args, **kwargs):
+    raise AssertionError("the runs started")
+
+  monkeypatch.setattr(suite, "run_suite", runs)
+  with pytest.raises(ValueError, match=r"differ in cpu: .* made on another CPU"):
+    suite.main([*common, "--optimizers", "adam", "--merge"])
+  assert json.loads(path.read_text()) == record
+
+
 def test_merge_drops_rows_of_optimizers_that_no_longer_exist(tmp_path):
   common = ["--quick", "--steps", "20", "--out", str(tmp_path)]
   suite.main([*common, "--tasks", "quadratic", "--seeds", "1", "--optimizers",
