@@ -1,8 +1,8 @@
 """Long runs: does GARO stay stable ten times past its meta-training horizon?
 
 The shipped controllers were meta-trained on runs of at most
-``max_horizon`` steps (``garo_optax/meta/configs/default.json`` and
-``adamw.json``). This trains two held-out tasks for ten times that many steps
+``max_horizon`` steps (their configurations: ``garo_optax.pretrained.RECIPES``).
+This trains two held-out tasks for ten times that many steps
 with ``garo()`` and ``garo_adamw()`` at their defaults, over several seeds,
 with and without ``total_steps``, and records whether any full-batch train
 loss on the way is non-finite or above the initial one, with the final loss
@@ -27,6 +27,7 @@ import optax
 
 from benchmarks import _machine, tasks, train
 from benchmarks.optimizers import Optimizer, garo_adamw_variant, garo_variant
+from garo_optax import pretrained as shipped
 from garo_optax.meta import config as config_lib
 
 RESULTS = pathlib.Path(__file__).parent / "results"
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
   )
   p.add_argument("--out", default=str(RESULTS / "long_horizon"))
   args = p.parse_args(argv)
-  horizon = max(config_lib.load(c).max_horizon for c in ("default", "adamw"))
+  horizon = max(config_lib.load(c).max_horizon for c in shipped.RECIPES.values())
   steps = int(args.factor * horizon)
   begin = time.perf_counter()
   results = {}

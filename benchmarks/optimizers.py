@@ -115,14 +115,18 @@ def _meta_seed(seed: int) -> Optimizer:
   )
 
 
-# The same for garo_adamw (python -m garo_optax.meta.train --config adamw
-# --snapshots DIR, with the code of 0.10.0): a meta-seed's controller is its
-# checkpoint of best score on the tasks that are not held out
-# (results/meta_adamw/retrained_0.10.0/checkpoints.json).
-ADAMW_META_SEEDS_DIR = (
-  pathlib.Path(__file__).parent / "results" / "meta_adamw" / "retrained_0.10.0"
-)
-SHIPPED_ADAMW_META_SEED = 2
+# The same for garo_adamw (python -m garo_optax.meta.train --config
+# adamw_scales --seed N --snapshots DIR, with the code of 0.12.0): a meta-seed's
+# controller is its checkpoint that ranks first on the tasks that are not held
+# out, among those that train the check's transformers
+# (benchmarks.select_controller; results/meta_adamw_scales/README.md).
+ADAMW_META_SEEDS_DIR = pathlib.Path(__file__).parent / "results" / "meta_adamw_scales"
+ADAMW_META_SEED_FILES = {
+  0: "seed0/step800.npz",
+  1: "seed1/step400.npz",
+  2: "seed2/step200.npz",
+}
+SHIPPED_ADAMW_META_SEED = 1
 
 
 def _adamw_meta_seed(seed: int) -> Optimizer:
@@ -130,7 +134,7 @@ def _adamw_meta_seed(seed: int) -> Optimizer:
     f"garo_adamw_seed{seed}",
     f"garo_optax.garo_adamw(1e-3, controller=<meta-seed {seed}'s controller>), "
     "with the shipped controller's defaults",
-    controller=ADAMW_META_SEEDS_DIR / f"seed{seed}.npz",
+    controller=ADAMW_META_SEEDS_DIR / ADAMW_META_SEED_FILES[seed],
     **shipped_defaults("garo_adamw"),
   )
 

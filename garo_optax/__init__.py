@@ -11,7 +11,7 @@ from garo_optax._state import hyperparams as hyperparams
 from garo_optax._transform import garo as garo
 from garo_optax._transform import garo_adamw as garo_adamw
 
-__version__ = "0.14.0"
+__version__ = "0.15.0"
 
 __all__ = (
   "ByGroup",

@@ -458,3 +458,23 @@ def test_other_meta_seeds_run_as_the_shipped_controller_does(optimizer):
   for key, value in from_file.items():
     np.testing.assert_array_equal(value, shipped[key])
   assert any(not np.array_equal(bare[k], shipped[k]) for k in shipped)
+
+
+def test_the_shipped_meta_seeds_are_the_shipped_files():
+  """The suite's garo_pretrained and garo_adamw rows are the meta-seeds the
+  model card names: their files are the package's, byte for byte."""
+  from garo_optax import pretrained
+
+  garo = optimizers.META_SEEDS_DIR / f"seed{optimizers.SHIPPED_META_SEED}.npz"
+  assert garo.read_bytes() == pretrained.FILES["garo"].read_bytes()
+  adamw = (
+    optimizers.ADAMW_META_SEEDS_DIR
+    / optimizers.ADAMW_META_SEED_FILES[optimizers.SHIPPED_ADAMW_META_SEED]
+  )
+  assert adamw.read_bytes() == pretrained.FILES["garo_adamw"].read_bytes()
+  # Every other meta-seed has a file of its own.
+  files = [
+    optimizers.ADAMW_META_SEEDS_DIR / f
+    for f in optimizers.ADAMW_META_SEED_FILES.values()
+  ]
+  assert all(f.exists() for f in files) and len(set(files)) == 3

@@ -35,7 +35,7 @@ class Bounds(NamedTuple):
   home_steps: float
 
 
-# Those of the meta-training configurations (``garo_optax/meta/configs/``),
+# Those of the meta-training configurations (``RECIPES``),
 # but for garo's home_steps. garo: the learning rate is lowered so that
 # learning_rate / (1 - momentum) never exceeds 1, and the learning-rate head's
 # bias moves from the starting rate's to 0.01's (garo's default rate) with a
@@ -45,6 +45,8 @@ class Bounds(NamedTuple):
 # (benchmarks/results/home_steps/). garo_adamw: the same around AdamW's usual
 # 1e-3 with 100 steps, its training's, the rate kept below 0.1.
 TRAINED_HOME_STEPS = 100.0
+# The meta-training configuration each shipped controller was trained with.
+RECIPES = {"garo": "default", "garo_adamw": "adamw_scales"}
 BOUNDS = {
   "garo": Bounds(None, 1.0, 0.01, 30.0),
   "garo_adamw": Bounds(0.1, None, 1e-3, 100.0),
