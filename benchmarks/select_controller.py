@@ -50,7 +50,6 @@ from benchmarks import (
   char_transformer,
   optimizers,
   pretrained,
-  report,
   tasks,
 )
 from benchmarks import embed_scale as embed_scale_lib
@@ -175,16 +174,9 @@ def rank(record) -> tuple[bool, float]:
 
 def score(summary) -> float:
   """Geometric mean over tasks and starting learning rates of the final loss
-  over the best tuned baseline's, both floored as the suite does."""
-  ratios = []
-  for row in summary["tasks"].values():
-    for lr in summary.get("learning_rates", pretrained.GARO_LEARNING_RATES):
-      ratios.append(
-        pretrained._floored_ratio(
-          row[f"garo_lr{lr:g}"], row["best_tuned"], row["floor"]
-        )
-      )
-  return report.geomean(ratios)
+  over the best tuned baseline's, both floored as the suite does
+  (:func:`benchmarks.pretrained.start_scores`)."""
+  return pretrained.start_scores(summary["tasks"])["geomean_ratio_all_starts"]
 
 
 def run_of(path: str) -> str:

@@ -52,6 +52,17 @@ def test_a_schedule_is_readable_only_within_both_bounds():
   assert not select_controller.readable(summary(float("nan"), 0.0))
 
 
+def test_the_score_counts_every_start_of_every_task():
+  """Floored at 1e-6 of the initial loss (1 here): b's exact fits count as
+  the floor, as the tuned best's does."""
+  row = {"best_tuned": 1e-3, "floor": 1e-6, "lr_spread": 1.0}
+  tasks = {
+    "a": {**row, "garo_lr0.0001": 8e-3, "garo_lr0.001": 4e-3, "garo_lr0.01": 2e-3},
+    "b": {**row, "best_tuned": 0.0, "garo_lr0.0001": 0.0, "garo_lr0.001": 0.0},
+  }
+  assert select_controller.score({"tasks": tasks}) == pytest.approx(64 ** (1 / 5))
+
+
 def test_a_chattering_controller_ranks_after_every_readable_one():
   records = {
     "a/step50.npz": {"score": 1.0, "readable": False},
